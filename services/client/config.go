@@ -1,0 +1,44 @@
+package main
+
+import (
+	"time"
+
+	"example.com/grpc-metrics/services/internal/platform"
+)
+
+const envPrefix = "CLIENT"
+
+// Config is the client's configuration, read from CLIENT_* variables.
+type Config struct {
+	ServerAddr  string             `envconfig:"SERVER_ADDR" default:"localhost:20000" desc:"gRPC target of the server, such as host:port or dns:///name:port (round_robin balances over every address the name resolves to)"`
+	Rate        float64            `envconfig:"RATE" default:"1" desc:"echo calls per second, over all workers"`
+	Concurrency int                `envconfig:"CONCURRENCY" default:"1" desc:"calls in flight at most (workers)"`
+	Name        string             `envconfig:"NAME" default:"world" desc:"name sent in each echo request"`
+	Timeout     time.Duration      `envconfig:"TIMEOUT" default:"1s" desc:"deadline of each call, retries included"`
+	MetricsPort int                `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
+	Log         platform.LogConfig `envconfig:"LOG"`
+}
+
+// Logging returns the logger settings.
+func (c Config) Logging() platform.LogConfig { return c.Log }
+
+// maxRate bounds CLIENT_RATE: far above what one client can send, low enough
+// to catch a typo.
+const maxRate = 100_000
+
+// Validate reports the first setting that is out of range.
+func (c Config) Validate() error {
+	if c.ServerAddr == "" {
+		return &platform.FieldError{Key: envPrefix + "_SERVER_ADDR", Value: `""`, Reason: "must not be empty"}
+	}
+	if !(c.Rate > 0 && c.Rate <= maxRate) { // also rejects NaN
+		return &platform.FieldError{Key: envPrefix + "_RATE", Value: c.Rate, Reason: "must be above 0 and at most 100000 calls per second"}
+	}
+	if c.Concurrency < 1 {
+		return &platform.FieldError{Key: envPrefix + "_CONCURRENCY", Value: c.Concurrency, Reason: "must be at least 1"}
+	}
+	if c.Timeout <= 0 {
+		return &platform.FieldError{Key: envPrefix + "_TIMEOUT", Value: c.Timeout, Reason: "must be positive"}
+	}
+	return platform.CheckPort(envPrefix+"_METRICS_PORT", c.MetricsPort)
+}

@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/platform"
+)
+
+// serviceConfig balances calls over every address the target resolves to
+// (with a headless Service, every server pod) and retries UNAVAILABLE, which
+// a call gets when its server is going away or not reachable yet.
+const serviceConfig = `{
+  "loadBalancingConfig": [{"round_robin": {}}],
+  "methodConfig": [{
+    "name": [{"service": "foo.Foo"}],
+    "retryPolicy": {
+      "maxAttempts": 4,
+      "initialBackoff": "0.05s",
+      "maxBackoff": "0.5s",
+      "backoffMultiplier": 2,
+      "retryableStatusCodes": ["UNAVAILABLE"]
+    }
+  }]
+}`
+
+// reconnectBackoff retries a lost server quickly: grpc-go's default grows to
+// 120s, far too slow to notice a restarted pod in a dev loop.
+var reconnectBackoff = backoff.Config{
+	BaseDelay:  100 * time.Millisecond,
+	Multiplier: 1.6,
+	Jitter:     0.2,
+	MaxDelay:   2 * time.Second, // a returning server is called again within ~2s
+}
+
+// metricsShutdownTimeout bounds the wait for a scrape in progress at exit.
+const metricsShutdownTimeout = 5 * time.Second
+
+// run calls the server until ctx ends.
+func run(ctx context.Context, cfg Config, log *zap.Logger) error {
+	reg := platform.NewRegistry("echo_client")
+	clMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
+	))
+	reg.MustRegister(clMetrics)
+
+	conn, err := grpc.NewClient(cfg.ServerAddr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(serviceConfig),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: reconnectBackoff, MinConnectTimeout: time.Second}),
+		grpc.WithChainUnaryInterceptor(
+			clMetrics.UnaryClientInterceptor(),
+			logging.UnaryClientInterceptor(platform.InterceptorLogger(log), platform.RPCLogOptions()...),
+		),
+	)
+	if err != nil {
+		return fmt.Errorf("create gRPC client for %q: %w", cfg.ServerAddr, err)
+	}
+	defer conn.Close()
+
+	var lc net.ListenConfig
+	metricsLis, err := lc.Listen(ctx, "tcp", net.JoinHostPort("", strconv.Itoa(cfg.MetricsPort)))
+	if err != nil {
+		return fmt.Errorf("listen for metrics: %w", err)
+	}
+	metrics := platform.NewMetricsServer(log, reg)
+	c := newCaller(foopb.NewFooClient(conn), cfg, log, reg)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return metrics.Serve(metricsLis) })
+	g.Go(func() error {
+		log.Info("calling echo", zap.String("target", cfg.ServerAddr), zap.Float64("rate", cfg.Rate), zap.Int("concurrency", cfg.Concurrency))
+		return c.run(gctx)
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		metrics.SetReady(false)
+		sctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
+		defer cancel()
+		return metrics.Shutdown(sctx)
+	})
+	metrics.SetReady(true)
+	return g.Wait()
+}

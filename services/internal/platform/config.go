@@ -1,0 +1,89 @@
+package platform
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Config is a program's configuration: an envconfig struct that checks itself.
+type Config interface {
+	Validate() error
+	Logging() LogConfig
+}
+
+// ErrHelp is returned by LoadConfig when the arguments ask for the usage text.
+var ErrHelp = errors.New("help requested")
+
+// LoadConfig fills cfg from the environment variables named PREFIX_*, then
+// validates it. The only arguments accepted are -h and --help, which print the
+// variable table to usage and return ErrHelp.
+func LoadConfig(prefix string, cfg Config, args []string, usage io.Writer) error {
+	for _, a := range args {
+		switch a {
+		case "-h", "-help", "--help":
+			if err := PrintUsage(usage, prefix, cfg); err != nil {
+				return err
+			}
+			return ErrHelp
+		default:
+			return fmt.Errorf("unexpected argument %q: configuration comes from %s_* environment variables (see --help)", a, prefix)
+		}
+	}
+	if err := envconfig.Process(prefix, cfg); err != nil {
+		var perr *envconfig.ParseError
+		if errors.As(err, &perr) {
+			return fmt.Errorf("%s=%q: %s", perr.KeyName, perr.Value, parseReason(perr))
+		}
+		return err
+	}
+	return cfg.Validate()
+}
+
+// PrintUsage writes the table of environment variables cfg reads.
+func PrintUsage(w io.Writer, prefix string, cfg Config) error {
+	return envconfig.Usagef(prefix, cfg, w, usageFormat)
+}
+
+const usageFormat = `Configuration comes only from these environment variables:
+
+{{range .}}{{if usage_description .}}  {{usage_key .}}
+      {{usage_description .}} (type {{usage_type .}}, default {{with usage_default .}}{{.}}{{else}}""{{end}})
+{{end}}{{end}}`
+
+// parseReason turns an envconfig conversion error into a short sentence.
+func parseReason(perr *envconfig.ParseError) string {
+	switch perr.TypeName {
+	case "time.Duration":
+		return "not a duration (use a number with a unit, such as 500ms, 2s or 1m)"
+	case "int", "int64", "uint16":
+		return "not a whole number"
+	case "float64":
+		return "not a number"
+	case "bool":
+		return "not a boolean (use true or false)"
+	}
+	// Types with their own decoder (log level, log format) explain themselves.
+	return perr.Err.Error()
+}
+
+// FieldError is an environment variable whose value parsed but is not allowed.
+type FieldError struct {
+	Key    string // environment variable, PREFIX_NAME
+	Value  any
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("%s=%v: %s", e.Key, e.Value, e.Reason)
+}
+
+// CheckPort reports whether port is usable as a TCP listening port.
+func CheckPort(key string, port int) error {
+	if port < 1 || port > 65535 {
+		return &FieldError{Key: key, Value: port, Reason: "not a TCP port (1-65535)"}
+	}
+	return nil
+}

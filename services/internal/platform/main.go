@@ -1,0 +1,64 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zapgrpc"
+	"google.golang.org/grpc/grpclog"
+)
+
+// Exit codes of the programs.
+const (
+	ExitOK     = 0
+	ExitFailed = 1 // the program ran and failed
+	ExitConfig = 2 // the configuration is invalid; nothing was started
+)
+
+// Main is the whole of a program's main: it loads the configuration PREFIX_*
+// from the environment, builds the logger, routes grpc-go's own logs through
+// it and calls run with a context that ends on SIGINT or SIGTERM. It returns
+// the process exit code.
+func Main[C any, PC interface {
+	*C
+	Config
+}](program, prefix string, args []string, stdout, stderr io.Writer, run func(context.Context, C, *zap.Logger) error) int {
+	var cfg C
+	if err := LoadConfig(prefix, PC(&cfg), args, stdout); err != nil {
+		if errors.Is(err, ErrHelp) {
+			return ExitOK
+		}
+		fmt.Fprintf(stderr, "%s: invalid configuration: %v\n", program, err)
+		return ExitConfig
+	}
+	log, err := NewLogger(PC(&cfg).Logging())
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", program, err)
+		return ExitFailed
+	}
+	defer log.Sync() //nolint:errcheck // stderr cannot be synced on some systems; nothing to do about it
+	log = log.With(zap.String("program", program))
+
+	// grpc-go logs its connection events at info; they are noise unless we debug.
+	grpcLog := log.Named("grpc")
+	if zapcore.Level(PC(&cfg).Logging().Level) > zapcore.DebugLevel {
+		grpcLog = grpcLog.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
+	}
+	grpclog.SetLoggerV2(zapgrpc.NewLogger(grpcLog))
+
+	log.Info("starting", zap.String("config", fmt.Sprintf("%+v", cfg)))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("stopped with an error", zap.Error(err))
+		return ExitFailed
+	}
+	log.Info("stopped")
+	return ExitOK
+}

@@ -1,0 +1,94 @@
+package platform
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// NewRegistry returns a registry holding the Go runtime and process
+// collectors and PROGRAM_build_info (version, revision, Go version, set at
+// link time through github.com/prometheus/common/version).
+func NewRegistry(program string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		versioncollector.NewCollector(program),
+	)
+	return reg
+}
+
+// MetricsServer serves /metrics, /healthz and /readyz on its own listener.
+type MetricsServer struct {
+	log   *zap.Logger
+	srv   *http.Server
+	ready atomic.Bool
+}
+
+// Tuning of the metrics listener.
+const (
+	readHeaderTimeout = 5 * time.Second  // a scrape sends a few hundred bytes of headers
+	writeTimeout      = 30 * time.Second // longer than any Prometheus scrape timeout
+	idleTimeout       = 2 * time.Minute  // Prometheus keeps its connection between 5s scrapes
+)
+
+// NewMetricsServer builds the HTTP server for reg. /readyz answers 503 until
+// SetReady(true); /healthz answers 200 while the process runs.
+func NewMetricsServer(log *zap.Logger, reg *prometheus.Registry) *MetricsServer {
+	m := &MetricsServer{log: log}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:          zap.NewStdLog(log.Named("promhttp")),
+		Registry:          reg, // promhttp_metric_handler_* describe the scrapes themselves
+		EnableOpenMetrics: true,
+	}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !m.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	m.srv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: readHeaderTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	return m
+}
+
+// SetReady sets what /readyz answers.
+func (m *MetricsServer) SetReady(ready bool) { m.ready.Store(ready) }
+
+// Serve serves on lis until Shutdown; it returns nil after a shutdown.
+func (m *MetricsServer) Serve(lis net.Listener) error {
+	m.log.Info("serving metrics", zap.String("addr", lis.Addr().String()))
+	if err := m.srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve metrics: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the listener and waits for requests in progress until ctx ends.
+func (m *MetricsServer) Shutdown(ctx context.Context) error {
+	if err := m.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shut down metrics server: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+package main
+
+import (
+	"fmt"
+	"time"
+
+	"example.com/grpc-metrics/services/internal/platform"
+)
+
+const envPrefix = "SERVER"
+
+// Config is the server's configuration, read from SERVER_* variables.
+type Config struct {
+	GRPCPort        int                `envconfig:"GRPC_PORT" default:"20000" desc:"TCP port of the gRPC listener"`
+	MetricsPort     int                `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
+	Reflection      bool               `envconfig:"REFLECTION" default:"true" desc:"serve gRPC server reflection (for grpcurl and ghz)"`
+	MaxNameBytes    int                `envconfig:"MAX_NAME_BYTES" default:"1024" desc:"longest name accepted by echo, in bytes; longer gets INVALID_ARGUMENT"`
+	MaxRecvMsgBytes int                `envconfig:"MAX_RECV_MSG_BYTES" default:"16384" desc:"largest request message accepted, in bytes; larger gets RESOURCE_EXHAUSTED"`
+	ShutdownDelay   time.Duration      `envconfig:"SHUTDOWN_DELAY" default:"0s" desc:"after SIGTERM, time spent NOT_SERVING before draining, so load balancers stop sending calls"`
+	ShutdownTimeout time.Duration      `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long calls in progress may take to finish at shutdown before they are cancelled"`
+	Log             platform.LogConfig `envconfig:"LOG"`
+}
+
+// Logging returns the logger settings.
+func (c Config) Logging() platform.LogConfig { return c.Log }
+
+// Validate reports the first setting that is out of range.
+func (c Config) Validate() error {
+	if err := platform.CheckPort(envPrefix+"_GRPC_PORT", c.GRPCPort); err != nil {
+		return err
+	}
+	if err := platform.CheckPort(envPrefix+"_METRICS_PORT", c.MetricsPort); err != nil {
+		return err
+	}
+	if c.GRPCPort == c.MetricsPort {
+		return &platform.FieldError{Key: envPrefix + "_METRICS_PORT", Value: c.MetricsPort, Reason: "the same port as " + envPrefix + "_GRPC_PORT"}
+	}
+	if c.MaxNameBytes < 1 {
+		return &platform.FieldError{Key: envPrefix + "_MAX_NAME_BYTES", Value: c.MaxNameBytes, Reason: "must be at least 1"}
+	}
+	// The request also carries the field's tag and length prefix.
+	if c.MaxRecvMsgBytes <= c.MaxNameBytes {
+		return &platform.FieldError{Key: envPrefix + "_MAX_RECV_MSG_BYTES", Value: c.MaxRecvMsgBytes,
+			Reason: fmt.Sprintf("must be larger than %s_MAX_NAME_BYTES (%d)", envPrefix, c.MaxNameBytes)}
+	}
+	if c.ShutdownDelay < 0 {
+		return &platform.FieldError{Key: envPrefix + "_SHUTDOWN_DELAY", Value: c.ShutdownDelay, Reason: "must not be negative"}
+	}
+	if c.ShutdownTimeout <= 0 {
+		return &platform.FieldError{Key: envPrefix + "_SHUTDOWN_TIMEOUT", Value: c.ShutdownTimeout, Reason: "must be positive"}
+	}
+	return nil
+}

@@ -1,0 +1,71 @@
+package main
+
+import (
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/platform"
+)
+
+// grpcServer is the gRPC server with the services it carries.
+type grpcServer struct {
+	*grpc.Server
+	health *health.Server
+}
+
+// newGRPCServer builds the gRPC server: foo.Foo behind the metrics, logging
+// and panic-recovery interceptors, the health service (NOT_SERVING until
+// setServing) and, when enabled, reflection. reg receives the echo and the
+// standard grpc_server_* metrics.
+func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpcServer {
+	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		// From a fast local echo to a call stuck behind a slow peer.
+		grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
+	))
+	reg.MustRegister(srvMetrics)
+
+	panicked := func(p any) error {
+		log.Error("recovered from a panic in a handler", zap.Any("panic", p), zap.Stack("stack"))
+		return status.Error(codes.Internal, "internal error")
+	}
+	s := grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.ChainUnaryInterceptor(
+			srvMetrics.UnaryServerInterceptor(),
+			logging.UnaryServerInterceptor(platform.InterceptorLogger(log), platform.RPCLogOptions()...),
+			recovery.UnaryServerInterceptor(recovery.WithRecoveryHandler(panicked)),
+		),
+		grpc.ChainStreamInterceptor(
+			srvMetrics.StreamServerInterceptor(),
+			logging.StreamServerInterceptor(platform.InterceptorLogger(log), platform.RPCLogOptions()...),
+			recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(panicked)),
+		),
+	)
+	foopb.RegisterFooServer(s, &echoServer{maxNameBytes: cfg.MaxNameBytes, metrics: newEchoMetrics(reg)})
+
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(foopb.Foo_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s, hs)
+	if cfg.Reflection {
+		reflection.Register(s)
+	}
+	srvMetrics.InitializeMetrics(s)
+	return &grpcServer{Server: s, health: hs}
+}
+
+// setServing marks the server and foo.Foo SERVING.
+func (s *grpcServer) setServing() {
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(foopb.Foo_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+}
