@@ -1,0 +1,406 @@
+package dashboards_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
+	"sigs.k8s.io/yaml"
+)
+
+// The dashboards and their fixed uids: links and the Tiltfile use them.
+var wantUIDs = map[string]string{
+	"echo.json":       "echo",
+	"grpc.json":       "grpc-red",
+	"go-runtime.json": "go-runtime",
+}
+
+// datasource is the one Grafana datasource every panel queries.
+type datasource struct {
+	Type string `json:"type"`
+	UID  string `json:"uid"`
+}
+
+var prometheusDS = datasource{Type: "prometheus", UID: "prometheus"}
+
+type target struct {
+	RefID      string      `json:"refId"`
+	Datasource *datasource `json:"datasource"`
+	Expr       string      `json:"expr"`
+}
+
+type panel struct {
+	ID         int         `json:"id"`
+	Type       string      `json:"type"`
+	Title      string      `json:"title"`
+	Datasource *datasource `json:"datasource"`
+	Targets    []target    `json:"targets"`
+	Panels     []panel     `json:"panels"`
+}
+
+type variable struct {
+	Name       string      `json:"name"`
+	Type       string      `json:"type"`
+	Datasource *datasource `json:"datasource"`
+	Query      string      `json:"query"`
+}
+
+type dashboard struct {
+	UID        string  `json:"uid"`
+	Title      string  `json:"title"`
+	Panels     []panel `json:"panels"`
+	Templating struct {
+		List []variable `json:"list"`
+	} `json:"templating"`
+}
+
+// allPanels flattens rows.
+func (d *dashboard) allPanels() []panel {
+	var out []panel
+	for _, p := range d.Panels {
+		out = append(out, p)
+		out = append(out, p.Panels...)
+	}
+	return out
+}
+
+func load(t *testing.T) map[string]*dashboard {
+	t.Helper()
+	files, err := filepath.Glob("*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no dashboards/*.json")
+	}
+	out := map[string]*dashboard{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !json.Valid(data) {
+			t.Fatalf("%s: not valid JSON", f)
+		}
+		d := &dashboard{}
+		if err := json.Unmarshal(data, d); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		out[f] = d
+	}
+	return out
+}
+
+// knownMetrics reads testdata/exported-metrics.txt, the one list of series
+// names the programs export.
+func knownMetrics(t *testing.T) map[string]bool {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("testdata", "exported-metrics.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	valid := regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
+	s := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; s.Scan(); n++ {
+		line := strings.TrimSpace(s.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if !valid.MatchString(line) {
+			t.Fatalf("exported-metrics.txt:%d: %q is not a metric name", n, line)
+		}
+		if known[line] {
+			t.Fatalf("exported-metrics.txt:%d: %q listed twice", n, line)
+		}
+		known[line] = true
+	}
+	if len(known) == 0 {
+		t.Fatal("exported-metrics.txt lists no metric")
+	}
+	// Series Prometheus itself writes for every target.
+	known["up"] = true
+	return known
+}
+
+// promql parses with the options Prometheus uses by default.
+var promql = parser.NewParser(parser.Options{})
+
+// rateInterval stands in for Grafana's $__rate_interval when parsing.
+const rateInterval = time.Minute
+
+var varRef = regexp.MustCompile(`\$\{?(\w+)\}?`)
+
+// substitute replaces Grafana variables the way the smoke test does:
+// $__rate_interval with 1m, any other variable with the regex .* .
+func substitute(expr string) string {
+	return varRef.ReplaceAllStringFunc(expr, func(ref string) string {
+		if varRef.FindStringSubmatch(ref)[1] == "__rate_interval" {
+			return "1m"
+		}
+		return ".*"
+	})
+}
+
+// checkExpr parses expr after substitution and returns the metric names it
+// reads. Every name must be known and every range must be $__rate_interval.
+func checkExpr(expr string, known map[string]bool) ([]string, error) {
+	if strings.TrimSpace(expr) == "" {
+		return nil, errors.New("empty expression")
+	}
+	e, err := promql.ParseExpr(substitute(expr))
+	if err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	var names []string
+	var errs []error
+	parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+		switch n := node.(type) {
+		case *parser.VectorSelector:
+			name := n.Name
+			for _, m := range n.LabelMatchers {
+				if m.Name == labels.MetricName {
+					if m.Type != labels.MatchEqual {
+						errs = append(errs, fmt.Errorf("selector %s: match the metric name exactly", n))
+					}
+					name = m.Value
+				}
+			}
+			if !known[name] {
+				errs = append(errs, fmt.Errorf("metric %q is not in testdata/exported-metrics.txt", name))
+			}
+			names = append(names, name)
+		case *parser.MatrixSelector:
+			if n.Range != rateInterval {
+				errs = append(errs, fmt.Errorf("range %s: use $__rate_interval", n.Range))
+			}
+		case *parser.SubqueryExpr:
+			errs = append(errs, errors.New("subquery: not used by these dashboards"))
+		}
+		return nil
+	})
+	return names, errors.Join(errs...)
+}
+
+// labelValues matches Grafana's label_values(selector, label) variable query.
+var labelValues = regexp.MustCompile(`^label_values\((.+),\s*(\w+)\)$`)
+
+func TestCheckExpr(t *testing.T) {
+	known := map[string]bool{"echo_requests_total": true}
+	tests := []struct {
+		name    string
+		expr    string
+		want    []string
+		wantErr string
+	}{
+		{name: "rate", expr: `sum by (result) (rate(echo_requests_total{job=~"$job"}[$__rate_interval]))`, want: []string{"echo_requests_total"}},
+		{name: "braced variable", expr: `echo_requests_total{pod=~"${pod}"}`, want: []string{"echo_requests_total"}},
+		{name: "name matcher", expr: `{__name__="echo_requests_total"}`, want: []string{"echo_requests_total"}},
+		{name: "unknown metric", expr: `rate(echo_request_total[$__rate_interval])`, wantErr: `"echo_request_total" is not in`},
+		{name: "fixed range", expr: `rate(echo_requests_total[5m])`, wantErr: "use $__rate_interval"},
+		{name: "name regex", expr: `{__name__=~"echo_.*"}`, wantErr: "exactly"},
+		{name: "syntax error", expr: `sum(rate(echo_requests_total[$__rate_interval])`, wantErr: "parse"},
+		{name: "empty", expr: " ", wantErr: "empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := checkExpr(tt.expr, known)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("checkExpr(%q) error = %v, want one containing %q", tt.expr, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("checkExpr(%q) = %v", tt.expr, err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("checkExpr(%q) names = %v, want %v", tt.expr, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDashboardsHaveFixedUIDs(t *testing.T) {
+	boards := load(t)
+	for file, uid := range wantUIDs {
+		d, ok := boards[file]
+		if !ok {
+			t.Errorf("%s is missing", file)
+			continue
+		}
+		if d.UID != uid {
+			t.Errorf("%s: uid = %q, want %q", file, d.UID, uid)
+		}
+		if d.Title == "" {
+			t.Errorf("%s: no title", file)
+		}
+	}
+	for file := range boards {
+		if _, ok := wantUIDs[file]; !ok {
+			t.Errorf("%s: a new dashboard needs its uid in wantUIDs", file)
+		}
+	}
+}
+
+func TestPanelsQueryPrometheus(t *testing.T) {
+	for file, d := range load(t) {
+		ids := map[int]bool{}
+		for _, p := range d.allPanels() {
+			if ids[p.ID] {
+				t.Errorf("%s: panel id %d used twice", file, p.ID)
+			}
+			ids[p.ID] = true
+			if p.Type == "row" {
+				continue
+			}
+			if p.Datasource == nil || *p.Datasource != prometheusDS {
+				t.Errorf("%s / %s: datasource %+v, want %+v", file, p.Title, p.Datasource, prometheusDS)
+			}
+			if len(p.Targets) == 0 {
+				t.Errorf("%s / %s: no query", file, p.Title)
+			}
+			for _, tg := range p.Targets {
+				if tg.Datasource == nil || *tg.Datasource != prometheusDS {
+					t.Errorf("%s / %s / %s: target datasource %+v, want %+v", file, p.Title, tg.RefID, tg.Datasource, prometheusDS)
+				}
+			}
+		}
+	}
+}
+
+func TestQueriesParseAndUseExportedMetrics(t *testing.T) {
+	known := knownMetrics(t)
+	used := map[string]bool{}
+	for file, d := range load(t) {
+		for _, p := range d.allPanels() {
+			for _, tg := range p.Targets {
+				names, err := checkExpr(tg.Expr, known)
+				if err != nil {
+					t.Errorf("%s / %s / %s: %v\n  expr: %s", file, p.Title, tg.RefID, err, tg.Expr)
+				}
+				for _, n := range names {
+					used[n] = true
+				}
+			}
+		}
+		for _, v := range d.Templating.List {
+			m := labelValues.FindStringSubmatch(v.Query)
+			if v.Type != "query" || m == nil {
+				t.Errorf("%s: variable %s: query %q, want label_values(selector, label)", file, v.Name, v.Query)
+				continue
+			}
+			if v.Datasource == nil || *v.Datasource != prometheusDS {
+				t.Errorf("%s: variable %s: datasource %+v, want %+v", file, v.Name, v.Datasource, prometheusDS)
+			}
+			if _, err := checkExpr(m[1], known); err != nil {
+				t.Errorf("%s: variable %s: %v", file, v.Name, err)
+			}
+		}
+	}
+	if !used["echo_request_duration_seconds_bucket"] || !used["grpc_server_handled_total"] || !used["go_goroutines"] {
+		t.Errorf("the dashboards no longer read the echo, gRPC and Go metrics they exist for: %v", used)
+	}
+}
+
+func TestVariablesAreDefinedAndUsed(t *testing.T) {
+	builtin := map[string]bool{"__rate_interval": true, "__interval": true, "__range": true}
+	for file, d := range load(t) {
+		defined := map[string]bool{}
+		for _, v := range d.Templating.List {
+			defined[v.Name] = true
+		}
+		referenced := map[string]bool{}
+		var queries []string
+		for _, p := range d.allPanels() {
+			for _, tg := range p.Targets {
+				queries = append(queries, tg.Expr)
+			}
+		}
+		for _, v := range d.Templating.List {
+			queries = append(queries, v.Query)
+		}
+		for _, q := range queries {
+			for _, m := range varRef.FindAllStringSubmatch(q, -1) {
+				if !builtin[m[1]] {
+					referenced[m[1]] = true
+				}
+			}
+		}
+		for name := range referenced {
+			if !defined[name] {
+				t.Errorf("%s: $%s is used and not defined", file, name)
+			}
+		}
+		for name := range defined {
+			if !referenced[name] {
+				t.Errorf("%s: variable %s is defined and never used", file, name)
+			}
+		}
+	}
+	boards := load(t)
+	for _, file := range []string{"grpc.json", "go-runtime.json"} {
+		var names []string
+		for _, v := range boards[file].Templating.List {
+			names = append(names, v.Name)
+		}
+		if !slices.Equal(names, []string{"job", "pod"}) {
+			t.Errorf("%s: variables %v, want [job pod]", file, names)
+		}
+	}
+}
+
+func TestKustomizationPacksEveryDashboard(t *testing.T) {
+	data, err := os.ReadFile("kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		ConfigMapGenerator []struct {
+			Name  string   `json:"name"`
+			Files []string `json:"files"`
+		} `json:"configMapGenerator"`
+	}
+	if err := yaml.Unmarshal(data, &k); err != nil {
+		t.Fatal(err)
+	}
+	if len(k.ConfigMapGenerator) != 1 || k.ConfigMapGenerator[0].Name != "grafana-dashboards" {
+		t.Fatalf("want one generator grafana-dashboards, got %+v", k.ConfigMapGenerator)
+	}
+	got := slices.Sorted(slices.Values(k.ConfigMapGenerator[0].Files))
+	var want []string
+	for f := range wantUIDs {
+		want = append(want, f)
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("kustomization files = %v, want %v", got, want)
+	}
+}
+
+func TestDatasourceUIDMatchesPanels(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("..", "infra", "grafana", "datasources.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds struct {
+		Datasources []datasource `json:"datasources"`
+	}
+	if err := yaml.Unmarshal(data, &ds); err != nil {
+		t.Fatalf("datasources.yaml: %v", err)
+	}
+	if !slices.Contains(ds.Datasources, prometheusDS) {
+		t.Errorf("infra/grafana/datasources.yaml provisions %+v, not the %+v the panels query", ds.Datasources, prometheusDS)
+	}
+}

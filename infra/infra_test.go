@@ -1,0 +1,835 @@
+package infra_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+const namespace = "echo"
+
+// tree is one built kustomize tree, every object decoded into its API type.
+type tree struct {
+	namespaces      []*corev1.Namespace
+	serviceAccounts map[string]*corev1.ServiceAccount
+	services        map[string]*corev1.Service
+	configMaps      map[string]*corev1.ConfigMap
+	deployments     map[string]*appsv1.Deployment
+	roles           map[string]*rbacv1.Role
+	roleBindings    map[string]*rbacv1.RoleBinding
+	// raw is each object's YAML by "kind/name".
+	raw map[string][]byte
+}
+
+// build runs kustomize on dir (relative to this package) in process and
+// decodes every object strictly: an unknown field or kind is an error.
+func build(dir string) (*tree, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	resMap, err := k.Run(filesys.MakeFsOnDisk(), abs)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
+	}
+	t := &tree{
+		serviceAccounts: map[string]*corev1.ServiceAccount{},
+		services:        map[string]*corev1.Service{},
+		configMaps:      map[string]*corev1.ConfigMap{},
+		deployments:     map[string]*appsv1.Deployment{},
+		roles:           map[string]*rbacv1.Role{},
+		roleBindings:    map[string]*rbacv1.RoleBinding{},
+		raw:             map[string][]byte{},
+	}
+	for _, r := range resMap.Resources() {
+		data, err := r.AsYAML()
+		if err != nil {
+			return nil, err
+		}
+		id := strings.ToLower(r.GetKind()) + "/" + r.GetName()
+		if _, dup := t.raw[id]; dup {
+			return nil, fmt.Errorf("%s: defined twice", id)
+		}
+		t.raw[id] = data
+		if err := t.add(r.GetKind(), data); err != nil {
+			return nil, fmt.Errorf("%s: %w", id, err)
+		}
+	}
+	return t, nil
+}
+
+func (t *tree) add(kind string, data []byte) error {
+	switch kind {
+	case "Namespace":
+		return decode(data, func(o *corev1.Namespace) { t.namespaces = append(t.namespaces, o) })
+	case "ServiceAccount":
+		return decode(data, func(o *corev1.ServiceAccount) { t.serviceAccounts[o.Name] = o })
+	case "Service":
+		return decode(data, func(o *corev1.Service) { t.services[o.Name] = o })
+	case "ConfigMap":
+		return decode(data, func(o *corev1.ConfigMap) { t.configMaps[o.Name] = o })
+	case "Deployment":
+		return decode(data, func(o *appsv1.Deployment) { t.deployments[o.Name] = o })
+	case "Role":
+		return decode(data, func(o *rbacv1.Role) { t.roles[o.Name] = o })
+	case "RoleBinding":
+		return decode(data, func(o *rbacv1.RoleBinding) { t.roleBindings[o.Name] = o })
+	}
+	return fmt.Errorf("kind %q is not expected in this tree", kind)
+}
+
+func decode[T any](data []byte, keep func(*T)) error {
+	o := new(T)
+	if err := yaml.UnmarshalStrict(data, o); err != nil {
+		return fmt.Errorf("strict decode: %w", err)
+	}
+	keep(o)
+	return nil
+}
+
+func mustBuild(t *testing.T, dir string) *tree {
+	t.Helper()
+	tr, err := build(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func TestTreesBuildAndDecodeStrictly(t *testing.T) {
+	for _, dir := range []string{".", "base", "dev"} {
+		t.Run(dir, func(t *testing.T) {
+			tr := mustBuild(t, dir)
+			if len(tr.namespaces) != 1 || tr.namespaces[0].Name != namespace {
+				t.Fatalf("want exactly the namespace %q, got %d namespaces", namespace, len(tr.namespaces))
+			}
+			for _, want := range []string{"server", "client", "prometheus", "grafana"} {
+				if tr.deployments[want] == nil {
+					t.Errorf("deployment %q is missing", want)
+				}
+			}
+			for id, data := range tr.raw {
+				if id == "namespace/"+namespace {
+					continue
+				}
+				var meta struct {
+					Metadata struct {
+						Namespace string            `json:"namespace"`
+						Labels    map[string]string `json:"labels"`
+					} `json:"metadata"`
+				}
+				if err := yaml.Unmarshal(data, &meta); err != nil {
+					t.Fatalf("%s: %v", id, err)
+				}
+				if meta.Metadata.Namespace != namespace {
+					t.Errorf("%s: namespace %q, want %q", id, meta.Metadata.Namespace, namespace)
+				}
+				// The Tiltfile selects the observability objects by this label.
+				if meta.Metadata.Labels["app"] == "" {
+					t.Errorf("%s: no app label", id)
+				}
+			}
+		})
+	}
+}
+
+func TestStrictDecodeRejectsUnknownFields(t *testing.T) {
+	bad := []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: x\nspec:\n  replica: 2\n")
+	var tr tree
+	tr.deployments = map[string]*appsv1.Deployment{}
+	err := tr.add("Deployment", bad)
+	if err == nil || !strings.Contains(err.Error(), "replica") {
+		t.Fatalf("add(Deployment with field replica) = %v, want an unknown field error", err)
+	}
+	if err := tr.add("Secret", []byte("kind: Secret\n")); err == nil {
+		t.Fatal("add(Secret) = nil, want an unexpected kind error")
+	}
+}
+
+func TestNamespaceEnforcesRestrictedPodSecurity(t *testing.T) {
+	ns := mustBuild(t, ".").namespaces[0]
+	for _, mode := range []string{"enforce", "audit", "warn"} {
+		key := "pod-security.kubernetes.io/" + mode
+		if got := ns.Labels[key]; got != "restricted" {
+			t.Errorf("namespace label %s = %q, want restricted", key, got)
+		}
+	}
+}
+
+// rule is one hardening rule for a container of a pod template.
+type rule struct {
+	name  string
+	check func(pod *corev1.PodSpec, c *corev1.Container) error
+}
+
+var hardening = []rule{
+	{"runAsNonRoot", func(pod *corev1.PodSpec, c *corev1.Container) error {
+		if v := effective(pod, c, func(s *corev1.PodSecurityContext) *bool { return s.RunAsNonRoot },
+			func(s *corev1.SecurityContext) *bool { return s.RunAsNonRoot }); v == nil || !*v {
+			return errors.New("runAsNonRoot is not true")
+		}
+		return nil
+	}},
+	{"non-zero runAsUser", func(pod *corev1.PodSpec, c *corev1.Container) error {
+		if v := effective(pod, c, func(s *corev1.PodSecurityContext) *int64 { return s.RunAsUser },
+			func(s *corev1.SecurityContext) *int64 { return s.RunAsUser }); v == nil || *v == 0 {
+			return errors.New("runAsUser is unset or 0")
+		}
+		return nil
+	}},
+	{"seccompProfile RuntimeDefault", func(pod *corev1.PodSpec, c *corev1.Container) error {
+		v := effective(pod, c, func(s *corev1.PodSecurityContext) *corev1.SeccompProfile { return s.SeccompProfile },
+			func(s *corev1.SecurityContext) *corev1.SeccompProfile { return s.SeccompProfile })
+		if v == nil || v.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			return errors.New("seccompProfile is not RuntimeDefault")
+		}
+		return nil
+	}},
+	{"allowPrivilegeEscalation false", func(_ *corev1.PodSpec, c *corev1.Container) error {
+		if s := c.SecurityContext; s == nil || s.AllowPrivilegeEscalation == nil || *s.AllowPrivilegeEscalation {
+			return errors.New("allowPrivilegeEscalation is not false")
+		}
+		return nil
+	}},
+	{"capabilities drop ALL", func(_ *corev1.PodSpec, c *corev1.Container) error {
+		s := c.SecurityContext
+		if s == nil || s.Capabilities == nil || !slices.Equal(s.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(s.Capabilities.Add) > 0 {
+			return errors.New("capabilities are not exactly drop [ALL]")
+		}
+		return nil
+	}},
+	{"readOnlyRootFilesystem", func(_ *corev1.PodSpec, c *corev1.Container) error {
+		if s := c.SecurityContext; s == nil || s.ReadOnlyRootFilesystem == nil || !*s.ReadOnlyRootFilesystem {
+			return errors.New("readOnlyRootFilesystem is not true")
+		}
+		return nil
+	}},
+	{"requests and limits", func(_ *corev1.PodSpec, c *corev1.Container) error {
+		for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+			req, lim := c.Resources.Requests[name], c.Resources.Limits[name]
+			if req.IsZero() || lim.IsZero() {
+				return fmt.Errorf("%s request or limit is missing", name)
+			}
+			if req.Cmp(lim) > 0 {
+				return fmt.Errorf("%s request %s exceeds limit %s", name, req.String(), lim.String())
+			}
+		}
+		return nil
+	}},
+	{"pinned image", func(_ *corev1.PodSpec, c *corev1.Container) error {
+		_, tag, ok := strings.Cut(c.Image, ":")
+		if !ok || tag == "" || tag == "latest" {
+			return fmt.Errorf("image %q has no pinned tag", c.Image)
+		}
+		return nil
+	}},
+	{"probes", func(_ *corev1.PodSpec, c *corev1.Container) error {
+		if c.ReadinessProbe == nil || c.LivenessProbe == nil {
+			return errors.New("readiness or liveness probe is missing")
+		}
+		return nil
+	}},
+	{"no host namespaces", func(pod *corev1.PodSpec, _ *corev1.Container) error {
+		if pod.HostNetwork || pod.HostPID || pod.HostIPC {
+			return errors.New("uses a host namespace")
+		}
+		return nil
+	}},
+}
+
+// effective returns the container's setting, or else the pod's.
+func effective[T any](pod *corev1.PodSpec, c *corev1.Container, fromPod func(*corev1.PodSecurityContext) *T, fromContainer func(*corev1.SecurityContext) *T) *T {
+	if c.SecurityContext != nil {
+		if v := fromContainer(c.SecurityContext); v != nil {
+			return v
+		}
+	}
+	if pod.SecurityContext != nil {
+		return fromPod(pod.SecurityContext)
+	}
+	return nil
+}
+
+// violations lists "container: rule: reason" for each rule a pod breaks.
+func violations(pod *corev1.PodSpec, rules []rule) []string {
+	var out []string
+	for i := range pod.Containers {
+		c := &pod.Containers[i]
+		for _, r := range rules {
+			if err := r.check(pod, c); err != nil {
+				out = append(out, fmt.Sprintf("container %s: %s: %v", c.Name, r.name, err))
+			}
+		}
+	}
+	return out
+}
+
+func TestPodTemplatesAreHardened(t *testing.T) {
+	tr := mustBuild(t, ".")
+	for name, d := range tr.deployments {
+		for _, v := range violations(&d.Spec.Template.Spec, hardening) {
+			t.Errorf("deployment/%s %s", name, v)
+		}
+		if len(d.Spec.Template.Spec.InitContainers) > 0 {
+			t.Errorf("deployment/%s: init containers are not checked by these rules", name)
+		}
+	}
+}
+
+func TestHardeningRulesCatchAnUnhardenedPod(t *testing.T) {
+	pod := &corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}
+	got := violations(pod, hardening)
+	var names []string
+	for _, r := range hardening {
+		if r.name != "no host namespaces" {
+			names = append(names, r.name)
+		}
+	}
+	if len(got) != len(names) {
+		t.Fatalf("violations of a bare pod = %d, want %d (every container rule):\n%s", len(got), len(names), strings.Join(got, "\n"))
+	}
+	for i, name := range names {
+		if !strings.Contains(got[i], name) {
+			t.Errorf("violation %d = %q, want rule %q", i, got[i], name)
+		}
+	}
+}
+
+func container(t *testing.T, tr *tree, deployment string) *corev1.Container {
+	t.Helper()
+	d := tr.deployments[deployment]
+	if d == nil {
+		t.Fatalf("deployment %q is missing", deployment)
+	}
+	if n := len(d.Spec.Template.Spec.Containers); n != 1 {
+		t.Fatalf("deployment %q has %d containers, want 1", deployment, n)
+	}
+	return &d.Spec.Template.Spec.Containers[0]
+}
+
+func env(c *corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
+}
+
+func TestAppContainers(t *testing.T) {
+	tr := mustBuild(t, ".")
+	tests := []struct {
+		deployment string
+		replicas   int32
+		image      string
+		ports      []corev1.ContainerPort
+		readiness  corev1.ProbeHandler
+		liveness   corev1.ProbeHandler
+	}{
+		{
+			deployment: "server",
+			replicas:   2,
+			image:      "echo-server:dev",
+			ports:      []corev1.ContainerPort{{Name: "grpc", ContainerPort: 20000}, {Name: "metrics", ContainerPort: 9000}},
+			readiness:  corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 20000}},
+			liveness:   corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 20000}},
+		},
+		{
+			deployment: "client",
+			replicas:   1,
+			image:      "echo-client:dev",
+			ports:      []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9000}},
+			readiness:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("metrics")}},
+			liveness:   corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("metrics")}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.deployment, func(t *testing.T) {
+			d := tr.deployments[tt.deployment]
+			c := container(t, tr, tt.deployment)
+			if d.Spec.Replicas == nil || *d.Spec.Replicas != tt.replicas {
+				t.Errorf("replicas = %v, want %d", d.Spec.Replicas, tt.replicas)
+			}
+			if c.Image != tt.image {
+				t.Errorf("image = %q, want %q", c.Image, tt.image)
+			}
+			if diff := cmp.Diff(tt.ports, c.Ports); diff != "" {
+				t.Errorf("ports (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.readiness, c.ReadinessProbe.ProbeHandler); diff != "" {
+				t.Errorf("readiness probe (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(tt.liveness, c.LivenessProbe.ProbeHandler); diff != "" {
+				t.Errorf("liveness probe (-want +got):\n%s", diff)
+			}
+			if got := d.Spec.Template.Labels["app"]; got != tt.deployment {
+				t.Errorf("pod label app = %q, want %q", got, tt.deployment)
+			}
+		})
+	}
+}
+
+func TestMetricsPortsAreNamedMetrics(t *testing.T) {
+	tr := mustBuild(t, ".")
+	for name := range tr.deployments {
+		c := container(t, tr, name)
+		for _, p := range c.Ports {
+			if p.ContainerPort == 9000 && p.Name != "metrics" {
+				t.Errorf("deployment/%s: port 9000 is named %q, want metrics", name, p.Name)
+			}
+		}
+	}
+	for _, svc := range []string{"server-metrics-service", "client-metrics-service"} {
+		s := tr.services[svc]
+		if s == nil {
+			t.Errorf("service %q is missing", svc)
+			continue
+		}
+		want := []corev1.ServicePort{{Name: "metrics", Port: 9000, TargetPort: intstr.FromString("metrics")}}
+		if diff := cmp.Diff(want, s.Spec.Ports); diff != "" {
+			t.Errorf("service/%s ports (-want +got):\n%s", svc, diff)
+		}
+	}
+}
+
+func TestServerServiceIsHeadless(t *testing.T) {
+	tr := mustBuild(t, ".")
+	s := tr.services["server-service"]
+	if s == nil {
+		t.Fatal("service server-service is missing")
+	}
+	if s.Spec.ClusterIP != corev1.ClusterIPNone {
+		t.Errorf("server-service clusterIP = %q, want None (the client balances over pod addresses)", s.Spec.ClusterIP)
+	}
+	if len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Name != "grpc" || s.Spec.Ports[0].Port != 20000 {
+		t.Errorf("server-service ports = %+v, want one port grpc 20000", s.Spec.Ports)
+	}
+	want := "dns:///server-service." + namespace + ".svc.cluster.local:20000"
+	if got := env(container(t, tr, "client"), "CLIENT_SERVER_ADDR"); got != want {
+		t.Errorf("client CLIENT_SERVER_ADDR = %q, want %q", got, want)
+	}
+}
+
+func TestServicesSelectPodsAndPorts(t *testing.T) {
+	tr := mustBuild(t, ".")
+	for name, s := range tr.services {
+		if len(s.Spec.Selector) == 0 {
+			t.Errorf("service/%s has no selector", name)
+			continue
+		}
+		sel := labels.SelectorFromSet(s.Spec.Selector)
+		var matched []*appsv1.Deployment
+		for _, d := range tr.deployments {
+			if sel.Matches(labels.Set(d.Spec.Template.Labels)) {
+				matched = append(matched, d)
+			}
+		}
+		if len(matched) != 1 {
+			t.Errorf("service/%s selects the pods of %d deployments, want 1", name, len(matched))
+			continue
+		}
+		ports := matched[0].Spec.Template.Spec.Containers[0].Ports
+		for _, p := range s.Spec.Ports {
+			if !slices.ContainsFunc(ports, func(cp corev1.ContainerPort) bool {
+				return (p.TargetPort.Type == intstr.String && cp.Name == p.TargetPort.StrVal) ||
+					(p.TargetPort.Type == intstr.Int && cp.ContainerPort == p.TargetPort.IntVal)
+			}) {
+				t.Errorf("service/%s port %s: target port %s is not a port of deployment/%s", name, p.Name, p.TargetPort.String(), matched[0].Name)
+			}
+		}
+	}
+}
+
+func TestServerShutdownFitsTheGracePeriod(t *testing.T) {
+	tr := mustBuild(t, ".")
+	c := container(t, tr, "server")
+	delay, err := time.ParseDuration(env(c, "SERVER_SHUTDOWN_DELAY"))
+	if err != nil {
+		t.Fatalf("SERVER_SHUTDOWN_DELAY: %v", err)
+	}
+	timeout, err := time.ParseDuration(env(c, "SERVER_SHUTDOWN_TIMEOUT"))
+	if err != nil {
+		t.Fatalf("SERVER_SHUTDOWN_TIMEOUT: %v", err)
+	}
+	if delay != 5*time.Second {
+		t.Errorf("SERVER_SHUTDOWN_DELAY = %v, want 5s", delay)
+	}
+	grace := tr.deployments["server"].Spec.Template.Spec.TerminationGracePeriodSeconds
+	if grace == nil {
+		t.Fatal("terminationGracePeriodSeconds is unset")
+	}
+	if time.Duration(*grace)*time.Second <= delay+timeout {
+		t.Errorf("terminationGracePeriodSeconds = %d, want more than delay+timeout = %v", *grace, delay+timeout)
+	}
+}
+
+func TestServiceAccountTokens(t *testing.T) {
+	tr := mustBuild(t, ".")
+	for name, d := range tr.deployments {
+		pod := d.Spec.Template.Spec
+		if pod.ServiceAccountName != name || tr.serviceAccounts[name] == nil {
+			t.Errorf("deployment/%s: service account %q, want its own account %q", name, pod.ServiceAccountName, name)
+		}
+		if sa := tr.serviceAccounts[name]; sa != nil && (sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken) {
+			t.Errorf("serviceaccount/%s: automountServiceAccountToken is not false", name)
+		}
+		// Only Prometheus reads the Kubernetes API.
+		wantToken := name == "prometheus"
+		if got := pod.AutomountServiceAccountToken != nil && *pod.AutomountServiceAccountToken; got != wantToken {
+			t.Errorf("deployment/%s: automountServiceAccountToken = %v, want %v", name, got, wantToken)
+		}
+	}
+}
+
+func TestPrometheusRBACIsLeastPrivilege(t *testing.T) {
+	tr := mustBuild(t, ".")
+	for id := range tr.raw {
+		if strings.HasPrefix(id, "clusterrole") {
+			t.Errorf("%s: cluster-wide RBAC, want a Role in namespace %s only", id, namespace)
+		}
+	}
+	if len(tr.roles) != 1 || len(tr.roleBindings) != 1 {
+		t.Fatalf("got %d roles and %d role bindings, want 1 of each", len(tr.roles), len(tr.roleBindings))
+	}
+	read := []string{"get", "list", "watch"}
+	wantRules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"services", "pods"}, Verbs: read},
+		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: read},
+	}
+	role := tr.roles["prometheus"]
+	if role == nil {
+		t.Fatal("role prometheus is missing")
+	}
+	if diff := cmp.Diff(wantRules, role.Rules); diff != "" {
+		t.Errorf("role/prometheus rules (-want +got):\n%s", diff)
+	}
+	rb := tr.roleBindings["prometheus"]
+	if rb == nil {
+		t.Fatal("rolebinding prometheus is missing")
+	}
+	wantRef := rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "prometheus"}
+	if diff := cmp.Diff(wantRef, rb.RoleRef); diff != "" {
+		t.Errorf("rolebinding/prometheus roleRef (-want +got):\n%s", diff)
+	}
+	wantSubjects := []rbacv1.Subject{{Kind: "ServiceAccount", Name: "prometheus", Namespace: namespace}}
+	if diff := cmp.Diff(wantSubjects, rb.Subjects); diff != "" {
+		t.Errorf("rolebinding/prometheus subjects (-want +got):\n%s", diff)
+	}
+}
+
+func TestConfigMapsAreMountedByFixedNameWithoutSubPath(t *testing.T) {
+	tr := mustBuild(t, ".")
+	want := map[string]string{
+		"prometheus-config":           "prometheus",
+		"grafana-datasources":         "grafana",
+		"grafana-dashboard-providers": "grafana",
+		"grafana-dashboards":          "grafana",
+	}
+	var got []string
+	for name := range tr.configMaps {
+		got = append(got, name)
+	}
+	slices.Sort(got)
+	wantNames := []string{"grafana-dashboard-providers", "grafana-dashboards", "grafana-datasources", "prometheus-config"}
+	if diff := cmp.Diff(wantNames, got); diff != "" {
+		t.Fatalf("ConfigMap names (-want +got), a hash suffix would roll the Deployments on every edit:\n%s", diff)
+	}
+	for cm, deployment := range want {
+		pod := tr.deployments[deployment].Spec.Template.Spec
+		i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool {
+			return v.ConfigMap != nil && v.ConfigMap.Name == cm
+		})
+		if i < 0 {
+			t.Errorf("deployment/%s does not mount ConfigMap %s", deployment, cm)
+			continue
+		}
+		for _, m := range pod.Containers[0].VolumeMounts {
+			if m.Name == pod.Volumes[i].Name && m.SubPath != "" {
+				t.Errorf("deployment/%s mounts ConfigMap %s with subPath: the kubelet never refreshes it", deployment, cm)
+			}
+		}
+	}
+}
+
+func mountPath(t *testing.T, d *appsv1.Deployment, configMap string) string {
+	t.Helper()
+	pod := d.Spec.Template.Spec
+	for _, v := range pod.Volumes {
+		if v.ConfigMap == nil || v.ConfigMap.Name != configMap {
+			continue
+		}
+		for _, m := range pod.Containers[0].VolumeMounts {
+			if m.Name == v.Name {
+				return m.MountPath
+			}
+		}
+	}
+	t.Fatalf("deployment/%s does not mount ConfigMap %s", d.Name, configMap)
+	return ""
+}
+
+// prometheusConfig is the part of prometheus.yml these tests read;
+// promtool check config validates the whole file.
+type prometheusConfig struct {
+	Global struct {
+		ScrapeInterval string `json:"scrape_interval"`
+	} `json:"global"`
+	ScrapeConfigs []struct {
+		JobName             string `json:"job_name"`
+		KubernetesSDConfigs []struct {
+			Role       string `json:"role"`
+			Namespaces struct {
+				Names []string `json:"names"`
+			} `json:"namespaces"`
+		} `json:"kubernetes_sd_configs"`
+		RelabelConfigs []struct {
+			SourceLabels []string `json:"source_labels"`
+			Regex        string   `json:"regex"`
+			Action       string   `json:"action"`
+			TargetLabel  string   `json:"target_label"`
+		} `json:"relabel_configs"`
+	} `json:"scrape_configs"`
+}
+
+func TestPrometheusScrapesTheMetricsServices(t *testing.T) {
+	tr := mustBuild(t, ".")
+	data, err := os.ReadFile(filepath.Join("prometheus", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tr.configMaps["prometheus-config"].Data["prometheus.yml"]; got != string(data) {
+		t.Error("ConfigMap prometheus-config does not hold prometheus/prometheus.yml")
+	}
+	var cfg prometheusConfig
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatalf("prometheus.yml: %v", err)
+	}
+	if cfg.Global.ScrapeInterval != "5s" {
+		t.Errorf("scrape_interval = %q, want 5s", cfg.Global.ScrapeInterval)
+	}
+	var jobs []string
+	for _, sc := range cfg.ScrapeConfigs {
+		jobs = append(jobs, sc.JobName)
+	}
+	if diff := cmp.Diff([]string{"prometheus", "server", "client"}, jobs); diff != "" {
+		t.Errorf("jobs (-want +got):\n%s", diff)
+	}
+	wantKeep := map[string]string{"server": "server-metrics-service", "client": "client-metrics-service"}
+	for _, sc := range cfg.ScrapeConfigs {
+		svc, ok := wantKeep[sc.JobName]
+		if !ok {
+			continue
+		}
+		if len(sc.KubernetesSDConfigs) != 1 || sc.KubernetesSDConfigs[0].Role != "endpointslice" ||
+			!slices.Equal(sc.KubernetesSDConfigs[0].Namespaces.Names, []string{namespace}) {
+			t.Errorf("job %s: want one endpointslice discovery restricted to namespace %s", sc.JobName, namespace)
+		}
+		if len(sc.RelabelConfigs) == 0 {
+			t.Errorf("job %s has no relabel configs", sc.JobName)
+			continue
+		}
+		keep := sc.RelabelConfigs[0]
+		wantSources := []string{"__meta_kubernetes_service_name", "__meta_kubernetes_endpointslice_port_name"}
+		if keep.Action != "keep" || !slices.Equal(keep.SourceLabels, wantSources) || keep.Regex != svc+";metrics" {
+			t.Errorf("job %s: first relabel = %+v, want keep %v =~ %s;metrics", sc.JobName, keep, wantSources, svc)
+		}
+		// The kept Service and port must exist, or the job finds no target.
+		s := tr.services[svc]
+		if s == nil || !slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "metrics" }) {
+			t.Errorf("job %s keeps service %s port metrics, which the manifests do not define", sc.JobName, svc)
+		}
+		targets := map[string]bool{}
+		for _, rc := range sc.RelabelConfigs[1:] {
+			targets[rc.TargetLabel] = true
+		}
+		for _, l := range []string{"namespace", "pod", "service"} {
+			if !targets[l] {
+				t.Errorf("job %s: no relabel to target label %s", sc.JobName, l)
+			}
+		}
+	}
+	c := container(t, tr, "prometheus")
+	if !slices.Contains(c.Args, "--config.file="+mountPath(t, tr.deployments["prometheus"], "prometheus-config")+"/prometheus.yml") {
+		t.Errorf("prometheus args %v do not read the mounted prometheus.yml", c.Args)
+	}
+	if !slices.Contains(c.Args, "--config.auto-reload") {
+		t.Errorf("prometheus args %v: no --config.auto-reload, a config edit would need a restart", c.Args)
+	}
+}
+
+func TestPrometheusKeepsDataOnAnEmptyDir(t *testing.T) {
+	tr := mustBuild(t, ".")
+	d := tr.deployments["prometheus"]
+	c := container(t, tr, "prometheus")
+	if !slices.Contains(c.Args, "--storage.tsdb.path=/prometheus") {
+		t.Fatalf("prometheus args %v: want --storage.tsdb.path=/prometheus", c.Args)
+	}
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != "/prometheus" {
+			continue
+		}
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Name == m.Name && v.EmptyDir != nil {
+				if v.EmptyDir.SizeLimit == nil || v.EmptyDir.SizeLimit.Cmp(resource.MustParse("64Mi")) < 0 {
+					t.Errorf("prometheus data emptyDir has no useful sizeLimit: %v", v.EmptyDir.SizeLimit)
+				}
+				return
+			}
+		}
+	}
+	t.Error("prometheus /prometheus is not an emptyDir volume")
+}
+
+func TestGrafanaProvisioning(t *testing.T) {
+	tr := mustBuild(t, ".")
+	d := tr.deployments["grafana"]
+	c := container(t, tr, "grafana")
+	for k, want := range map[string]string{
+		"GF_AUTH_ANONYMOUS_ENABLED":  "true",
+		"GF_AUTH_ANONYMOUS_ORG_ROLE": "Viewer",
+	} {
+		if got := env(c, k); got != want {
+			t.Errorf("grafana %s = %q, want %q", k, got, want)
+		}
+	}
+	for _, e := range c.Env {
+		if strings.Contains(e.Name, "PASSWORD") {
+			t.Errorf("grafana env %s: no password is committed", e.Name)
+		}
+	}
+	if got := mountPath(t, d, "grafana-datasources"); got != "/etc/grafana/provisioning/datasources" {
+		t.Errorf("datasources mounted at %s", got)
+	}
+	if got := mountPath(t, d, "grafana-dashboard-providers"); got != "/etc/grafana/provisioning/dashboards" {
+		t.Errorf("dashboard providers mounted at %s", got)
+	}
+
+	var ds struct {
+		APIVersion  int `json:"apiVersion"`
+		Datasources []struct {
+			Name      string `json:"name"`
+			Type      string `json:"type"`
+			UID       string `json:"uid"`
+			Access    string `json:"access"`
+			URL       string `json:"url"`
+			IsDefault bool   `json:"isDefault"`
+			Editable  bool   `json:"editable"`
+			JSONData  struct {
+				TimeInterval string `json:"timeInterval"`
+			} `json:"jsonData"`
+		} `json:"datasources"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(tr.configMaps["grafana-datasources"].Data["datasources.yaml"]), &ds); err != nil {
+		t.Fatalf("datasources.yaml: %v", err)
+	}
+	if len(ds.Datasources) != 1 {
+		t.Fatalf("datasources = %d, want 1", len(ds.Datasources))
+	}
+	got := ds.Datasources[0]
+	if got.Type != "prometheus" || got.UID != "prometheus" || got.URL != "http://prometheus:9090" {
+		t.Errorf("datasource = %+v, want type prometheus, uid prometheus, url http://prometheus:9090", got)
+	}
+	if s := tr.services["prometheus"]; s == nil || s.Spec.Ports[0].Port != 9090 {
+		t.Error("the datasource URL names service prometheus port 9090, which the manifests do not define")
+	}
+
+	var providers struct {
+		APIVersion int `json:"apiVersion"`
+		Providers  []struct {
+			Name                  string `json:"name"`
+			OrgID                 int    `json:"orgId"`
+			Folder                string `json:"folder"`
+			Type                  string `json:"type"`
+			DisableDeletion       bool   `json:"disableDeletion"`
+			AllowUIUpdates        bool   `json:"allowUiUpdates"`
+			UpdateIntervalSeconds int    `json:"updateIntervalSeconds"`
+			Options               struct {
+				Path                      string `json:"path"`
+				FoldersFromFilesStructure bool   `json:"foldersFromFilesStructure"`
+			} `json:"options"`
+		} `json:"providers"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(tr.configMaps["grafana-dashboard-providers"].Data["dashboards.yaml"]), &providers); err != nil {
+		t.Fatalf("dashboards.yaml: %v", err)
+	}
+	if len(providers.Providers) != 1 {
+		t.Fatalf("dashboard providers = %d, want 1", len(providers.Providers))
+	}
+	p := providers.Providers[0]
+	if want := mountPath(t, d, "grafana-dashboards"); p.Options.Path != want {
+		t.Errorf("provider path = %q, want the grafana-dashboards mount %q", p.Options.Path, want)
+	}
+	if p.Type != "file" || p.AllowUIUpdates || p.UpdateIntervalSeconds <= 0 || p.UpdateIntervalSeconds > 10 {
+		t.Errorf("provider = %+v, want type file, allowUiUpdates false, updateIntervalSeconds in 1..10", p)
+	}
+
+	// Every JSON file of dashboards/ reaches the ConfigMap.
+	files, err := filepath.Glob(filepath.Join("..", "dashboards", "*.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want, have []string
+	for _, f := range files {
+		want = append(want, filepath.Base(f))
+	}
+	for k := range tr.configMaps["grafana-dashboards"].Data {
+		have = append(have, k)
+	}
+	slices.Sort(have)
+	if len(want) == 0 || !slices.Equal(want, have) {
+		t.Errorf("grafana-dashboards keys = %v, want the dashboards/*.json files %v", have, want)
+	}
+}
+
+func TestDevOverlayRelaxesOnlyReadOnlyRootFilesystemOfTheApp(t *testing.T) {
+	base, dev := mustBuild(t, "."), mustBuild(t, "dev")
+	var baseIDs, devIDs []string
+	for id := range base.raw {
+		baseIDs = append(baseIDs, id)
+	}
+	for id := range dev.raw {
+		devIDs = append(devIDs, id)
+	}
+	slices.Sort(baseIDs)
+	slices.Sort(devIDs)
+	if diff := cmp.Diff(baseIDs, devIDs); diff != "" {
+		t.Fatalf("objects (-base +dev):\n%s", diff)
+	}
+	for _, name := range []string{"server", "client"} {
+		c := container(t, dev, name)
+		if s := c.SecurityContext; s == nil || s.ReadOnlyRootFilesystem == nil || *s.ReadOnlyRootFilesystem {
+			t.Errorf("dev deployment/%s: readOnlyRootFilesystem is not false (live update writes /app/%s)", name, name)
+		}
+		// Undo the one relaxation: what is left must equal the base.
+		readOnly := true
+		c.SecurityContext.ReadOnlyRootFilesystem = &readOnly
+		if diff := cmp.Diff(base.deployments[name], dev.deployments[name]); diff != "" {
+			t.Errorf("dev deployment/%s differs from base beyond readOnlyRootFilesystem (-base +dev):\n%s", name, diff)
+		}
+	}
+	for _, id := range baseIDs {
+		if id == "deployment/server" || id == "deployment/client" {
+			continue
+		}
+		if diff := cmp.Diff(string(base.raw[id]), string(dev.raw[id])); diff != "" {
+			t.Errorf("dev changes %s (-base +dev):\n%s", id, diff)
+		}
+	}
+}
