@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/resolver/dns"
 
 	"example.com/grpc-metrics/proto/foopb"
 	"example.com/grpc-metrics/services/internal/platform"
@@ -45,6 +46,11 @@ var reconnectBackoff = backoff.Config{
 	MaxDelay:   2 * time.Second, // a returning server is called again within ~2s
 }
 
+// dnsResolutionInterval is the shortest time between two DNS lookups of a
+// dns:/// target. grpc-go's default, 30s, leaves a client that started before
+// its servers, or that lost them all, failing for up to 30s.
+const dnsResolutionInterval = 2 * time.Second
+
 // metricsShutdownTimeout bounds the wait for a scrape in progress at exit.
 const metricsShutdownTimeout = 5 * time.Second
 
@@ -56,6 +62,7 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	))
 	reg.MustRegister(clMetrics)
 
+	dns.SetMinResolutionInterval(dnsResolutionInterval)
 	conn, err := grpc.NewClient(cfg.ServerAddr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(serviceConfig),

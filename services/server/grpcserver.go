@@ -1,6 +1,8 @@
 package main
 
 import (
+	"time"
+
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -10,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -40,6 +43,13 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 	}
 	s := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			// Clients balance over the pods they resolved when they connected;
+			// ending each connection after a while makes them resolve again
+			// and spread over pods added since (a scale-up, a rollout).
+			MaxConnectionAge:      time.Minute,
+			MaxConnectionAgeGrace: 10 * time.Second, // calls in flight may finish
+		}),
 		grpc.ChainUnaryInterceptor(
 			srvMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(platform.InterceptorLogger(log), platform.RPCLogOptions()...),
