@@ -35,7 +35,7 @@ type LogLevel zapcore.Level
 // Decode lets envconfig reject an unknown level with a clear reason.
 func (l *LogLevel) Decode(s string) error {
 	var lvl zapcore.Level
-	if err := lvl.UnmarshalText([]byte(s)); err != nil || lvl > zapcore.ErrorLevel {
+	if err := lvl.UnmarshalText([]byte(s)); err != nil || s == "" || lvl > zapcore.ErrorLevel {
 		return fmt.Errorf("unknown log level (use debug, info, warn or error)")
 	}
 	*l = LogLevel(lvl)

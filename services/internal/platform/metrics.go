@@ -48,11 +48,12 @@ const (
 func NewMetricsServer(log *zap.Logger, reg *prometheus.Registry) *MetricsServer {
 	m := &MetricsServer{log: log}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+	// promhttp_metric_handler_* describe the scrapes themselves.
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:          zap.NewStdLog(log.Named("promhttp")),
-		Registry:          reg, // promhttp_metric_handler_* describe the scrapes themselves
-		EnableOpenMetrics: true,
-	}))
+		Registry:          reg,
+		EnableOpenMetrics: true, // exemplars are served only over OpenMetrics
+	})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -1,0 +1,123 @@
+package platform
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+func TestMetricsServer(t *testing.T) {
+	reg := NewRegistry("test_program")
+	promauto.With(reg).NewCounter(prometheus.CounterOpts{Name: "test_things_total", Help: "Things."}).Add(3)
+	m := NewMetricsServer(zaptest.NewLogger(t), reg)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- m.Serve(lis) }()
+	base := "http://" + lis.Addr().String()
+
+	get := func(path, accept string) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, base+path, nil)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), string(body)
+	}
+
+	if code, _, _ := get("/readyz", ""); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before SetReady = %d, want 503", code)
+	}
+	m.SetReady(true)
+	if code, _, body := get("/readyz", ""); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/readyz after SetReady = %d %q, want 200 ok", code, body)
+	}
+	if code, _, _ := get("/healthz", ""); code != http.StatusOK {
+		t.Errorf("/healthz = %d, want 200", code)
+	}
+	if code, _, _ := get("/nope", ""); code != http.StatusNotFound {
+		t.Errorf("/nope = %d, want 404", code)
+	}
+
+	code, _, body := get("/metrics", "")
+	if code != http.StatusOK {
+		t.Fatalf("/metrics = %d", code)
+	}
+	for _, want := range []string{"test_things_total 3", "go_goroutines ", "process_cpu_seconds_total ", "test_program_build_info{", "promhttp_metric_handler_requests_total{code=\"200\"}"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	if _, ctype, _ := get("/metrics", "application/openmetrics-text; version=1.0.0"); !strings.HasPrefix(ctype, "application/openmetrics-text") {
+		t.Errorf("/metrics with an OpenMetrics Accept header: Content-Type %q, want OpenMetrics", ctype)
+	}
+
+	if err := m.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve after Shutdown = %v, want nil", err)
+	}
+}
+
+func TestInterceptorLogger(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	l := InterceptorLogger(zap.New(core))
+	l.Log(t.Context(), logging.LevelDebug, "dropped below the level", "k", "v")
+	l.Log(t.Context(), logging.LevelWarn, "finished call", "grpc.method", "echo", "grpc.code", "OK", "odd")
+
+	entries := logs.All()
+	if len(entries) != 1 {
+		t.Fatalf("logged %d entries, want 1 (debug is below info): %v", len(entries), entries)
+	}
+	e := entries[0]
+	if e.Message != "finished call" || e.Level != zapcore.WarnLevel {
+		t.Errorf("entry = %q at %v, want %q at warn", e.Message, e.Level, "finished call")
+	}
+	fields := e.ContextMap()
+	if fields["grpc.method"] != "echo" || fields["grpc.code"] != "OK" || len(fields) != 2 {
+		t.Errorf("fields = %v, want grpc.method=echo grpc.code=OK and no dangling key", fields)
+	}
+}
+
+func TestLogDecoders(t *testing.T) {
+	tests := []struct {
+		in      string
+		wantErr bool
+	}{
+		{"debug", false}, {"info", false}, {"warn", false}, {"error", false}, {"WARN", false},
+		{"fatal", true}, {"panic", true}, {"", true}, {"loud", true},
+	}
+	for _, tt := range tests {
+		var l LogLevel
+		if err := l.Decode(tt.in); (err != nil) != tt.wantErr {
+			t.Errorf("LogLevel.Decode(%q) error = %v, want error %v", tt.in, err, tt.wantErr)
+		}
+	}
+	var f LogFormat
+	if err := f.Decode("console"); err != nil || f != LogConsole {
+		t.Errorf("LogFormat.Decode(console) = %v, %v", f, err)
+	}
+	if err := f.Decode("yaml"); err == nil {
+		t.Error("LogFormat.Decode(yaml) succeeded")
+	}
+}
