@@ -38,6 +38,7 @@ type target struct {
 	RefID      string      `json:"refId"`
 	Datasource *datasource `json:"datasource"`
 	Expr       string      `json:"expr"`
+	Exemplar   bool        `json:"exemplar"`
 }
 
 type panel struct {
@@ -102,8 +103,36 @@ func load(t *testing.T) map[string]*dashboard {
 	return out
 }
 
+// rulesFile holds the recording and alerting rules Prometheus loads.
+var rulesFile = filepath.Join("..", "infra", "prometheus", "rules.yml")
+
+// ruleGroups is the part of a Prometheus rules file these tests read.
+type ruleGroups struct {
+	Groups []struct {
+		Name  string `json:"name"`
+		Rules []struct {
+			Record string `json:"record"`
+			Alert  string `json:"alert"`
+			Expr   string `json:"expr"`
+		} `json:"rules"`
+	} `json:"groups"`
+}
+
+func loadRules(t *testing.T) ruleGroups {
+	t.Helper()
+	data, err := os.ReadFile(rulesFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rg ruleGroups
+	if err := yaml.Unmarshal(data, &rg); err != nil {
+		t.Fatalf("%s: %v", rulesFile, err)
+	}
+	return rg
+}
+
 // knownMetrics reads testdata/exported-metrics.txt, the one list of series
-// names the programs export.
+// names the programs export, and adds the series the recording rules write.
 func knownMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	data, err := os.ReadFile(filepath.Join("testdata", "exported-metrics.txt"))
@@ -131,6 +160,13 @@ func knownMetrics(t *testing.T) map[string]bool {
 	}
 	// Series Prometheus itself writes for every target.
 	known["up"] = true
+	for _, g := range loadRules(t).Groups {
+		for _, r := range g.Rules {
+			if r.Record != "" {
+				known[r.Record] = true
+			}
+		}
+	}
 	return known
 }
 
@@ -311,6 +347,31 @@ func TestQueriesParseAndUseExportedMetrics(t *testing.T) {
 	}
 	if !used["echo_request_duration_seconds_bucket"] || !used["grpc_server_handled_total"] || !used["go_goroutines"] {
 		t.Errorf("the dashboards no longer read the echo, gRPC and Go metrics they exist for: %v", used)
+	}
+}
+
+func TestRulesReadKnownMetrics(t *testing.T) {
+	known := knownMetrics(t)
+	rules := 0
+	for _, g := range loadRules(t).Groups {
+		for _, r := range g.Rules {
+			rules++
+			name := r.Record + r.Alert
+			e, err := promql.ParseExpr(r.Expr)
+			if err != nil {
+				t.Errorf("rule %s: %v", name, err)
+				continue
+			}
+			parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+				if vs, ok := node.(*parser.VectorSelector); ok && !known[vs.Name] {
+					t.Errorf("rule %s reads %q, which is neither exported (testdata/exported-metrics.txt) nor recorded", name, vs.Name)
+				}
+				return nil
+			})
+		}
+	}
+	if rules == 0 {
+		t.Errorf("%s holds no rule", rulesFile)
 	}
 }
 

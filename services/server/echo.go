@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"example.com/grpc-metrics/proto/foopb"
@@ -65,7 +68,7 @@ var _ foopb.FooServer = (*echoServer)(nil)
 // Echo replies with the request's name, unchanged: EchoReply.message is
 // EchoRequest.name. A name longer than the configured limit gets
 // INVALID_ARGUMENT.
-func (s *echoServer) Echo(_ context.Context, req *foopb.EchoRequest) (reply *foopb.EchoReply, err error) {
+func (s *echoServer) Echo(ctx context.Context, req *foopb.EchoRequest) (reply *foopb.EchoReply, err error) {
 	start := time.Now()
 	s.metrics.inFlight.Inc()
 	defer func() {
@@ -74,7 +77,9 @@ func (s *echoServer) Echo(_ context.Context, req *foopb.EchoRequest) (reply *foo
 		if err != nil {
 			result = resultError
 		}
-		s.metrics.duration.WithLabelValues(apiEcho, result).Observe(time.Since(start).Seconds())
+		// The exemplar links a latency bucket to one call (served over OpenMetrics).
+		s.metrics.duration.WithLabelValues(apiEcho, result).(prometheus.ExemplarObserver).ObserveWithExemplar(
+			time.Since(start).Seconds(), prometheus.Labels{exemplarRequestID: requestID(ctx)})
 		s.metrics.requests.WithLabelValues(apiEcho, result).Inc()
 	}()
 
@@ -83,4 +88,37 @@ func (s *echoServer) Echo(_ context.Context, req *foopb.EchoRequest) (reply *foo
 		return nil, status.Errorf(codes.InvalidArgument, "name is %d bytes, longer than the limit of %d bytes", len(name), s.maxNameBytes)
 	}
 	return &foopb.EchoReply{Message: name}, nil
+}
+
+// exemplarRequestID is the exemplar label of the echo latency histogram.
+const exemplarRequestID = "request_id"
+
+// requestIDHeader is the gRPC metadata key of a caller-chosen request id.
+const requestIDHeader = "x-request-id"
+
+// maxRequestIDBytes bounds a caller's request id: exemplar labels may hold
+// 128 runes in all, and request_id takes 10 of them.
+const maxRequestIDBytes = 64
+
+// requestID returns the call's x-request-id when it is a valid one, else a
+// random 16-digit hex id.
+func requestID(ctx context.Context) string {
+	if ids := metadata.ValueFromIncomingContext(ctx, requestIDHeader); len(ids) > 0 && validRequestID(ids[0]) {
+		return ids[0]
+	}
+	return strconv.FormatUint(rand.Uint64()|1<<63, 16)
+}
+
+// validRequestID reports whether id is 1 to maxRequestIDBytes printable ASCII
+// characters without spaces.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > maxRequestIDBytes {
+		return false
+	}
+	for i := range len(id) {
+		if id[i] <= ' ' || id[i] > '~' {
+			return false
+		}
+	}
+	return true
 }

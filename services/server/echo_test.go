@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
@@ -26,7 +29,7 @@ import (
 
 // testConfig is the default configuration with small limits.
 func testConfig() Config {
-	return Config{GRPCPort: 1, MetricsPort: 2, Reflection: true, MaxNameBytes: 16, MaxRecvMsgBytes: 64, ShutdownTimeout: time.Second}
+	return Config{GRPCPort: 1, MetricsPort: 2, Reflection: true, MaxNameBytes: 16, MaxRecvMsgBytes: 64, MaxConnAge: time.Minute, ShutdownTimeout: time.Second}
 }
 
 // startServer serves a server built from cfg over bufconn and returns it, its
@@ -234,6 +237,86 @@ grpc_server_handled_total{grpc_code="OK",grpc_method="echo",grpc_service="foo.Fo
 	}
 }
 
+func TestEchoExemplars(t *testing.T) {
+	randomID := regexp.MustCompile(`^[0-9a-f]{16}$`)
+	tests := []struct {
+		name   string
+		header string // x-request-id sent, none when empty
+		want   *regexp.Regexp
+	}{
+		{name: "no header", want: randomID},
+		{name: "caller's id", header: "req-42", want: regexp.MustCompile(`^req-42$`)},
+		{name: "id with a space", header: "req 42", want: randomID},
+		{name: "id too long", header: strings.Repeat("a", maxRequestIDBytes+1), want: randomID},
+		{name: "longest id", header: strings.Repeat("a", maxRequestIDBytes), want: regexp.MustCompile(`^a{64}$`)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, reg, conn := startServer(t, testConfig())
+			ctx := testContext(t)
+			if tt.header != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, requestIDHeader, tt.header)
+			}
+			if _, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: "n"}); err != nil {
+				t.Fatalf("Echo: %v", err)
+			}
+			ids := exemplarLabels(t, reg, resultOK, exemplarRequestID)
+			if len(ids) != 1 {
+				t.Fatalf("%s exemplars of echo_request_duration_seconds{result=ok} = %q, want one", exemplarRequestID, ids)
+			}
+			if !tt.want.MatchString(ids[0]) {
+				t.Errorf("%s = %q, want a match of %s", exemplarRequestID, ids[0], tt.want)
+			}
+		})
+	}
+}
+
+// exemplarLabels returns the values of exemplar label name on the buckets of
+// echo_request_duration_seconds{result=result}.
+func exemplarLabels(t *testing.T, reg prometheus.Gatherer, result, name string) []string {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	var got []string
+	for _, mf := range mfs {
+		if mf.GetName() != "echo_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == "result" && l.GetValue() == result }) {
+				continue
+			}
+			for _, b := range m.GetHistogram().GetBucket() {
+				for _, l := range b.GetExemplar().GetLabel() {
+					if l.GetName() == name {
+						got = append(got, l.GetValue())
+					}
+				}
+			}
+		}
+	}
+	return got
+}
+
+// FuzzRequestIDExemplar checks that no x-request-id makes the exemplar
+// invalid: ObserveWithExemplar panics on labels over 128 runes or not UTF-8.
+func FuzzRequestIDExemplar(f *testing.F) {
+	for _, seed := range []string{"", "req-42", "req 42", "\xff\xfe", "é", strings.Repeat("a", 200)} {
+		f.Add(seed)
+	}
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h", Help: "h"})
+	f.Fuzz(func(t *testing.T, header string) {
+		ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(requestIDHeader, header))
+		id := requestID(ctx)
+		if !validRequestID(id) {
+			t.Fatalf("requestID(%q) = %q, not a valid id", header, id)
+		}
+		h.(prometheus.ExemplarObserver).ObserveWithExemplar(1, prometheus.Labels{exemplarRequestID: id})
+	})
+}
+
 func TestEchoInFlight(t *testing.T) {
 	m := newEchoMetrics(prometheus.NewRegistry())
 	s := &echoServer{maxNameBytes: 8, metrics: m}
@@ -306,21 +389,31 @@ func TestHealth(t *testing.T) {
 		}
 		return resp.GetStatus()
 	}
+	const (
+		serving    = healthpb.HealthCheckResponse_SERVING
+		notServing = healthpb.HealthCheckResponse_NOT_SERVING
+	)
 	steps := []struct {
-		name string
-		act  func()
-		want healthpb.HealthCheckResponse_ServingStatus
+		name         string
+		act          func()
+		wantReady    healthpb.HealthCheckResponse_ServingStatus // "" and foo.Foo: the readiness probe
+		wantLiveness healthpb.HealthCheckResponse_ServingStatus // "liveness": the liveness probe
 	}{
-		{name: "before ready", act: func() {}, want: healthpb.HealthCheckResponse_NOT_SERVING},
-		{name: "ready", act: srv.setServing, want: healthpb.HealthCheckResponse_SERVING},
-		{name: "shutting down", act: srv.health.Shutdown, want: healthpb.HealthCheckResponse_NOT_SERVING},
-		{name: "ready again is ignored after shutdown", act: srv.setServing, want: healthpb.HealthCheckResponse_NOT_SERVING},
+		{name: "before ready", act: func() {}, wantReady: notServing, wantLiveness: notServing},
+		{name: "ready", act: srv.setServing, wantReady: serving, wantLiveness: serving},
+		{name: "draining", act: srv.setDraining, wantReady: notServing, wantLiveness: serving},
+		{name: "stopped", act: srv.health.Shutdown, wantReady: notServing, wantLiveness: notServing},
+		{name: "ready again is ignored after shutdown", act: srv.setServing, wantReady: notServing, wantLiveness: notServing},
 	}
 	for _, step := range steps {
 		step.act()
-		for _, service := range []string{"", "foo.Foo"} {
-			if got := check(service); got != step.want {
-				t.Errorf("%s: Check(%q) = %v, want %v", step.name, service, got, step.want)
+		for _, service := range []string{"", "foo.Foo", livenessService} {
+			want := step.wantReady
+			if service == livenessService {
+				want = step.wantLiveness
+			}
+			if got := check(service); got != want {
+				t.Errorf("%s: Check(%q) = %v, want %v", step.name, service, got, want)
 			}
 		}
 	}
