@@ -9,6 +9,10 @@ import (
 
 const envPrefix = "SERVER"
 
+// minMaxConnAge keeps SERVER_MAX_CONNECTION_AGE from turning into a
+// reconnection storm.
+const minMaxConnAge = time.Second
+
 // Config is the server's configuration, read from SERVER_* variables.
 type Config struct {
 	GRPCPort        int                `envconfig:"GRPC_PORT" default:"20000" desc:"TCP port of the gRPC listener"`
@@ -16,6 +20,7 @@ type Config struct {
 	Reflection      bool               `envconfig:"REFLECTION" default:"true" desc:"serve gRPC server reflection (for grpcurl and ghz)"`
 	MaxNameBytes    int                `envconfig:"MAX_NAME_BYTES" default:"1024" desc:"longest name accepted by echo, in bytes; longer gets INVALID_ARGUMENT"`
 	MaxRecvMsgBytes int                `envconfig:"MAX_RECV_MSG_BYTES" default:"16384" desc:"largest request message accepted, in bytes; larger gets RESOURCE_EXHAUSTED"`
+	MaxConnAge      time.Duration      `envconfig:"MAX_CONNECTION_AGE" default:"1m" desc:"connections are closed gracefully after this long, so clients resolve the server's name again and spread over new pods"`
 	ShutdownDelay   time.Duration      `envconfig:"SHUTDOWN_DELAY" default:"0s" desc:"after SIGTERM, time spent NOT_SERVING before draining, so load balancers stop sending calls"`
 	ShutdownTimeout time.Duration      `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long calls in progress may take to finish at shutdown before they are cancelled"`
 	Log             platform.LogConfig `envconfig:"LOG"`
@@ -42,6 +47,9 @@ func (c Config) Validate() error {
 	if c.MaxRecvMsgBytes <= c.MaxNameBytes {
 		return &platform.FieldError{Key: envPrefix + "_MAX_RECV_MSG_BYTES", Value: c.MaxRecvMsgBytes,
 			Reason: fmt.Sprintf("must be larger than %s_MAX_NAME_BYTES (%d)", envPrefix, c.MaxNameBytes)}
+	}
+	if c.MaxConnAge < minMaxConnAge {
+		return &platform.FieldError{Key: envPrefix + "_MAX_CONNECTION_AGE", Value: c.MaxConnAge, Reason: "must be at least " + minMaxConnAge.String()}
 	}
 	if c.ShutdownDelay < 0 {
 		return &platform.FieldError{Key: envPrefix + "_SHUTDOWN_DELAY", Value: c.ShutdownDelay, Reason: "must not be negative"}

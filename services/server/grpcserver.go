@@ -20,6 +20,12 @@ import (
 	"example.com/grpc-metrics/services/internal/platform"
 )
 
+// livenessService is the health-check name that answers SERVING for as long
+// as the process serves, shutdown included: Kubernetes' liveness probe asks for
+// it, so a pod that is draining (NOT_SERVING for "" and foo.Foo, which the
+// readiness probe asks for) is not killed for it.
+const livenessService = "liveness"
+
 // grpcServer is the gRPC server with the services it carries.
 type grpcServer struct {
 	*grpc.Server
@@ -47,8 +53,11 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 			// Clients balance over the pods they resolved when they connected;
 			// ending each connection after a while makes them resolve again
 			// and spread over pods added since (a scale-up, a rollout).
-			MaxConnectionAge:      time.Minute,
+			MaxConnectionAge:      cfg.MaxConnAge,
 			MaxConnectionAgeGrace: 10 * time.Second, // calls in flight may finish
+		}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime: 5 * time.Second, // below the clients' 10s keepalive pings
 		}),
 		grpc.ChainUnaryInterceptor(
 			srvMetrics.UnaryServerInterceptor(),
@@ -66,6 +75,7 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	hs.SetServingStatus(foopb.Foo_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(livenessService, healthpb.HealthCheckResponse_NOT_SERVING)
 	healthpb.RegisterHealthServer(s, hs)
 	if cfg.Reflection {
 		reflection.Register(s)
@@ -74,8 +84,16 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 	return &grpcServer{Server: s, health: hs}
 }
 
-// setServing marks the server and foo.Foo SERVING.
+// setServing marks the server, foo.Foo and the liveness check SERVING.
 func (s *grpcServer) setServing() {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(foopb.Foo_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(livenessService, healthpb.HealthCheckResponse_SERVING)
+}
+
+// setDraining marks the server and foo.Foo NOT_SERVING, so load balancers
+// stop sending calls, while the liveness check stays SERVING.
+func (s *grpcServer) setDraining() {
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	s.health.SetServingStatus(foopb.Foo_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 }

@@ -47,13 +47,14 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	g.Go(func() error { return metrics.Serve(metricsLis) })
 	g.Go(func() error {
 		<-gctx.Done()
-		srv.health.Shutdown() // every service NOT_SERVING
+		srv.setDraining()
 		metrics.SetReady(false)
 		if ctx.Err() != nil && cfg.ShutdownDelay > 0 {
 			log.Info("not serving; waiting before draining", zap.Duration("delay", cfg.ShutdownDelay))
 			time.Sleep(cfg.ShutdownDelay)
 		}
 		drain(srv, cfg.ShutdownTimeout, log)
+		srv.health.Shutdown() // for a watcher that outlives the connection
 		sctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
 		defer cancel()
 		return metrics.Shutdown(sctx)

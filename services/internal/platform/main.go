@@ -47,7 +47,7 @@ func Main[C any, PC interface {
 
 	// grpc-go logs its connection events at info; they are noise unless we debug.
 	grpcLog := log.Named("grpc")
-	if zapcore.Level(PC(&cfg).Logging().Level) > zapcore.DebugLevel {
+	if lvl := zapcore.Level(PC(&cfg).Logging().Level); lvl > zapcore.DebugLevel && lvl < zapcore.WarnLevel {
 		grpcLog = grpcLog.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
 	}
 	grpclog.SetLoggerV2(zapgrpc.NewLogger(grpcLog))
