@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -133,6 +134,11 @@ func (rawCodec) Name() string { return "proto" }
 
 func TestEchoMalformedRequests(t *testing.T) {
 	_, reg, conn := startServer(t, testConfig())
+	// Warm the connection up so its goroutines are in the baseline.
+	if _, err := foopb.NewFooClient(conn).Echo(testContext(t), &foopb.EchoRequest{Name: "warm"}); err != nil {
+		t.Fatal(err)
+	}
+	baseline := runtime.NumGoroutine()
 	tests := []struct {
 		name string
 		wire []byte
@@ -141,22 +147,33 @@ func TestEchoMalformedRequests(t *testing.T) {
 		{name: "invalid UTF-8 name", wire: []byte{0x0a, 0x02, 0xff, 0xfe}},
 		{name: "length past the end", wire: []byte{0x0a, 0x09, 'a'}},
 		{name: "truncated tag", wire: []byte{0x80}},
+		{name: "group start without end", wire: []byte{0x0b}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var reply []byte
-			err := conn.Invoke(testContext(t), foopb.Foo_Echo_FullMethodName, &tt.wire, &reply, grpc.ForceCodec(rawCodec{}))
-			if got := status.Code(err); got != codes.Internal {
-				t.Errorf("Invoke: code %v (%v), want %v", got, err, codes.Internal)
+			for range 50 { // repeated, so a leak per call would show
+				var reply []byte
+				err := conn.Invoke(testContext(t), foopb.Foo_Echo_FullMethodName, &tt.wire, &reply, grpc.ForceCodec(rawCodec{}))
+				if got := status.Code(err); got != codes.Internal {
+					t.Fatalf("Invoke: code %v (%v), want %v", got, err, codes.Internal)
+				}
 			}
 		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > baseline && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := runtime.NumGoroutine(); got > baseline {
+		t.Errorf("%d goroutines after 200 malformed calls, baseline %d: something leaked", got, baseline)
 	}
 	if got := testutil.CollectAndCount(reg, "echo_requests_total"); got != 2 {
 		t.Errorf("echo_requests_total has %d series, want 2", got)
 	}
-	for _, result := range []string{resultOK, resultError} {
-		if got := echoRequests(t, reg, result); got != 0 {
-			t.Errorf("echo_requests_total{result=%s} = %v after malformed requests, want 0: they must not reach the handler", result, got)
+	// Only the warm-up call reached the handler.
+	for result, want := range map[string]float64{resultOK: 1, resultError: 0} {
+		if got := echoRequests(t, reg, result); got != want {
+			t.Errorf("echo_requests_total{result=%s} = %v after malformed requests, want %v: they must not reach the handler", result, got, want)
 		}
 	}
 	// The server still answers.
