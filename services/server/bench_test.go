@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"testing"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/platform"
+)
+
+// The micro benchmarks of one echo call, run by scripts/bench and reported in
+// docs/BENCHMARKS.md. Each instrumented variant has a bare baseline over the
+// same transport; the cost of the instrumentation is the difference.
+
+// bareEcho is foo.Foo with nothing around it: the baseline.
+type bareEcho struct {
+	foopb.UnimplementedFooServer
+}
+
+func (bareEcho) Echo(_ context.Context, req *foopb.EchoRequest) (*foopb.EchoReply, error) {
+	return &foopb.EchoReply{Message: req.GetName()}, nil
+}
+
+// benchLogger is the server's production logger (JSON, sampled) at lvl,
+// writing to /dev/null instead of stderr.
+func benchLogger(b *testing.B, lvl zapcore.Level) *zap.Logger {
+	b.Helper()
+	zc := zap.NewProductionConfig()
+	zc.Level = zap.NewAtomicLevelAt(lvl)
+	zc.OutputPaths = []string{os.DevNull}
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	zc.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder
+	log, err := zc.Build()
+	if err != nil {
+		b.Fatalf("build logger: %v", err)
+	}
+	return log
+}
+
+// serveBufconn serves s over bufconn until the benchmark ends and returns a
+// client of it.
+func serveBufconn(b *testing.B, s *grpc.Server) foopb.FooClient {
+	b.Helper()
+	lis := bufconn.Listen(1 << 20)
+	go s.Serve(lis)
+	b.Cleanup(s.Stop)
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatalf("NewClient: %v", err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return foopb.NewFooClient(conn)
+}
+
+// BenchmarkEchoCall is one echo call from a client to a server over bufconn
+// (in memory, so the figure includes both gRPC stacks but no kernel):
+//
+//	bare        grpc.NewServer() and bareEcho, no interceptor, no metric
+//	ours/info   newGRPCServer as shipped, log level info (call logs off)
+//	ours/debug  newGRPCServer with SERVER_LOG_LEVEL=debug (a log line a call, sampled)
+func BenchmarkEchoCall(b *testing.B) {
+	cfg := testConfig()
+	cfg.MaxRecvMsgBytes = 16384
+	cfg.MaxNameBytes = 1024
+	variants := []struct {
+		name  string
+		start func(b *testing.B) *grpc.Server
+	}{
+		{name: "bare", start: func(*testing.B) *grpc.Server {
+			s := grpc.NewServer()
+			foopb.RegisterFooServer(s, bareEcho{})
+			return s
+		}},
+		{name: "ours/info", start: func(b *testing.B) *grpc.Server {
+			return newGRPCServer(cfg, benchLogger(b, zapcore.InfoLevel), prometheus.NewRegistry()).Server
+		}},
+		{name: "ours/debug", start: func(b *testing.B) *grpc.Server {
+			return newGRPCServer(cfg, benchLogger(b, zapcore.DebugLevel), prometheus.NewRegistry()).Server
+		}},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) { benchCalls(b, v.start(b)) })
+	}
+}
+
+// BenchmarkEchoCallPart attributes the cost of BenchmarkEchoCall: a bare
+// server with one piece of newGRPCServer added at a time, built as
+// newGRPCServer builds it.
+func BenchmarkEchoCallPart(b *testing.B) {
+	variants := []struct {
+		name  string
+		start func(b *testing.B) *grpc.Server
+	}{
+		{name: "bare", start: func(*testing.B) *grpc.Server {
+			s := grpc.NewServer()
+			foopb.RegisterFooServer(s, bareEcho{})
+			return s
+		}},
+		{name: "grpcprom", start: func(*testing.B) *grpc.Server {
+			m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+			prometheus.NewRegistry().MustRegister(m)
+			s := grpc.NewServer(grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()))
+			foopb.RegisterFooServer(s, bareEcho{})
+			m.InitializeMetrics(s)
+			return s
+		}},
+		{name: "logging-info", start: func(b *testing.B) *grpc.Server {
+			s := grpc.NewServer(grpc.ChainUnaryInterceptor(
+				logging.UnaryServerInterceptor(platform.InterceptorLogger(benchLogger(b, zapcore.InfoLevel)), platform.RPCLogOptions()...)))
+			foopb.RegisterFooServer(s, bareEcho{})
+			return s
+		}},
+		{name: "echo-metrics", start: func(*testing.B) *grpc.Server {
+			s := grpc.NewServer()
+			foopb.RegisterFooServer(s, &echoServer{maxNameBytes: 1024, metrics: newEchoMetrics(prometheus.NewRegistry())})
+			return s
+		}},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) { benchCalls(b, v.start(b)) })
+	}
+}
+
+// benchCalls serves s over bufconn and times echo calls to it.
+func benchCalls(b *testing.B, s *grpc.Server) {
+	client := serveBufconn(b, s)
+	ctx := b.Context()
+	req := &foopb.EchoRequest{Name: "world"}
+	b.ReportAllocs()
+	for b.Loop() {
+		reply, err := client.Echo(ctx, req)
+		if err != nil || reply.GetMessage() != "world" {
+			b.Fatalf("Echo = %v, %v; want world", reply, err)
+		}
+	}
+}
+
+// BenchmarkEchoHandler is the handler alone, called directly: bareEcho
+// against echoServer with its histogram, counter, gauge and exemplar.
+func BenchmarkEchoHandler(b *testing.B) {
+	variants := []struct {
+		name string
+		srv  foopb.FooServer
+	}{
+		{name: "bare", srv: bareEcho{}},
+		{name: "ours", srv: &echoServer{maxNameBytes: 1024, metrics: newEchoMetrics(prometheus.NewRegistry())}},
+	}
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
+			ctx := b.Context()
+			req := &foopb.EchoRequest{Name: "world"}
+			b.ReportAllocs()
+			for b.Loop() {
+				reply, err := v.srv.Echo(ctx, req)
+				if err != nil || reply.GetMessage() != "world" {
+					b.Fatalf("Echo = %v, %v; want world", reply, err)
+				}
+			}
+		})
+	}
+}
