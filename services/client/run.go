@@ -10,6 +10,7 @@ import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -63,6 +64,10 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	))
 	reg.MustRegister(clMetrics)
 
+	interceptors := []grpc.UnaryClientInterceptor{clMetrics.UnaryClientInterceptor()}
+	if log.Core().Enabled(zapcore.DebugLevel) { // its fields cost even when not written
+		interceptors = append(interceptors, logging.UnaryClientInterceptor(platform.InterceptorLogger(log), platform.RPCLogOptions()...))
+	}
 	dns.SetMinResolutionInterval(dnsResolutionInterval)
 	conn, err := grpc.NewClient(cfg.ServerAddr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -74,10 +79,7 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			Time:    10 * time.Second, // the shortest grpc-go allows
 			Timeout: 2 * time.Second,
 		}),
-		grpc.WithChainUnaryInterceptor(
-			clMetrics.UnaryClientInterceptor(),
-			logging.UnaryClientInterceptor(platform.InterceptorLogger(log), platform.RPCLogOptions()...),
-		),
+		grpc.WithChainUnaryInterceptor(interceptors...),
 	)
 	if err != nil {
 		return fmt.Errorf("create gRPC client for %q: %w", cfg.ServerAddr, err)

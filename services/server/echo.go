@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,11 +24,29 @@ const (
 	resultError = "error"
 )
 
+// exemplarInterval spaces the latency exemplars of successful calls: each
+// costs a request id and a label map, and Prometheus (5s scrapes) keeps only
+// the newest of each bucket. Failed calls always carry one.
+const exemplarInterval = 100 * time.Millisecond
+
+// observerWithExemplars is a histogram series, which takes both kinds of
+// observation.
+type observerWithExemplars interface {
+	prometheus.Observer
+	prometheus.ExemplarObserver
+}
+
 // echoMetrics are the application metrics of the echo service.
 type echoMetrics struct {
 	duration *prometheus.HistogramVec // echo_request_duration_seconds{api,result}
 	requests *prometheus.CounterVec   // echo_requests_total{api,result}
 	inFlight prometheus.Gauge         // echo_requests_in_flight
+
+	// The series of each result, looked up once.
+	okDuration, errDuration observerWithExemplars
+	okRequests, errRequests prometheus.Counter
+
+	lastExemplar atomic.Int64 // time of the last exemplar of a success, Unix ns
 }
 
 func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
@@ -48,12 +67,31 @@ func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 			Help: "Echo calls being handled right now.",
 		}),
 	}
-	// Pre-initialise every series so rate() and the dashboards see zeros, not gaps.
-	for _, r := range []string{resultOK, resultError} {
-		m.duration.WithLabelValues(apiEcho, r)
-		m.requests.WithLabelValues(apiEcho, r)
-	}
+	// Every series exists from the start, so rate() and the dashboards see
+	// zeros, not gaps.
+	m.okDuration = m.duration.WithLabelValues(apiEcho, resultOK).(observerWithExemplars)
+	m.errDuration = m.duration.WithLabelValues(apiEcho, resultError).(observerWithExemplars)
+	m.okRequests = m.requests.WithLabelValues(apiEcho, resultOK)
+	m.errRequests = m.requests.WithLabelValues(apiEcho, resultError)
 	return m
+}
+
+// observe accounts for one finished call.
+func (m *echoMetrics) observe(ctx context.Context, start time.Time, failed bool) {
+	now := time.Now()
+	seconds := now.Sub(start).Seconds()
+	if failed {
+		m.errDuration.ObserveWithExemplar(seconds, prometheus.Labels{exemplarRequestID: requestID(ctx)})
+		m.errRequests.Inc()
+		return
+	}
+	last := m.lastExemplar.Load()
+	if now.UnixNano()-last >= int64(exemplarInterval) && m.lastExemplar.CompareAndSwap(last, now.UnixNano()) {
+		m.okDuration.ObserveWithExemplar(seconds, prometheus.Labels{exemplarRequestID: requestID(ctx)})
+	} else {
+		m.okDuration.Observe(seconds)
+	}
+	m.okRequests.Inc()
 }
 
 // echoServer implements foo.Foo.
@@ -73,14 +111,7 @@ func (s *echoServer) Echo(ctx context.Context, req *foopb.EchoRequest) (reply *f
 	s.metrics.inFlight.Inc()
 	defer func() {
 		s.metrics.inFlight.Dec()
-		result := resultOK
-		if err != nil {
-			result = resultError
-		}
-		// The exemplar links a latency bucket to one call (served over OpenMetrics).
-		s.metrics.duration.WithLabelValues(apiEcho, result).(prometheus.ExemplarObserver).ObserveWithExemplar(
-			time.Since(start).Seconds(), prometheus.Labels{exemplarRequestID: requestID(ctx)})
-		s.metrics.requests.WithLabelValues(apiEcho, result).Inc()
+		s.metrics.observe(ctx, start, err != nil)
 	}()
 
 	name := req.GetName()

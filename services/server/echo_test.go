@@ -489,3 +489,29 @@ func listServices(ctx context.Context, conn *grpc.ClientConn) ([]string, error) 
 	}
 	return names, stream.CloseSend()
 }
+
+func TestEchoExemplarSampling(t *testing.T) {
+	_, reg, conn := startServer(t, testConfig())
+	client := foopb.NewFooClient(conn)
+	call := func(id, name string) {
+		t.Helper()
+		ctx := metadata.AppendToOutgoingContext(testContext(t), requestIDHeader, id)
+		client.Echo(ctx, &foopb.EchoRequest{Name: name}) //nolint:errcheck // failures are part of the test
+	}
+	call("first", "n")
+	call("second", "n") // within exemplarInterval of the first: no exemplar
+	call("bad-1", strings.Repeat("x", 17))
+	call("bad-2", strings.Repeat("x", 17)) // failures always carry one
+
+	if got := exemplarLabels(t, reg, resultOK, exemplarRequestID); !slices.Equal(got, []string{"first"}) {
+		t.Errorf("exemplars of successes = %q, want only %q (the second came within %v)", got, "first", exemplarInterval)
+	}
+	if got := exemplarLabels(t, reg, resultError, exemplarRequestID); !slices.Equal(got, []string{"bad-2"}) {
+		t.Errorf("exemplars of failures = %q, want the newest, %q", got, "bad-2")
+	}
+	time.Sleep(exemplarInterval)
+	call("third", "n")
+	if got := exemplarLabels(t, reg, resultOK, exemplarRequestID); !slices.Equal(got, []string{"third"}) {
+		t.Errorf("exemplars of successes after %v = %q, want %q", exemplarInterval, got, "third")
+	}
+}
