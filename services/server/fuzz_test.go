@@ -15,7 +15,7 @@ import (
 
 // FuzzEcho checks the handler on any name: it echoes names within the limit
 // unchanged, rejects longer ones with INVALID_ARGUMENT naming the limit, and
-// never panics. Seeds: testdata/fuzz/FuzzEcho.
+// never panics. Seeds: the f.Add values and testdata/fuzz/FuzzEcho.
 func FuzzEcho(f *testing.F) {
 	for _, seed := range []string{"", "world", strings.Repeat("x", 16), strings.Repeat("x", 17), "é\x00\xff"} {
 		f.Add(seed)
@@ -37,7 +37,7 @@ func FuzzEcho(f *testing.F) {
 
 // FuzzConfig sets SERVER_* variables to any values: the configuration either
 // loads and passes Validate, or fails with an error that names the variable.
-// Seeds: testdata/fuzz/FuzzConfig.
+// Seeds: the f.Add values and testdata/fuzz/FuzzConfig.
 func FuzzConfig(f *testing.F) {
 	f.Add("20000", "9000", "1024", "16384", "10s", "info")
 	f.Add("0", "9000", "-1", "1", "5", "loud")
