@@ -349,7 +349,7 @@ func TestAppContainers(t *testing.T) {
 			image:      "echo-server:dev",
 			ports:      []corev1.ContainerPort{{Name: "grpc", ContainerPort: 20000}, {Name: "metrics", ContainerPort: 9000}},
 			readiness:  corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 20000}},
-			liveness:   corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 20000}},
+			liveness:   corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 20000, Service: ptr("liveness")}},
 		},
 		{
 			deployment: "client",
@@ -468,8 +468,19 @@ func TestServerShutdownFitsTheGracePeriod(t *testing.T) {
 	if err != nil {
 		t.Fatalf("SERVER_SHUTDOWN_TIMEOUT: %v", err)
 	}
-	if delay != 5*time.Second {
-		t.Errorf("SERVER_SHUTDOWN_DELAY = %v, want 5s", delay)
+	maxAge, err := time.ParseDuration(env(c, "SERVER_MAX_CONNECTION_AGE"))
+	if err != nil {
+		t.Fatalf("SERVER_MAX_CONNECTION_AGE: %v", err)
+	}
+	// Clients must have resolved the name again, past kind's CoreDNS cache,
+	// before the pod stops answering (docs/RESILIENCE.md).
+	const dnsCache = 30 * time.Second
+	if delay < maxAge+dnsCache {
+		t.Errorf("SERVER_SHUTDOWN_DELAY = %v, want at least SERVER_MAX_CONNECTION_AGE (%v) + DNS caching (%v)", delay, maxAge, dnsCache)
+	}
+	ru := tr.deployments["server"].Spec.Strategy.RollingUpdate
+	if ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.String() != "0" || ru.MaxSurge == nil || ru.MaxSurge.String() != "100%" {
+		t.Errorf("server rolling update = %+v, want maxSurge 100%% and maxUnavailable 0: every new pod ready before an old one stops", ru)
 	}
 	grace := tr.deployments["server"].Spec.Template.Spec.TerminationGracePeriodSeconds
 	if grace == nil {
@@ -833,3 +844,5 @@ func TestDevOverlayRelaxesOnlyReadOnlyRootFilesystemOfTheApp(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
