@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"regexp"
 	"runtime"
@@ -15,7 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -513,5 +517,48 @@ func TestEchoExemplarSampling(t *testing.T) {
 	call("third", "n")
 	if got := exemplarLabels(t, reg, resultOK, exemplarRequestID); !slices.Equal(got, []string{"third"}) {
 		t.Errorf("exemplars of successes after %v = %q, want %q", exemplarInterval, got, "third")
+	}
+}
+
+func TestCallLogs(t *testing.T) {
+	tests := []struct {
+		level    zapcore.Level
+		wantLogs int
+	}{
+		{level: zapcore.DebugLevel, wantLogs: 1},
+		{level: zapcore.InfoLevel, wantLogs: 0}, // the interceptor is not even installed
+	}
+	for _, tt := range tests {
+		t.Run(tt.level.String(), func(t *testing.T) {
+			core, logs := observer.New(tt.level)
+			srv := newGRPCServer(testConfig(), zap.New(core), prometheus.NewRegistry())
+			lis := bufconn.Listen(1 << 16)
+			go srv.Serve(lis) //nolint:errcheck // ends with Stop
+			t.Cleanup(srv.Stop)
+			conn, err := grpc.NewClient("passthrough:///bufnet",
+				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+				grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			if _, err := foopb.NewFooClient(conn).Echo(testContext(t), &foopb.EchoRequest{Name: "n"}); err != nil {
+				t.Fatal(err)
+			}
+			calls := logs.FilterField(zap.String("grpc.method", "echo")).All()
+			if len(calls) != tt.wantLogs {
+				t.Fatalf("%d call log lines at level %v, want %d: %v", len(calls), tt.level, tt.wantLogs, logs.All())
+			}
+			if tt.wantLogs == 0 {
+				return
+			}
+			fields := calls[0].ContextMap()
+			if calls[0].Level != zapcore.DebugLevel || fields["grpc.service"] != "foo.Foo" || fields["grpc.code"] != "OK" {
+				t.Errorf("call log = %v %v, want debug with grpc.service foo.Foo and grpc.code OK", calls[0].Level, fields)
+			}
+			if _, err := time.ParseDuration(fmt.Sprint(fields["grpc.duration"])); err != nil {
+				t.Errorf("call log grpc.duration = %v, want a duration: %v", fields["grpc.duration"], err)
+			}
+		})
 	}
 }
