@@ -46,12 +46,14 @@ type echoMetrics struct {
 	okDuration, errDuration observerWithExemplars
 	okRequests, errRequests prometheus.Counter
 
-	lastExemplar atomic.Int64 // time of the last exemplar of a success, Unix ns
+	exemplarInterval time.Duration
+	lastExemplar     atomic.Int64 // time of the last exemplar of a success, Unix ns
 }
 
 func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 	f := promauto.With(reg)
 	m := &echoMetrics{
+		exemplarInterval: exemplarInterval,
 		duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "echo_request_duration_seconds",
 			Help: "Time spent handling echo calls, from the handler's start to its reply.",
@@ -86,7 +88,7 @@ func (m *echoMetrics) observe(ctx context.Context, start time.Time, failed bool)
 		return
 	}
 	last := m.lastExemplar.Load()
-	if now.UnixNano()-last >= int64(exemplarInterval) && m.lastExemplar.CompareAndSwap(last, now.UnixNano()) {
+	if now.UnixNano()-last >= int64(m.exemplarInterval) && m.lastExemplar.CompareAndSwap(last, now.UnixNano()) {
 		m.okDuration.ObserveWithExemplar(seconds, prometheus.Labels{exemplarRequestID: requestID(ctx)})
 	} else {
 		m.okDuration.Observe(seconds)
