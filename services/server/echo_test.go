@@ -41,8 +41,14 @@ func testConfig() Config {
 // registry and a connection to it.
 func startServer(t *testing.T, cfg Config) (*grpcServer, *prometheus.Registry, *grpc.ClientConn) {
 	t.Helper()
+	return startServerLogging(t, cfg, zaptest.NewLogger(t))
+}
+
+// startServerLogging is startServer with the server's logger.
+func startServerLogging(t *testing.T, cfg Config, log *zap.Logger) (*grpcServer, *prometheus.Registry, *grpc.ClientConn) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	srv := newGRPCServer(cfg, zaptest.NewLogger(t), reg)
+	srv := newGRPCServer(cfg, log, reg)
 	lis := bufconn.Listen(1 << 20)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
@@ -534,17 +540,7 @@ func TestCallLogs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.level.String(), func(t *testing.T) {
 			core, logs := observer.New(tt.level)
-			srv := newGRPCServer(testConfig(), zap.New(core), prometheus.NewRegistry())
-			lis := bufconn.Listen(1 << 16)
-			go srv.Serve(lis) //nolint:errcheck // ends with Stop
-			t.Cleanup(srv.Stop)
-			conn, err := grpc.NewClient("passthrough:///bufnet",
-				grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-				grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
+			_, _, conn := startServerLogging(t, testConfig(), zap.New(core))
 			if _, err := foopb.NewFooClient(conn).Echo(testContext(t), &foopb.EchoRequest{Name: "n"}); err != nil {
 				t.Fatal(err)
 			}
