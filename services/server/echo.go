@@ -36,15 +36,13 @@ type observerWithExemplars interface {
 	prometheus.ExemplarObserver
 }
 
-// echoMetrics are the application metrics of the echo service.
+// echoMetrics are the application metrics of the echo service: the series of
+// echo_request_duration_seconds{api,result} and echo_requests_total{api,result}
+// for each result, looked up once, and echo_requests_in_flight.
 type echoMetrics struct {
-	duration *prometheus.HistogramVec // echo_request_duration_seconds{api,result}
-	requests *prometheus.CounterVec   // echo_requests_total{api,result}
-	inFlight prometheus.Gauge         // echo_requests_in_flight
-
-	// The series of each result, looked up once.
 	okDuration, errDuration observerWithExemplars
 	okRequests, errRequests prometheus.Counter
+	inFlight                prometheus.Gauge
 
 	exemplarInterval time.Duration
 	lastExemplar     atomic.Int64 // time of the last exemplar of a success, Unix ns
@@ -52,30 +50,29 @@ type echoMetrics struct {
 
 func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 	f := promauto.With(reg)
-	m := &echoMetrics{
-		exemplarInterval: exemplarInterval,
-		duration: f.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "echo_request_duration_seconds",
-			Help: "Time spent handling echo calls, from the handler's start to its reply.",
-			// Echo does no I/O: replies take microseconds, a slow one milliseconds.
-			Buckets: prometheus.ExponentialBuckets(0.000_01, 4, 10), // 10µs .. ~2.6s
-		}, []string{"api", "result"}),
-		requests: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "echo_requests_total",
-			Help: "Echo calls handled, by result.",
-		}, []string{"api", "result"}),
+	duration := f.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "echo_request_duration_seconds",
+		Help: "Time spent handling echo calls, from the handler's start to its reply.",
+		// Echo does no I/O: replies take microseconds, a slow one milliseconds.
+		Buckets: prometheus.ExponentialBuckets(0.000_01, 4, 10), // 10µs .. ~2.6s
+	}, []string{"api", "result"})
+	requests := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "echo_requests_total",
+		Help: "Echo calls handled, by result.",
+	}, []string{"api", "result"})
+	// Every series exists from the start, so rate() and the dashboards see
+	// zeros, not gaps.
+	return &echoMetrics{
+		okDuration:  duration.WithLabelValues(apiEcho, resultOK).(observerWithExemplars),
+		errDuration: duration.WithLabelValues(apiEcho, resultError).(observerWithExemplars),
+		okRequests:  requests.WithLabelValues(apiEcho, resultOK),
+		errRequests: requests.WithLabelValues(apiEcho, resultError),
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "echo_requests_in_flight",
 			Help: "Echo calls being handled right now.",
 		}),
+		exemplarInterval: exemplarInterval,
 	}
-	// Every series exists from the start, so rate() and the dashboards see
-	// zeros, not gaps.
-	m.okDuration = m.duration.WithLabelValues(apiEcho, resultOK).(observerWithExemplars)
-	m.errDuration = m.duration.WithLabelValues(apiEcho, resultError).(observerWithExemplars)
-	m.okRequests = m.requests.WithLabelValues(apiEcho, resultOK)
-	m.errRequests = m.requests.WithLabelValues(apiEcho, resultError)
-	return m
 }
 
 // observe accounts for one finished call.

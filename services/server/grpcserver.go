@@ -33,9 +33,9 @@ type grpcServer struct {
 	health *health.Server
 }
 
-// newGRPCServer builds the gRPC server: foo.Foo behind the metrics, logging
-// and panic-recovery interceptors, the health service (NOT_SERVING until
-// setServing) and, when enabled, reflection. reg receives the echo and the
+// newGRPCServer builds the gRPC server: foo.Foo behind the metrics,
+// call-logging (at debug level only) and panic-recovery interceptors, the
+// health service (NOT_SERVING until setServing) and, when enabled, reflection. reg receives the echo and the
 // standard grpc_server_* metrics.
 func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpcServer {
 	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
