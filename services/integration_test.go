@@ -3,7 +3,6 @@
 package services_test
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -12,16 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"example.com/grpc-metrics/services/proctest"
 )
 
 // binDir holds the binaries built once by TestMain.
@@ -38,146 +35,42 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./server", "./client")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build binaries:", err)
+	if err := proctest.Build("..", dir, "server", "client"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	binDir = dir
 	return m.Run()
 }
 
-// process is a running program whose output is kept for the test log.
-type process struct {
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	out  bytes.Buffer
-	done chan struct{}
-	err  error
-}
-
-func (p *process) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.Write(b)
-}
-
-func (p *process) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.out.String()
-}
-
-// start runs program with env (added to a clean environment) and stops it
-// when the test ends.
-func start(t *testing.T, program string, env ...string) *process {
+// start runs program with env and stops it when the test ends.
+func start(t *testing.T, program string, env ...string) *proctest.Process {
 	t.Helper()
-	p := &process{cmd: exec.Command(filepath.Join(binDir, program)), done: make(chan struct{})}
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", program, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill() //nolint:errcheck // it may have just exited
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", program, p.output())
-		}
-	})
-	return p
+	return proctest.Start(t, filepath.Join(binDir, program), env)
 }
 
-// wait returns the exit code, or fails the test after timeout.
-func (p *process) wait(t *testing.T, timeout time.Duration) int {
+// startTimeout bounds a program's start, up to its "listening" log line.
+const startTimeout = 10 * time.Second
+
+// metricsURL returns the /metrics URL of p, once it listens.
+func metricsURL(t *testing.T, p *proctest.Process) string {
 	t.Helper()
-	select {
-	case <-p.done:
-		return p.cmd.ProcessState.ExitCode()
-	case <-time.After(timeout):
-		t.Fatalf("%s still running after %v", p.cmd.Path, timeout)
-		return -1
-	}
+	return "http://" + p.Addr(t, "metrics", startTimeout) + "/metrics"
 }
 
-func freePort(t *testing.T) int {
+// scrape fetches and parses /metrics at url; it returns nil when the listener
+// is not answering.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	mfs, err := proctest.Scrape(url)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().(*net.TCPAddr).Port
-}
-
-// eventually polls cond every 50ms until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
-// scrape fetches and parses /metrics on port; it returns nil when the
-// listener is not answering yet.
-func scrape(t *testing.T, port int) map[string]*dto.MetricFamily {
-	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-	if err != nil {
+		t.Logf("scrape: %v", err)
 		return nil
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET /metrics: %s", resp.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("parse /metrics: %v", err)
 	}
 	return mfs
 }
 
-// value returns the sum of the samples of family name whose labels include want.
-func value(mfs map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
-	var sum float64
-	for _, m := range mfs[name].GetMetric() {
-		labels := map[string]string{}
-		for _, l := range m.GetLabel() {
-			labels[l.GetName()] = l.GetValue()
-		}
-		match := true
-		for k, v := range want {
-			match = match && labels[k] == v
-		}
-		if !match {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			sum += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			sum += m.GetGauge().GetValue()
-		case m.Histogram != nil:
-			sum += float64(m.GetHistogram().GetSampleCount())
-		}
-	}
-	return sum
-}
+var value = proctest.Value
 
 // labelNames returns the sorted label names of family name's first sample.
 func labelNames(mfs map[string]*dto.MetricFamily, name string) []string {
@@ -193,34 +86,27 @@ func labelNames(mfs map[string]*dto.MetricFamily, name string) []string {
 	return names
 }
 
-func serverEnv(grpcPort, metricsPort int, extra ...string) []string {
-	return append([]string{
-		"SERVER_GRPC_PORT=" + strconv.Itoa(grpcPort),
-		"SERVER_METRICS_PORT=" + strconv.Itoa(metricsPort),
-		"SERVER_SHUTDOWN_TIMEOUT=2s",
-	}, extra...)
+// serverEnv is a server on free ports, plus extra settings.
+func serverEnv(extra ...string) []string {
+	return append([]string{"SERVER_GRPC_PORT=0", "SERVER_METRICS_PORT=0", "SERVER_SHUTDOWN_TIMEOUT=2s"}, extra...)
 }
 
-func clientEnv(grpcPort, metricsPort int, extra ...string) []string {
-	return append([]string{
-		"CLIENT_SERVER_ADDR=127.0.0.1:" + strconv.Itoa(grpcPort),
-		"CLIENT_METRICS_PORT=" + strconv.Itoa(metricsPort),
-		"CLIENT_RATE=50",
-		"CLIENT_CONCURRENCY=2",
-	}, extra...)
+// clientEnv is a client of the server at grpcAddr, its metrics on a free port.
+func clientEnv(grpcAddr string, extra ...string) []string {
+	return append([]string{"CLIENT_SERVER_ADDR=" + grpcAddr, "CLIENT_METRICS_PORT=0", "CLIENT_RATE=50", "CLIENT_CONCURRENCY=2"}, extra...)
 }
 
 func TestServerAndClient(t *testing.T) {
-	grpcPort, serverMetrics, clientMetrics := freePort(t), freePort(t), freePort(t)
-	server := start(t, "server", serverEnv(grpcPort, serverMetrics)...)
-	client := start(t, "client", clientEnv(grpcPort, clientMetrics)...)
+	server := start(t, "server", serverEnv()...)
+	client := start(t, "client", clientEnv(server.Addr(t, "grpc", startTimeout))...)
+	serverMetrics, clientMetrics := metricsURL(t, server), metricsURL(t, client)
 
-	eventually(t, 10*time.Second, "client makes successful calls", func() bool {
+	proctest.Eventually(t, 10*time.Second, "client makes successful calls", func() bool {
 		return value(scrape(t, clientMetrics), "echo_client_calls_total", map[string]string{"result": "ok"}) >= 10
 	})
 
 	families := []struct {
-		port   int
+		url    string
 		name   string
 		typ    dto.MetricType
 		labels []string
@@ -239,17 +125,17 @@ func TestServerAndClient(t *testing.T) {
 		{clientMetrics, "grpc_client_handling_seconds", dto.MetricType_HISTOGRAM, []string{"grpc_method", "grpc_service", "grpc_type"}},
 		{clientMetrics, "go_goroutines", dto.MetricType_GAUGE, nil},
 	}
-	scrapes := map[int]map[string]*dto.MetricFamily{serverMetrics: scrape(t, serverMetrics), clientMetrics: scrape(t, clientMetrics)}
+	scrapes := map[string]map[string]*dto.MetricFamily{serverMetrics: scrape(t, serverMetrics), clientMetrics: scrape(t, clientMetrics)}
 	for _, f := range families {
-		mf, ok := scrapes[f.port][f.name]
+		mf, ok := scrapes[f.url][f.name]
 		if !ok {
-			t.Errorf("port %d: no family %s", f.port, f.name)
+			t.Errorf("%s: no family %s", f.url, f.name)
 			continue
 		}
 		if mf.GetType() != f.typ {
 			t.Errorf("%s: type %v, want %v", f.name, mf.GetType(), f.typ)
 		}
-		if got := labelNames(scrapes[f.port], f.name); !slices.Equal(got, f.labels) {
+		if got := labelNames(scrapes[f.url], f.name); !slices.Equal(got, f.labels) {
 			t.Errorf("%s: labels %v, want %v", f.name, got, f.labels)
 		}
 	}
@@ -268,30 +154,29 @@ func TestServerAndClient(t *testing.T) {
 		t.Errorf("echo_request_duration_seconds{result=ok} count = %v, want >= 10", got)
 	}
 
-	for _, port := range []int{serverMetrics, clientMetrics} {
+	for _, metrics := range []string{serverMetrics, clientMetrics} {
 		for _, path := range []string{"/healthz", "/readyz"} {
-			resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", port, path))
+			url := strings.TrimSuffix(metrics, "/metrics") + path
+			resp, err := http.Get(url)
 			if err != nil {
 				t.Fatal(err)
 			}
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
-				t.Errorf("port %d %s: %s %q, want 200 ok", port, path, resp.Status, body)
+				t.Errorf("%s: %s %q, want 200 ok", url, resp.Status, body)
 			}
 		}
 	}
 
 	// A clean stop: SIGTERM, exit 0 well within the 2s shutdown timeout.
-	for _, p := range []*process{client, server} {
-		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
+	for _, p := range []*proctest.Process{client, server} {
+		p.Signal(t, syscall.SIGTERM)
+		if code, sig := p.Wait(t, 5*time.Second); code != 0 {
+			t.Errorf("exit code %d (signal %v) after SIGTERM, want 0", code, sig)
 		}
-		if code := p.wait(t, 5*time.Second); code != 0 {
-			t.Errorf("%s exited with %d after SIGTERM, want 0", p.cmd.Path, code)
-		}
-		if !strings.Contains(p.output(), `"msg":"stopped"`) {
-			t.Errorf("%s did not log its stop", p.cmd.Path)
+		if !strings.Contains(p.Output(), `"msg":"stopped"`) {
+			t.Errorf("no stop logged:\n%s", p.Output())
 		}
 	}
 }
@@ -334,29 +219,92 @@ func checkDashboardMetrics(t *testing.T, scrapes ...map[string]*dto.MetricFamily
 }
 
 func TestClientSurvivesServerRestart(t *testing.T) {
-	grpcPort, serverMetrics, clientMetrics := freePort(t), freePort(t), freePort(t)
-	server := start(t, "server", serverEnv(grpcPort, serverMetrics)...)
-	client := start(t, "client", clientEnv(grpcPort, clientMetrics, "CLIENT_TIMEOUT=200ms")...)
+	server := start(t, "server", serverEnv()...)
+	grpcAddr := server.Addr(t, "grpc", startTimeout)
+	client := start(t, "client", clientEnv(grpcAddr, "CLIENT_TIMEOUT=200ms")...)
+	clientMetrics := metricsURL(t, client)
 	calls := func(result string) float64 {
 		return value(scrape(t, clientMetrics), "echo_client_calls_total", map[string]string{"result": result})
 	}
-	eventually(t, 10*time.Second, "first successful calls", func() bool { return calls("ok") >= 5 })
+	proctest.Eventually(t, 10*time.Second, "first successful calls", func() bool { return calls("ok") >= 5 })
 
-	if err := server.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	server.wait(t, 5*time.Second)
-	eventually(t, 5*time.Second, "failed calls counted while the server is gone", func() bool { return calls("error") >= 5 })
+	server.Signal(t, syscall.SIGKILL)
+	server.Wait(t, 5*time.Second)
+	proctest.Eventually(t, 5*time.Second, "failed calls counted while the server is gone", func() bool { return calls("error") >= 5 })
 	select {
-	case <-client.done:
-		t.Fatalf("client exited while the server was gone: %v", client.err)
+	case <-client.Done():
+		t.Fatalf("client exited while the server was gone:\n%s", client.Output())
 	default:
 	}
 
 	okBefore := calls("ok")
-	start(t, "server", serverEnv(grpcPort, serverMetrics)...)
-	took := eventually(t, 5*time.Second, "calls succeed again after the server returns", func() bool { return calls("ok") > okBefore+5 })
+	_, port, _ := net.SplitHostPort(grpcAddr)
+	start(t, "server", serverEnv("SERVER_GRPC_PORT="+port)...)
+	took := proctest.Eventually(t, 5*time.Second, "calls succeed again after the server returns", func() bool { return calls("ok") > okBefore+5 })
 	t.Logf("calls succeeded again %v after the server restarted", took.Round(time.Millisecond))
+}
+
+// TestRestartInPlace restarts the server the way a live update does (Tilt's
+// ext://restart_process: SIGTERM, wait for the exit, start the new binary on
+// the same port) with the settings of infra/base, while a client calls it.
+// The restart must not wait out pod-termination delays, and no call may fail:
+// calls wait for the server within their deadline.
+func TestRestartInPlace(t *testing.T) {
+	// SERVER_SHUTDOWN_DELAY stays unset, as in infra/base: the pod's preStop
+	// hook waits instead, and a restart in place never runs it.
+	env := serverEnv("SERVER_SHUTDOWN_TIMEOUT=10s", "SERVER_MAX_CONNECTION_AGE=10s")
+	server := start(t, "server", env...)
+	grpcAddr := server.Addr(t, "grpc", startTimeout)
+	_, port, _ := net.SplitHostPort(grpcAddr)
+	client := start(t, "client", clientEnv(grpcAddr, "CLIENT_RATE=100", "CLIENT_CONCURRENCY=4")...)
+	clientMetrics := metricsURL(t, client)
+	calls := func(result string) float64 {
+		return value(scrape(t, clientMetrics), "echo_client_calls_total", map[string]string{"result": result})
+	}
+	proctest.Eventually(t, 10*time.Second, "first successful calls", func() bool { return calls("ok") >= 20 })
+
+	const restarts = 5
+	var slowest time.Duration
+	for range restarts {
+		okBefore := calls("ok")
+		began := time.Now()
+		server.Signal(t, syscall.SIGTERM)
+		if code, sig := server.Wait(t, 5*time.Second); code != 0 {
+			t.Fatalf("server exit code %d (signal %v) after SIGTERM, want 0", code, sig)
+		}
+		if stopped := time.Since(began); stopped > time.Second {
+			t.Errorf("server took %v to exit after SIGTERM, want under 1s: a restart must not wait", stopped.Round(time.Millisecond))
+		}
+		server = start(t, "server", append(env, "SERVER_GRPC_PORT="+port)...)
+		took := proctest.Eventually(t, 5*time.Second, "calls succeed on the new process", func() bool { return calls("ok") > okBefore+50 })
+		slowest = max(slowest, took)
+	}
+	if failed := calls("error"); failed != 0 {
+		t.Errorf("%v calls failed across %d restarts in place, want 0", failed, restarts)
+	}
+	t.Logf("%d restarts in place, %v calls ok, 0 failed; calls resumed within %v", restarts, calls("ok"), slowest.Round(time.Millisecond))
+}
+
+// TestSecondSignalStopsAtOnce: the first SIGTERM starts a graceful shutdown
+// (here held up by a long delay), a second one ends the process at once.
+func TestSecondSignalStopsAtOnce(t *testing.T) {
+	server := start(t, "server", serverEnv("SERVER_SHUTDOWN_DELAY=1m")...)
+	server.Addr(t, "grpc", startTimeout)
+	server.Signal(t, syscall.SIGTERM)
+	proctest.Eventually(t, 5*time.Second, "server logs that it waits", func() bool {
+		return strings.Contains(server.Output(), `"msg":"not serving; waiting before draining"`)
+	})
+	select {
+	case <-server.Done():
+		t.Fatal("server exited during its shutdown delay")
+	case <-time.After(200 * time.Millisecond):
+	}
+	began := time.Now()
+	server.Signal(t, syscall.SIGTERM)
+	if code, sig := server.Wait(t, 2*time.Second); sig != syscall.SIGTERM {
+		t.Errorf("after a second SIGTERM: exit code %d, signal %v, want ended by SIGTERM", code, sig)
+	}
+	t.Logf("second SIGTERM ended the server in %v", time.Since(began).Round(time.Millisecond))
 }
 
 func TestExitCodes(t *testing.T) {
@@ -371,7 +319,7 @@ func TestExitCodes(t *testing.T) {
 		{name: "server help", program: "server", args: []string{"--help"}, wantCode: 0, wantOut: "SERVER_GRPC_PORT"},
 		{name: "client help", program: "client", args: []string{"-h"}, wantCode: 0, wantOut: "CLIENT_SERVER_ADDR"},
 		{name: "server bad port", program: "server", env: []string{"SERVER_GRPC_PORT=99999"}, wantCode: 2,
-			wantOut: "server: invalid configuration: SERVER_GRPC_PORT=99999: not a TCP port (1-65535)\n"},
+			wantOut: "server: invalid configuration: SERVER_GRPC_PORT=99999: not a TCP port (0-65535, 0 for any free port)\n"},
 		{name: "client bad rate", program: "client", env: []string{"CLIENT_RATE=-3"}, wantCode: 2,
 			wantOut: "client: invalid configuration: CLIENT_RATE=-3: must be above 0 and at most 100000 calls per second\n"},
 		{name: "server unknown flag", program: "server", args: []string{"-port=1"}, wantCode: 2,

@@ -80,6 +80,10 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			Timeout: 2 * time.Second,
 		}),
 		grpc.WithChainUnaryInterceptor(interceptors...),
+		// While no server is reachable (every pod restarting at once after
+		// a live update, or a single server restarting), a call waits for
+		// one within its deadline instead of failing at once.
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
 	)
 	if err != nil {
 		return fmt.Errorf("create gRPC client for %q: %w", cfg.ServerAddr, err)
@@ -91,6 +95,7 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen for metrics: %w", err)
 	}
+	log.Info("listening", zap.Stringer("metrics", metricsLis.Addr()))
 	metrics := platform.NewMetricsServer(log, reg)
 	c := newCaller(foopb.NewFooClient(conn), cfg, log, reg)
 

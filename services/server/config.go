@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"example.com/grpc-metrics/proto/foopb"
 	"example.com/grpc-metrics/services/internal/platform"
 )
 
@@ -37,16 +40,15 @@ func (c Config) Validate() error {
 	if err := platform.CheckPort(envPrefix+"_METRICS_PORT", c.MetricsPort); err != nil {
 		return err
 	}
-	if c.GRPCPort == c.MetricsPort {
+	if c.GRPCPort == c.MetricsPort && c.GRPCPort != 0 {
 		return &platform.FieldError{Key: envPrefix + "_METRICS_PORT", Value: c.MetricsPort, Reason: "the same port as " + envPrefix + "_GRPC_PORT"}
 	}
 	if c.MaxNameBytes < 1 {
 		return &platform.FieldError{Key: envPrefix + "_MAX_NAME_BYTES", Value: c.MaxNameBytes, Reason: "must be at least 1"}
 	}
-	// The request also carries the field's tag and length prefix.
-	if c.MaxRecvMsgBytes <= c.MaxNameBytes {
+	if need := requestBytes(c.MaxNameBytes); c.MaxRecvMsgBytes < need {
 		return &platform.FieldError{Key: envPrefix + "_MAX_RECV_MSG_BYTES", Value: c.MaxRecvMsgBytes,
-			Reason: fmt.Sprintf("must be larger than %s_MAX_NAME_BYTES (%d)", envPrefix, c.MaxNameBytes)}
+			Reason: fmt.Sprintf("must be at least %d, the wire size of a request whose name is %s_MAX_NAME_BYTES (%d) long", need, envPrefix, c.MaxNameBytes)}
 	}
 	if c.MaxConnAge < minMaxConnAge {
 		return &platform.FieldError{Key: envPrefix + "_MAX_CONNECTION_AGE", Value: c.MaxConnAge, Reason: "must be at least " + minMaxConnAge.String()}
@@ -58,4 +60,11 @@ func (c Config) Validate() error {
 		return &platform.FieldError{Key: envPrefix + "_SHUTDOWN_TIMEOUT", Value: c.ShutdownTimeout, Reason: "must be positive"}
 	}
 	return nil
+}
+
+// requestBytes is the wire size of an EchoRequest whose name is n bytes long:
+// the name field's tag, its length prefix and the bytes.
+func requestBytes(n int) int {
+	field := (&foopb.EchoRequest{}).ProtoReflect().Descriptor().Fields().ByName("name").Number()
+	return protowire.SizeTag(field) + protowire.SizeBytes(n)
 }

@@ -34,12 +34,18 @@ func TestConfigErrors(t *testing.T) {
 		wantErr string
 	}{
 		{name: "port not a number", env: map[string]string{"SERVER_GRPC_PORT": "abc"}, wantErr: `SERVER_GRPC_PORT="abc": not a whole number`},
-		{name: "port zero", env: map[string]string{"SERVER_GRPC_PORT": "0"}, wantErr: `SERVER_GRPC_PORT=0: not a TCP port (1-65535)`},
-		{name: "port too large", env: map[string]string{"SERVER_METRICS_PORT": "70000"}, wantErr: `SERVER_METRICS_PORT=70000: not a TCP port (1-65535)`},
+		{name: "negative port", env: map[string]string{"SERVER_GRPC_PORT": "-1"}, wantErr: `SERVER_GRPC_PORT=-1: not a TCP port (0-65535, 0 for any free port)`},
+		{name: "port too large", env: map[string]string{"SERVER_METRICS_PORT": "70000"}, wantErr: `SERVER_METRICS_PORT=70000: not a TCP port (0-65535, 0 for any free port)`},
 		{name: "same ports", env: map[string]string{"SERVER_METRICS_PORT": "20000"}, wantErr: `SERVER_METRICS_PORT=20000: the same port as SERVER_GRPC_PORT`},
 		{name: "reflection not a bool", env: map[string]string{"SERVER_REFLECTION": "maybe"}, wantErr: `SERVER_REFLECTION="maybe": not a boolean (use true or false)`},
 		{name: "name limit zero", env: map[string]string{"SERVER_MAX_NAME_BYTES": "0"}, wantErr: `SERVER_MAX_NAME_BYTES=0: must be at least 1`},
-		{name: "message limit below name limit", env: map[string]string{"SERVER_MAX_RECV_MSG_BYTES": "100"}, wantErr: `SERVER_MAX_RECV_MSG_BYTES=100: must be larger than SERVER_MAX_NAME_BYTES (1024)`},
+		{name: "message limit below name limit", env: map[string]string{"SERVER_MAX_RECV_MSG_BYTES": "100"},
+			wantErr: `SERVER_MAX_RECV_MSG_BYTES=100: must be at least 1027, the wire size of a request whose name is SERVER_MAX_NAME_BYTES (1024) long`},
+		// A name of 1024 bytes takes a 1-byte tag and a 2-byte length.
+		{name: "message limit one byte short", env: map[string]string{"SERVER_MAX_RECV_MSG_BYTES": "1026"},
+			wantErr: `SERVER_MAX_RECV_MSG_BYTES=1026: must be at least 1027, the wire size of a request whose name is SERVER_MAX_NAME_BYTES (1024) long`},
+		{name: "message limit equal to name limit", env: map[string]string{"SERVER_MAX_NAME_BYTES": "100", "SERVER_MAX_RECV_MSG_BYTES": "100"},
+			wantErr: `SERVER_MAX_RECV_MSG_BYTES=100: must be at least 102, the wire size of a request whose name is SERVER_MAX_NAME_BYTES (100) long`},
 		{name: "duration without unit", env: map[string]string{"SERVER_SHUTDOWN_TIMEOUT": "5"}, wantErr: `SERVER_SHUTDOWN_TIMEOUT="5": not a duration (use a number with a unit, such as 500ms, 2s or 1m)`},
 		{name: "zero timeout", env: map[string]string{"SERVER_SHUTDOWN_TIMEOUT": "0s"}, wantErr: `SERVER_SHUTDOWN_TIMEOUT=0s: must be positive`},
 		{name: "connection age too short", env: map[string]string{"SERVER_MAX_CONNECTION_AGE": "100ms"}, wantErr: `SERVER_MAX_CONNECTION_AGE=100ms: must be at least 1s`},

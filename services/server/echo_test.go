@@ -132,6 +132,57 @@ func TestEchoBadInput(t *testing.T) {
 	}
 }
 
+// TestEchoLimitBoundaries runs the tightest message limit the configuration
+// allows: a name at the limit is answered, one byte more is refused by the
+// name check or, when the longer request no longer fits, by the message limit.
+func TestEchoLimitBoundaries(t *testing.T) {
+	tests := []struct {
+		name     string
+		maxName  int
+		nameLen  int
+		wantCode codes.Code
+	}{
+		// 1 byte of tag, 1 byte of length below 128.
+		{name: "short limit, name at it", maxName: 16, nameLen: 16, wantCode: codes.OK},
+		{name: "short limit, one byte more", maxName: 16, nameLen: 17, wantCode: codes.ResourceExhausted},
+		// 2 bytes of length from 128 on.
+		{name: "at the length-prefix step", maxName: 128, nameLen: 128, wantCode: codes.OK},
+		{name: "default limit, name at it", maxName: 1024, nameLen: 1024, wantCode: codes.OK},
+		{name: "default limit, one byte more", maxName: 1024, nameLen: 1025, wantCode: codes.ResourceExhausted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.MaxNameBytes = tt.maxName
+			cfg.MaxRecvMsgBytes = requestBytes(tt.maxName)
+			if err := cfg.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			cfg.MaxRecvMsgBytes--
+			if err := cfg.Validate(); err == nil {
+				t.Fatalf("Validate accepted SERVER_MAX_RECV_MSG_BYTES=%d, one byte below the request at the name limit", cfg.MaxRecvMsgBytes)
+			}
+			cfg.MaxRecvMsgBytes++
+			_, _, conn := startServer(t, cfg)
+			name := strings.Repeat("x", tt.nameLen)
+			reply, err := foopb.NewFooClient(conn).Echo(testContext(t), &foopb.EchoRequest{Name: name})
+			if got := status.Code(err); got != tt.wantCode {
+				t.Fatalf("Echo(%d bytes) with limits %d/%d: code %v (%v), want %v", tt.nameLen, cfg.MaxNameBytes, cfg.MaxRecvMsgBytes, got, err, tt.wantCode)
+			}
+			if err == nil && reply.GetMessage() != name {
+				t.Errorf("Echo(%d bytes) replied %d bytes", tt.nameLen, len(reply.GetMessage()))
+			}
+		})
+	}
+	// With room to spare in the message limit, the name check answers.
+	cfg := testConfig()
+	_, _, conn := startServer(t, cfg)
+	_, err := foopb.NewFooClient(conn).Echo(testContext(t), &foopb.EchoRequest{Name: strings.Repeat("x", cfg.MaxNameBytes+1)})
+	if got := status.Code(err); got != codes.InvalidArgument {
+		t.Errorf("Echo(limit+1) with a roomy message limit: code %v, want InvalidArgument", got)
+	}
+}
+
 // rawCodec sends bytes as they are, to put malformed messages on the wire.
 type rawCodec struct{}
 

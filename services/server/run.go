@@ -16,10 +16,7 @@ import (
 // metricsShutdownTimeout bounds the wait for a scrape in progress at exit.
 const metricsShutdownTimeout = 5 * time.Second
 
-// run serves until ctx ends, then shuts down gracefully: health turns
-// NOT_SERVING, the server waits ShutdownDelay for load balancers to notice,
-// then drains calls in progress for at most ShutdownTimeout before cutting
-// them, and finally closes the metrics listener.
+// run listens on the configured ports and serves until ctx ends.
 func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	reg := platform.NewRegistry("echo_server")
 	srv := newGRPCServer(cfg, log, reg)
@@ -35,34 +32,52 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		grpcLis.Close()
 		return fmt.Errorf("listen for metrics: %w", err)
 	}
+	log.Info("listening", zap.Stringer("grpc", grpcLis.Addr()), zap.Stringer("metrics", metricsLis.Addr()))
+	return serve(ctx, cfg, log, srv, metrics, grpcLis, metricsLis)
+}
 
+// serve serves gRPC and metrics on their listeners, which it owns, until ctx
+// ends, then shuts down:
+//
+//  1. health turns NOT_SERVING (the liveness check excepted) and /readyz 503;
+//  2. it waits ShutdownDelay, zero unless something routes calls here by a
+//     readiness it must see change first (in Kubernetes the pod's preStop
+//     hook waits instead, so a restart of the process alone is immediate);
+//  3. it drains calls in progress for at most ShutdownTimeout, then cuts them;
+//  4. it closes the metrics listener.
+//
+// The server reports SERVING once both listeners accept connections.
+func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, metrics *platform.MetricsServer, grpcLis, metricsLis net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		log.Info("serving gRPC", zap.String("addr", grpcLis.Addr().String()))
 		if err := srv.Serve(grpcLis); err != nil {
 			return fmt.Errorf("serve gRPC: %w", err)
 		}
 		return nil
 	})
 	g.Go(func() error { return metrics.Serve(metricsLis) })
-	g.Go(func() error {
-		<-gctx.Done()
-		srv.setDraining()
-		metrics.SetReady(false)
-		if ctx.Err() != nil && cfg.ShutdownDelay > 0 {
-			log.Info("not serving; waiting before draining", zap.Duration("delay", cfg.ShutdownDelay))
-			time.Sleep(cfg.ShutdownDelay)
-		}
-		drain(srv, cfg.ShutdownTimeout, log)
-		srv.health.Shutdown() // for a watcher that outlives the connection
-		sctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
-		defer cancel()
-		return metrics.Shutdown(sctx)
-	})
-
+	// The listeners queue connections from the moment they exist, so both
+	// servers take calls as soon as their goroutines run.
 	srv.setServing()
 	metrics.SetReady(true)
-	return g.Wait()
+	log.Info("serving")
+
+	<-gctx.Done()
+	srv.setDraining()
+	metrics.SetReady(false)
+	if ctx.Err() != nil && cfg.ShutdownDelay > 0 {
+		log.Info("not serving; waiting before draining", zap.Duration("delay", cfg.ShutdownDelay))
+		time.Sleep(cfg.ShutdownDelay)
+	}
+	drain(srv, cfg.ShutdownTimeout, log)
+	srv.health.Shutdown() // for a watcher that outlives the connection
+	sctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
+	defer cancel()
+	merr := metrics.Shutdown(sctx)
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return merr
 }
 
 // drain stops srv gracefully, cutting the calls still running after timeout.

@@ -80,10 +80,11 @@ func (e *FieldError) Error() string {
 	return fmt.Sprintf("%s=%v: %s", e.Key, e.Value, e.Reason)
 }
 
-// CheckPort reports whether port is usable as a TCP listening port.
+// CheckPort reports whether port is usable as a TCP listening port; 0 asks
+// the system for a free one (the program logs the port it got).
 func CheckPort(key string, port int) error {
-	if port < 1 || port > 65535 {
-		return &FieldError{Key: key, Value: port, Reason: "not a TCP port (1-65535)"}
+	if port < 0 || port > 65535 {
+		return &FieldError{Key: key, Value: port, Reason: "not a TCP port (0-65535, 0 for any free port)"}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/signal"
 	"syscall"
 
@@ -23,8 +24,8 @@ const (
 
 // Main is the whole of a program's main: it loads the configuration PREFIX_*
 // from the environment, builds the logger, routes grpc-go's own logs through
-// it and calls run with a context that ends on SIGINT or SIGTERM. It returns
-// the process exit code.
+// it and calls run with a context that ends on the first SIGINT or SIGTERM
+// (a second one ends the process at once). It returns the process exit code.
 func Main[C any, PC interface {
 	*C
 	Config
@@ -53,8 +54,22 @@ func Main[C any, PC interface {
 	grpclog.SetLoggerV2(zapgrpc.NewLogger(grpcLog))
 
 	log.Info("starting", zap.String("config", fmt.Sprintf("%+v", cfg)))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		select {
+		case sig := <-sigs:
+			// The first signal shuts down gracefully; restoring the default
+			// disposition lets a second one end the process at once.
+			signal.Stop(sigs)
+			log.Info("shutting down; a second signal ends the process at once", zap.Stringer("signal", sig))
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	if err := run(ctx, cfg, log); err != nil {
 		log.Error("stopped with an error", zap.Error(err))
 		return ExitFailed

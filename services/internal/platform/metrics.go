@@ -79,7 +79,6 @@ func (m *MetricsServer) SetReady(ready bool) { m.ready.Store(ready) }
 
 // Serve serves on lis until Shutdown; it returns nil after a shutdown.
 func (m *MetricsServer) Serve(lis net.Listener) error {
-	m.log.Info("serving metrics", zap.String("addr", lis.Addr().String()))
 	if err := m.srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve metrics: %w", err)
 	}

@@ -1,0 +1,67 @@
+package proctest
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrapeTimeout bounds one scrape: the programs answer in milliseconds.
+const scrapeTimeout = 5 * time.Second
+
+// Scrape fetches and parses the text exposition at url (http://host:port/metrics).
+func Scrape(url string) (map[string]*dto.MetricFamily, error) {
+	c := http.Client{Timeout: scrapeTimeout}
+	resp, err := c.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", url, err)
+	}
+	return mfs, nil
+}
+
+// Value returns the sum over the samples of family name whose labels include
+// want: counter and gauge values, histogram sample counts.
+func Value(mfs map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
+	var sum float64
+	for _, m := range mfs[name].GetMetric() {
+		if !HasLabels(m, want) {
+			continue
+		}
+		switch {
+		case m.Counter != nil:
+			sum += m.GetCounter().GetValue()
+		case m.Gauge != nil:
+			sum += m.GetGauge().GetValue()
+		case m.Histogram != nil:
+			sum += float64(m.GetHistogram().GetSampleCount())
+		}
+	}
+	return sum
+}
+
+// HasLabels reports whether m carries every label of want with its value.
+func HasLabels(m *dto.Metric, want map[string]string) bool {
+	found := 0
+	for _, l := range m.GetLabel() {
+		if v, ok := want[l.GetName()]; ok {
+			if v != l.GetValue() {
+				return false
+			}
+			found++
+		}
+	}
+	return found == len(want)
+}

@@ -1,0 +1,164 @@
+// Package proctest runs programs as real processes for tests: the project's
+// server and client, built once, or any other binary (a Prometheus server).
+// The project's programs listen on port 0 in tests; Addr reads the addresses
+// they bound from their "listening" log line, so no test picks a port that
+// another may take first.
+package proctest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Build compiles the programs named (server, client) of the module rooted at
+// root into dir, for this machine.
+func Build(root, dir string, programs ...string) error {
+	args := []string{"build", "-o", dir + string(filepath.Separator)}
+	for _, p := range programs {
+		args = append(args, "./services/"+p)
+	}
+	cmd := exec.Command("go", args...)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", strings.Join(programs, " "), err, out)
+	}
+	return nil
+}
+
+// Process is a running program whose output is kept for the test.
+type Process struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // of Wait, once done is closed
+
+	mu  sync.Mutex
+	out bytes.Buffer
+}
+
+// Start runs path with args and env (added to an environment that holds only
+// PATH and HOME), and kills it when the test ends if it still runs. The
+// output is logged when the test fails.
+func Start(t testing.TB, path string, env []string, args ...string) *Process {
+	t.Helper()
+	p := &Process{name: filepath.Base(path), cmd: exec.Command(path, args...), done: make(chan struct{})}
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	diesWithParent(p.cmd)
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", p.name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill() //nolint:errcheck // it may have exited meanwhile
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s output:\n%s", p.name, p.Output())
+		}
+	})
+	return p
+}
+
+// Write keeps the program's output.
+func (p *Process) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// Output returns everything the program wrote to stdout and stderr so far.
+func (p *Process) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// Done is closed when the program has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Pid returns the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the program.
+func (p *Process) Signal(t testing.TB, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %s to %s: %v", sig, p.name, err)
+	}
+}
+
+// Wait waits for the program to exit and returns its exit code, or -1 with
+// the signal that ended it; it fails the test after timeout.
+func (p *Process) Wait(t testing.TB, timeout time.Duration) (code int, signal syscall.Signal) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("%s still running after %v", p.name, timeout)
+	}
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return -1, ws.Signal()
+	}
+	return p.cmd.ProcessState.ExitCode(), 0
+}
+
+// Addr waits up to timeout for the program's "listening" log line and returns
+// the loopback address of its listener named key ("grpc" or "metrics").
+func (p *Process) Addr(t testing.TB, key string, timeout time.Duration) string {
+	t.Helper()
+	var addr string
+	Eventually(t, timeout, p.name+" logs its "+key+" address", func() bool {
+		addr = listeningAddr(p.Output(), key)
+		return addr != ""
+	})
+	return addr
+}
+
+// listeningAddr finds the JSON log line {"msg":"listening", key: "[::]:port"}
+// in out and returns 127.0.0.1:port, or "" when there is none yet.
+func listeningAddr(out, key string) string {
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) != nil || line["msg"] != "listening" {
+			continue
+		}
+		s, _ := line[key].(string)
+		if _, port, err := net.SplitHostPort(s); err == nil {
+			return net.JoinHostPort("127.0.0.1", port)
+		}
+	}
+	return ""
+}
+
+// Eventually polls cond every 20ms until it holds, and returns how long that
+// took; it fails the test when timeout passes first.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}

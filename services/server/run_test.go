@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/emptypb"
+
+	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/platform"
+)
+
+// blockingService is a one-method gRPC service whose calls last until they
+// are cancelled: the call in flight that a shutdown must first wait for, then
+// cut.
+func blockingService(entered chan<- struct{}) *grpc.ServiceDesc {
+	return &grpc.ServiceDesc{
+		ServiceName: "test.Blocking",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{
+			MethodName: "Block",
+			Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+				if err := dec(new(emptypb.Empty)); err != nil {
+					return nil, err
+				}
+				entered <- struct{}{}
+				<-ctx.Done()
+				return nil, status.FromContextError(ctx.Err()).Err()
+			},
+		}},
+	}
+}
+
+// TestShutdownSequence drives serve through a whole shutdown with a call that
+// never finishes by itself: NOT_SERVING while still answering during the
+// delay, then the drain, which waits for the call, then the forced stop at
+// the timeout. Every goroutine it started is gone afterwards.
+func TestShutdownSequence(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	const delay, timeout = 300 * time.Millisecond, 300 * time.Millisecond
+	cfg := testConfig()
+	cfg.ShutdownDelay, cfg.ShutdownTimeout = delay, timeout
+	core, logs := observer.New(zap.InfoLevel)
+	log := zap.New(core)
+	reg := prometheus.NewRegistry()
+	srv := newGRPCServer(cfg, log, reg)
+	entered := make(chan struct{}, 1)
+	srv.RegisterService(blockingService(entered), struct{}{})
+	metrics := platform.NewMetricsServer(log, reg)
+	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readyz := "http://" + metricsLis.Addr().String() + "/readyz"
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- serve(ctx, cfg, log, srv, metrics, grpcLis, metricsLis) }()
+
+	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	health := healthpb.NewHealthClient(conn)
+	echo := foopb.NewFooClient(conn)
+	callCtx, callCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer callCancel()
+	if got := healthStatus(callCtx, health); got != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health before shutdown = %v, want SERVING", got)
+	}
+	if got := httpStatus(readyz); got != http.StatusOK {
+		t.Fatalf("/readyz before shutdown = %d, want 200", got)
+	}
+
+	blocked := make(chan error, 1)
+	go func() {
+		blocked <- conn.Invoke(callCtx, "/test.Blocking/Block", &emptypb.Empty{}, &emptypb.Empty{})
+	}()
+	<-entered
+
+	began := time.Now()
+	cancel()
+	// The delay: NOT_SERVING, yet every call is still answered.
+	waitFor(t, "health NOT_SERVING", func() bool {
+		return healthStatus(callCtx, health) == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	if got := httpStatus(readyz); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz during the delay = %d, want 503", got)
+	}
+	if _, err := echo.Echo(callCtx, &foopb.EchoRequest{Name: "late"}); err != nil {
+		t.Errorf("echo during the shutdown delay: %v, want an answer", err)
+	}
+	if time.Since(began) >= delay {
+		t.Fatalf("the checks of the delay took %v, longer than the delay itself", time.Since(began))
+	}
+
+	// The drain waits for the blocking call until the timeout, then cuts it.
+	var callErr error
+	select {
+	case callErr = <-blocked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the blocking call was never cut")
+	}
+	cut := time.Since(began)
+	if code := status.Code(callErr); code != codes.Unavailable && code != codes.Canceled {
+		t.Errorf("the blocking call ended with %v (%v), want Unavailable or Canceled", code, callErr)
+	}
+	if cut < delay+timeout {
+		t.Errorf("the blocking call was cut %v after the signal, before delay + timeout (%v)", cut, delay+timeout)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("serve did not return after the forced stop")
+	}
+	if total := time.Since(began); total > delay+timeout+2*time.Second {
+		t.Errorf("shutdown took %v, want about delay + timeout (%v)", total, delay+timeout)
+	}
+
+	var msgs []string
+	for _, e := range logs.All() {
+		msgs = append(msgs, e.Message)
+	}
+	want := []string{"serving", "not serving; waiting before draining", "draining calls in progress", "calls still running after the shutdown timeout; cancelling them"}
+	if !isSubsequence(want, msgs) {
+		t.Errorf("log messages %q, want %q in that order", msgs, want)
+	}
+}
+
+// TestShutdownWithoutDelay is a restart in place: with no delay configured the
+// drain starts at once and, with nothing in flight, serve returns at once.
+func TestShutdownWithoutDelay(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	cfg := testConfig()
+	cfg.ShutdownDelay, cfg.ShutdownTimeout = 0, 10*time.Second
+	log := zap.NewNop()
+	reg := prometheus.NewRegistry()
+	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() {
+		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg), platform.NewMetricsServer(log, reg), grpcLis, metricsLis)
+	}()
+	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	callCtx, callCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer callCancel()
+	if _, err := foopb.NewFooClient(conn).Echo(callCtx, &foopb.EchoRequest{Name: "x"}); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+
+	began := time.Now()
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("serve did not return")
+	}
+	if took := time.Since(began); took > 500*time.Millisecond {
+		t.Errorf("shutdown with nothing in flight took %v, want well under a second", took)
+	}
+}
+
+func healthStatus(ctx context.Context, c healthpb.HealthClient) healthpb.HealthCheckResponse_ServingStatus {
+	resp, err := c.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return healthpb.HealthCheckResponse_UNKNOWN
+	}
+	return resp.GetStatus()
+}
+
+func httpStatus(url string) int {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitFor polls cond every 5ms for up to a second.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 1s", what)
+		}
+	}
+}
+
+// isSubsequence reports whether want appears in got in order, not
+// necessarily next to each other.
+func isSubsequence(want, got []string) bool {
+	for _, g := range got {
+		if len(want) > 0 && g == want[0] {
+			want = want[1:]
+		}
+	}
+	return len(want) == 0
+}
