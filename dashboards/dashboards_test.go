@@ -3,7 +3,6 @@ package dashboards_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +16,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
+
+	"example.com/grpc-metrics/dashboards"
 )
 
 // The dashboards and their fixed uids: links and the Tiltfile use them.
@@ -26,107 +27,25 @@ var wantUIDs = map[string]string{
 	"go-runtime.json": "go-runtime",
 }
 
-// datasource is the one Grafana datasource every panel queries.
-type datasource struct {
-	Type string `json:"type"`
-	UID  string `json:"uid"`
-}
+var prometheusDS = dashboards.Datasource{Type: "prometheus", UID: "prometheus"}
 
-var prometheusDS = datasource{Type: "prometheus", UID: "prometheus"}
-
-type target struct {
-	RefID      string      `json:"refId"`
-	Datasource *datasource `json:"datasource"`
-	Expr       string      `json:"expr"`
-	Exemplar   bool        `json:"exemplar"`
-}
-
-type panel struct {
-	ID         int         `json:"id"`
-	Type       string      `json:"type"`
-	Title      string      `json:"title"`
-	Datasource *datasource `json:"datasource"`
-	Targets    []target    `json:"targets"`
-	Panels     []panel     `json:"panels"`
-}
-
-type variable struct {
-	Name       string      `json:"name"`
-	Type       string      `json:"type"`
-	Datasource *datasource `json:"datasource"`
-	Query      string      `json:"query"`
-}
-
-type dashboard struct {
-	UID        string  `json:"uid"`
-	Title      string  `json:"title"`
-	Panels     []panel `json:"panels"`
-	Templating struct {
-		List []variable `json:"list"`
-	} `json:"templating"`
-}
-
-// allPanels flattens rows.
-func (d *dashboard) allPanels() []panel {
-	var out []panel
-	for _, p := range d.Panels {
-		out = append(out, p)
-		out = append(out, p.Panels...)
-	}
-	return out
-}
-
-func load(t *testing.T) map[string]*dashboard {
+func load(t *testing.T) map[string]*dashboards.Dashboard {
 	t.Helper()
-	files, err := filepath.Glob("*.json")
+	boards, err := dashboards.Load(".")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) == 0 {
-		t.Fatal("no dashboards/*.json")
-	}
-	out := map[string]*dashboard{}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !json.Valid(data) {
-			t.Fatalf("%s: not valid JSON", f)
-		}
-		d := &dashboard{}
-		if err := json.Unmarshal(data, d); err != nil {
-			t.Fatalf("%s: %v", f, err)
-		}
-		out[f] = d
-	}
-	return out
+	return boards
 }
 
 // rulesFile holds the recording and alerting rules Prometheus loads.
 var rulesFile = filepath.Join("..", "infra", "prometheus", "rules.yml")
 
-// ruleGroups is the part of a Prometheus rules file these tests read.
-type ruleGroups struct {
-	Groups []struct {
-		Name  string `json:"name"`
-		Rules []struct {
-			Record string `json:"record"`
-			Alert  string `json:"alert"`
-			Expr   string `json:"expr"`
-		} `json:"rules"`
-	} `json:"groups"`
-}
-
-func loadRules(t *testing.T) ruleGroups {
+func loadRules(t *testing.T) dashboards.RuleGroups {
 	t.Helper()
-	data, err := os.ReadFile(rulesFile)
+	rg, err := dashboards.LoadRules(rulesFile)
 	if err != nil {
 		t.Fatal(err)
-	}
-	var rg ruleGroups
-	if err := yaml.Unmarshal(data, &rg); err != nil {
-		t.Fatalf("%s: %v", rulesFile, err)
 	}
 	return rg
 }
@@ -176,13 +95,11 @@ var promql = parser.NewParser(parser.Options{})
 // rateInterval stands in for Grafana's $__rate_interval when parsing.
 const rateInterval = time.Minute
 
-var varRef = regexp.MustCompile(`\$\{?(\w+)\}?`)
-
-// substitute replaces Grafana variables the way the smoke test does:
+// substitute replaces Grafana variables for parsing:
 // $__rate_interval with 1m, any other variable with the regex .* .
 func substitute(expr string) string {
-	return varRef.ReplaceAllStringFunc(expr, func(ref string) string {
-		if varRef.FindStringSubmatch(ref)[1] == "__rate_interval" {
+	return dashboards.VarRef.ReplaceAllStringFunc(expr, func(ref string) string {
+		if dashboards.VarRef.FindStringSubmatch(ref)[1] == "__rate_interval" {
 			return "1m"
 		}
 		return ".*"
@@ -228,9 +145,6 @@ func checkExpr(expr string, known map[string]bool) ([]string, error) {
 	})
 	return names, errors.Join(errs...)
 }
-
-// labelValues matches Grafana's label_values(selector, label) variable query.
-var labelValues = regexp.MustCompile(`^label_values\((.+),\s*(\w+)\)$`)
 
 func TestCheckExpr(t *testing.T) {
 	known := map[string]bool{"echo_requests_total": true}
@@ -293,7 +207,7 @@ func TestDashboardsHaveFixedUIDs(t *testing.T) {
 func TestPanelsQueryPrometheus(t *testing.T) {
 	for file, d := range load(t) {
 		ids := map[int]bool{}
-		for _, p := range d.allPanels() {
+		for _, p := range d.AllPanels() {
 			if ids[p.ID] {
 				t.Errorf("%s: panel id %d used twice", file, p.ID)
 			}
@@ -320,7 +234,7 @@ func TestQueriesParseAndUseExportedMetrics(t *testing.T) {
 	known := knownMetrics(t)
 	used := map[string]bool{}
 	for file, d := range load(t) {
-		for _, p := range d.allPanels() {
+		for _, p := range d.AllPanels() {
 			for _, tg := range p.Targets {
 				names, err := checkExpr(tg.Expr, known)
 				if err != nil {
@@ -332,7 +246,7 @@ func TestQueriesParseAndUseExportedMetrics(t *testing.T) {
 			}
 		}
 		for _, v := range d.Templating.List {
-			m := labelValues.FindStringSubmatch(v.Query)
+			m := dashboards.LabelValuesQuery.FindStringSubmatch(v.Query)
 			if v.Type != "query" || m == nil {
 				t.Errorf("%s: variable %s: query %q, want label_values(selector, label)", file, v.Name, v.Query)
 				continue
@@ -384,7 +298,7 @@ func TestVariablesAreDefinedAndUsed(t *testing.T) {
 		}
 		referenced := map[string]bool{}
 		var queries []string
-		for _, p := range d.allPanels() {
+		for _, p := range d.AllPanels() {
 			for _, tg := range p.Targets {
 				queries = append(queries, tg.Expr)
 			}
@@ -393,7 +307,7 @@ func TestVariablesAreDefinedAndUsed(t *testing.T) {
 			queries = append(queries, v.Query)
 		}
 		for _, q := range queries {
-			for _, m := range varRef.FindAllStringSubmatch(q, -1) {
+			for _, m := range dashboards.VarRef.FindAllStringSubmatch(q, -1) {
 				if !builtin[m[1]] {
 					referenced[m[1]] = true
 				}
@@ -456,7 +370,7 @@ func TestDatasourceUIDMatchesPanels(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ds struct {
-		Datasources []datasource `json:"datasources"`
+		Datasources []dashboards.Datasource `json:"datasources"`
 	}
 	if err := yaml.Unmarshal(data, &ds); err != nil {
 		t.Fatalf("datasources.yaml: %v", err)

@@ -15,11 +15,14 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"example.com/grpc-metrics/infra"
 )
 
 const namespace = "echo"
@@ -173,55 +176,21 @@ func TestNamespaceEnforcesRestrictedPodSecurity(t *testing.T) {
 	}
 }
 
-// rule is one hardening rule for a container of a pod template.
+// rule is one of the project's rules for a container of a pod template,
+// beyond the restricted Pod Security Standard (checked by its own evaluator).
 type rule struct {
 	name  string
-	check func(pod *corev1.PodSpec, c *corev1.Container) error
+	check func(c *corev1.Container) error
 }
 
-var hardening = []rule{
-	{"runAsNonRoot", func(pod *corev1.PodSpec, c *corev1.Container) error {
-		if v := effective(pod, c, func(s *corev1.PodSecurityContext) *bool { return s.RunAsNonRoot },
-			func(s *corev1.SecurityContext) *bool { return s.RunAsNonRoot }); v == nil || !*v {
-			return errors.New("runAsNonRoot is not true")
-		}
-		return nil
-	}},
-	{"non-zero runAsUser", func(pod *corev1.PodSpec, c *corev1.Container) error {
-		if v := effective(pod, c, func(s *corev1.PodSecurityContext) *int64 { return s.RunAsUser },
-			func(s *corev1.SecurityContext) *int64 { return s.RunAsUser }); v == nil || *v == 0 {
-			return errors.New("runAsUser is unset or 0")
-		}
-		return nil
-	}},
-	{"seccompProfile RuntimeDefault", func(pod *corev1.PodSpec, c *corev1.Container) error {
-		v := effective(pod, c, func(s *corev1.PodSecurityContext) *corev1.SeccompProfile { return s.SeccompProfile },
-			func(s *corev1.SecurityContext) *corev1.SeccompProfile { return s.SeccompProfile })
-		if v == nil || v.Type != corev1.SeccompProfileTypeRuntimeDefault {
-			return errors.New("seccompProfile is not RuntimeDefault")
-		}
-		return nil
-	}},
-	{"allowPrivilegeEscalation false", func(_ *corev1.PodSpec, c *corev1.Container) error {
-		if s := c.SecurityContext; s == nil || s.AllowPrivilegeEscalation == nil || *s.AllowPrivilegeEscalation {
-			return errors.New("allowPrivilegeEscalation is not false")
-		}
-		return nil
-	}},
-	{"capabilities drop ALL", func(_ *corev1.PodSpec, c *corev1.Container) error {
-		s := c.SecurityContext
-		if s == nil || s.Capabilities == nil || !slices.Equal(s.Capabilities.Drop, []corev1.Capability{"ALL"}) || len(s.Capabilities.Add) > 0 {
-			return errors.New("capabilities are not exactly drop [ALL]")
-		}
-		return nil
-	}},
-	{"readOnlyRootFilesystem", func(_ *corev1.PodSpec, c *corev1.Container) error {
+var projectRules = []rule{
+	{"readOnlyRootFilesystem", func(c *corev1.Container) error {
 		if s := c.SecurityContext; s == nil || s.ReadOnlyRootFilesystem == nil || !*s.ReadOnlyRootFilesystem {
 			return errors.New("readOnlyRootFilesystem is not true")
 		}
 		return nil
 	}},
-	{"requests and limits", func(_ *corev1.PodSpec, c *corev1.Container) error {
+	{"requests and limits", func(c *corev1.Container) error {
 		for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 			req, lim := c.Resources.Requests[name], c.Resources.Limits[name]
 			if req.IsZero() || lim.IsZero() {
@@ -233,47 +202,33 @@ var hardening = []rule{
 		}
 		return nil
 	}},
-	{"pinned image", func(_ *corev1.PodSpec, c *corev1.Container) error {
+	{"pinned image", func(c *corev1.Container) error {
 		_, tag, ok := strings.Cut(c.Image, ":")
 		if !ok || tag == "" || tag == "latest" {
 			return fmt.Errorf("image %q has no pinned tag", c.Image)
 		}
 		return nil
 	}},
-	{"probes", func(_ *corev1.PodSpec, c *corev1.Container) error {
+	{"probes", func(c *corev1.Container) error {
 		if c.ReadinessProbe == nil || c.LivenessProbe == nil {
 			return errors.New("readiness or liveness probe is missing")
 		}
 		return nil
 	}},
-	{"no host namespaces", func(pod *corev1.PodSpec, _ *corev1.Container) error {
-		if pod.HostNetwork || pod.HostPID || pod.HostIPC {
-			return errors.New("uses a host namespace")
-		}
-		return nil
-	}},
 }
 
-// effective returns the container's setting, or else the pod's.
-func effective[T any](pod *corev1.PodSpec, c *corev1.Container, fromPod func(*corev1.PodSecurityContext) *T, fromContainer func(*corev1.SecurityContext) *T) *T {
-	if c.SecurityContext != nil {
-		if v := fromContainer(c.SecurityContext); v != nil {
-			return v
-		}
+// violations lists why a pod template breaks the restricted Pod Security
+// Standard or the project's rules.
+func violations(t *testing.T, meta *metav1.ObjectMeta, pod *corev1.PodSpec) []string {
+	t.Helper()
+	out, err := infra.RestrictedViolations(meta, pod)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if pod.SecurityContext != nil {
-		return fromPod(pod.SecurityContext)
-	}
-	return nil
-}
-
-// violations lists "container: rule: reason" for each rule a pod breaks.
-func violations(pod *corev1.PodSpec, rules []rule) []string {
-	var out []string
 	for i := range pod.Containers {
 		c := &pod.Containers[i]
-		for _, r := range rules {
-			if err := r.check(pod, c); err != nil {
+		for _, r := range projectRules {
+			if err := r.check(c); err != nil {
 				out = append(out, fmt.Sprintf("container %s: %s: %v", c.Name, r.name, err))
 			}
 		}
@@ -284,31 +239,49 @@ func violations(pod *corev1.PodSpec, rules []rule) []string {
 func TestPodTemplatesAreHardened(t *testing.T) {
 	tr := mustBuild(t, ".")
 	for name, d := range tr.deployments {
-		for _, v := range violations(&d.Spec.Template.Spec, hardening) {
-			t.Errorf("deployment/%s %s", name, v)
+		for _, v := range violations(t, &d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec) {
+			t.Errorf("deployment/%s: %s", name, v)
 		}
 		if len(d.Spec.Template.Spec.InitContainers) > 0 {
-			t.Errorf("deployment/%s: init containers are not checked by these rules", name)
+			t.Errorf("deployment/%s: init containers are not checked by the project's rules", name)
 		}
 	}
 }
 
-func TestHardeningRulesCatchAnUnhardenedPod(t *testing.T) {
-	pod := &corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}
-	got := violations(pod, hardening)
-	var names []string
-	for _, r := range hardening {
-		if r.name != "no host namespaces" {
-			names = append(names, r.name)
+// TestDevBuildPassesRestricted: the Tilt dev build relaxes only the read-only
+// root filesystem, which the restricted standard does not ask for.
+func TestDevBuildPassesRestricted(t *testing.T) {
+	for name, d := range mustBuild(t, "dev").deployments {
+		v, err := infra.RestrictedViolations(&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, reason := range v {
+			t.Errorf("dev deployment/%s: %s", name, reason)
+		}
+		writable := infra.ReadOnlyRootViolations(&d.Spec.Template.Spec, "server", "client")
+		for _, reason := range writable {
+			t.Errorf("dev deployment/%s: %s", name, reason)
 		}
 	}
-	if len(got) != len(names) {
-		t.Fatalf("violations of a bare pod = %d, want %d (every container rule):\n%s", len(got), len(names), strings.Join(got, "\n"))
-	}
-	for i, name := range names {
-		if !strings.Contains(got[i], name) {
-			t.Errorf("violation %d = %q, want rule %q", i, got[i], name)
+}
+
+func TestHardeningCatchesAnUnhardenedPod(t *testing.T) {
+	pod := &corev1.PodSpec{HostNetwork: true, Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}
+	got := strings.Join(violations(t, &metav1.ObjectMeta{}, pod), "\n")
+	for _, want := range []string{
+		"host namespaces", "allowPrivilegeEscalation != false", "unrestricted capabilities", "runAsNonRoot != true", "seccompProfile",
+		"readOnlyRootFilesystem is not true", "request or limit is missing", "no pinned tag", "probe is missing",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("violations of a bare pod lack %q:\n%s", want, got)
 		}
+	}
+	if got := infra.ReadOnlyRootViolations(pod, "c"); len(got) != 0 {
+		t.Errorf("ReadOnlyRootViolations with c exempted = %v, want none", got)
+	}
+	if got := infra.ReadOnlyRootViolations(pod); len(got) != 1 {
+		t.Errorf("ReadOnlyRootViolations = %v, want one", got)
 	}
 }
 

@@ -120,8 +120,9 @@ func (p *Process) Wait(t testing.TB, timeout time.Duration) (code int, signal sy
 	return p.cmd.ProcessState.ExitCode(), 0
 }
 
-// Addr waits up to timeout for the program's "listening" log line and returns
-// the loopback address of its listener named key ("grpc" or "metrics").
+// Addr waits up to timeout for the program's "listening" log line (logged at
+// info level) and returns the loopback address of its listener named key
+// ("grpc" or "metrics").
 func (p *Process) Addr(t testing.TB, key string, timeout time.Duration) string {
 	t.Helper()
 	var addr string
