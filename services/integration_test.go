@@ -307,6 +307,23 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	t.Logf("second SIGTERM ended the server in %v", time.Since(began).Round(time.Millisecond))
 }
 
+// TestClientDuration: a client given CLIENT_DURATION calls for that long,
+// then exits 0 by itself.
+func TestClientDuration(t *testing.T) {
+	server := start(t, "server", serverEnv()...)
+	began := time.Now()
+	client := start(t, "client", clientEnv(server.Addr(t, "grpc", startTimeout), "CLIENT_DURATION=1s")...)
+	if code, sig := client.Wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("client exit code %d (signal %v), want 0", code, sig)
+	}
+	if took := time.Since(began); took < time.Second || took > 5*time.Second {
+		t.Errorf("client ran %v, want about CLIENT_DURATION (1s)", took.Round(time.Millisecond))
+	}
+	if !strings.Contains(client.Output(), `"msg":"stopped"`) {
+		t.Errorf("client did not log its stop:\n%s", client.Output())
+	}
+}
+
 func TestExitCodes(t *testing.T) {
 	tests := []struct {
 		name     string

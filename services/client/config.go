@@ -15,6 +15,7 @@ type Config struct {
 	Concurrency int                `envconfig:"CONCURRENCY" default:"1" desc:"calls in flight at most (workers)"`
 	Name        string             `envconfig:"NAME" default:"world" desc:"name sent in each echo request"`
 	Timeout     time.Duration      `envconfig:"TIMEOUT" default:"1s" desc:"deadline of each call, retries included"`
+	Duration    time.Duration      `envconfig:"DURATION" default:"0s" desc:"stop calling and exit after this long; 0 calls until SIGINT or SIGTERM"`
 	MetricsPort int                `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
 	Log         platform.LogConfig `envconfig:"LOG"`
 }
@@ -39,6 +40,9 @@ func (c Config) Validate() error {
 	}
 	if c.Timeout <= 0 {
 		return &platform.FieldError{Key: envPrefix + "_TIMEOUT", Value: c.Timeout, Reason: "must be positive"}
+	}
+	if c.Duration < 0 {
+		return &platform.FieldError{Key: envPrefix + "_DURATION", Value: c.Duration, Reason: "must not be negative"}
 	}
 	return platform.CheckPort(envPrefix+"_METRICS_PORT", c.MetricsPort)
 }

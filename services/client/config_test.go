@@ -38,6 +38,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "concurrency not a number", env: map[string]string{"CLIENT_CONCURRENCY": "1.5"}, wantErr: `CLIENT_CONCURRENCY="1.5": not a whole number`},
 		{name: "timeout without unit", env: map[string]string{"CLIENT_TIMEOUT": "100"}, wantErr: `CLIENT_TIMEOUT="100": not a duration (use a number with a unit, such as 500ms, 2s or 1m)`},
 		{name: "negative timeout", env: map[string]string{"CLIENT_TIMEOUT": "-1s"}, wantErr: `CLIENT_TIMEOUT=-1s: must be positive`},
+		{name: "negative duration", env: map[string]string{"CLIENT_DURATION": "-1m"}, wantErr: `CLIENT_DURATION=-1m0s: must not be negative`},
 		{name: "port out of range", env: map[string]string{"CLIENT_METRICS_PORT": "65536"}, wantErr: `CLIENT_METRICS_PORT=65536: not a TCP port (0-65535, 0 for any free port)`},
 		{name: "unknown log level", env: map[string]string{"CLIENT_LOG_LEVEL": "verbose"}, wantErr: `CLIENT_LOG_LEVEL="verbose": unknown log level (use debug, info, warn or error)`},
 	}

@@ -56,8 +56,13 @@ const dnsResolutionInterval = 2 * time.Second
 // metricsShutdownTimeout bounds the wait for a scrape in progress at exit.
 const metricsShutdownTimeout = 5 * time.Second
 
-// run calls the server until ctx ends.
+// run calls the server until ctx ends, or for cfg.Duration when set.
 func run(ctx context.Context, cfg Config, log *zap.Logger) error {
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
 	reg := platform.NewRegistry("echo_client")
 	clMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),

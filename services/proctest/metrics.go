@@ -15,7 +15,9 @@ const scrapeTimeout = 5 * time.Second
 
 // Scrape fetches and parses the text exposition at url (http://host:port/metrics).
 func Scrape(url string) (map[string]*dto.MetricFamily, error) {
-	c := http.Client{Timeout: scrapeTimeout}
+	// A fresh connection each time: a kept-alive one may lead to a process
+	// that has since restarted (behind a port-forward, say).
+	c := http.Client{Timeout: scrapeTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := c.Get(url)
 	if err != nil {
 		return nil, err

@@ -52,7 +52,14 @@ type Process struct {
 // output is logged when the test fails.
 func Start(t testing.TB, path string, env []string, args ...string) *Process {
 	t.Helper()
+	return StartIn(t, "", path, env, args...)
+}
+
+// StartIn is Start in the working directory dir.
+func StartIn(t testing.TB, dir, path string, env []string, args ...string) *Process {
+	t.Helper()
 	p := &Process{name: filepath.Base(path), cmd: exec.Command(path, args...), done: make(chan struct{})}
+	p.cmd.Dir = dir
 	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	diesWithParent(p.cmd)

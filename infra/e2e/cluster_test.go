@@ -1,0 +1,207 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/portforward"
+	"k8s.io/client-go/tools/remotecommand"
+	"k8s.io/client-go/transport/spdy"
+)
+
+// cluster is the cluster of the current kube context.
+type cluster struct {
+	context string
+	config  *rest.Config
+	client  kubernetes.Interface
+}
+
+// connect loads the current kube context (KUBECONFIG or ~/.kube/config).
+func connect() (*cluster, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{})
+	raw, err := cc.RawConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	cfg, err := cc.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := cs.Discovery().ServerVersion(); err != nil {
+		return nil, fmt.Errorf("no cluster answers on kube context %q: %v", raw.CurrentContext, err)
+	}
+	return &cluster{context: raw.CurrentContext, config: cfg, client: cs}, nil
+}
+
+// runningPods returns the pods of app that run and are not being deleted,
+// sorted by name.
+func (c *cluster) runningPods(ctx context.Context, app string) ([]corev1.Pod, error) {
+	list, err := c.client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+	if err != nil {
+		return nil, err
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+			out = append(out, p)
+		}
+	}
+	slices.SortFunc(out, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// readyPods returns the running pods of app whose Ready condition is true.
+func (c *cluster) readyPods(ctx context.Context, app string) ([]corev1.Pod, error) {
+	pods, err := c.runningPods(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(pods, func(p corev1.Pod) bool { return !podReady(&p) }), nil
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitRollout waits until deployment name has rolled out completely: every
+// replica updated and available, and no pod of an older revision left.
+func (c *cluster) waitRollout(ctx context.Context, name string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var last string
+	for {
+		d, err := c.client.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			last = rolloutState(d)
+			if last == "" {
+				pods, err := c.client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+				if err == nil && int32(len(pods.Items)) == d.Status.Replicas {
+					return nil
+				}
+				last = "old pods still terminating"
+			}
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("deployment/%s not rolled out within %v: %s", name, timeout, last)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// rolloutState says what a deployment's rollout still waits for, or "".
+func rolloutState(d *appsv1.Deployment) string {
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	s := d.Status
+	switch {
+	case s.ObservedGeneration < d.Generation:
+		return "spec change not observed yet"
+	case s.UpdatedReplicas < want:
+		return fmt.Sprintf("%d of %d replicas updated", s.UpdatedReplicas, want)
+	case s.Replicas > s.UpdatedReplicas:
+		return fmt.Sprintf("%d old replicas left", s.Replicas-s.UpdatedReplicas)
+	case s.AvailableReplicas < want:
+		return fmt.Sprintf("%d of %d replicas available", s.AvailableReplicas, want)
+	}
+	return ""
+}
+
+// forward is a port-forward to one pod, through the API server.
+type forward struct {
+	pf   *portforward.PortForwarder
+	stop chan struct{}
+	addr map[int]string // pod port -> local host:port
+}
+
+// portForward forwards free loopback ports to the pod's ports until the test
+// ends (or close).
+func (c *cluster) portForward(t testing.TB, pod string, ports ...int) *forward {
+	t.Helper()
+	transport, upgrader, err := spdy.RoundTripperFor(c.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
+	var specs []string
+	for _, p := range ports {
+		specs = append(specs, fmt.Sprintf("0:%d", p))
+	}
+	f := &forward{stop: make(chan struct{}), addr: map[int]string{}}
+	ready := make(chan struct{})
+	var errOut bytes.Buffer
+	f.pf, err = portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, specs, f.stop, ready, io.Discard, &errOut)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := make(chan error, 1)
+	go func() { failed <- f.pf.ForwardPorts() }()
+	select {
+	case <-ready:
+	case err := <-failed:
+		t.Fatalf("port-forward to pod %s: %v %s", pod, err, errOut.String())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("port-forward to pod %s: not ready within 30s", pod)
+	}
+	fwd, err := f.pf.GetPorts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range fwd {
+		f.addr[int(p.Remote)] = fmt.Sprintf("127.0.0.1:%d", p.Local)
+	}
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *forward) close() {
+	select {
+	case <-f.stop:
+	default:
+		close(f.stop)
+	}
+}
+
+// exec runs argv in the pod's first container and returns its output.
+func (c *cluster) exec(ctx context.Context, pod string, argv ...string) (stdout, stderr string, err error) {
+	req := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Command: argv, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	ex, err := remotecommand.NewSPDYExecutor(c.config, http.MethodPost, req.URL())
+	if err != nil {
+		return "", "", err
+	}
+	var out, errb bytes.Buffer
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &errb})
+	return out.String(), errb.String(), err
+}

@@ -1,0 +1,12 @@
+// Package e2e checks the echo environment on a real cluster, the one of the
+// current kube context. Its tests carry the build tag e2e, so the project's
+// test command, which needs no cluster, leaves them out; scripts/e2e and
+// scripts/smoke run them, and scripts/bench runs BenchmarkLiveUpdate.
+//
+// TestMain brings the stack up first: `tilt ci` when Tilt is installed,
+// otherwise it builds the images, pushes them to the registry the cluster
+// advertises and applies infra/base. E2E_DEPLOY=none checks what already
+// runs (scripts/smoke). The tests then prove least privilege and Pod Security
+// through the API, run the smoke checks through port-forwards, and inject
+// faults while the client sends calls, each with the target it must meet.
+package e2e

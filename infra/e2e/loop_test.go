@@ -1,0 +1,487 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"example.com/grpc-metrics/services/proctest"
+)
+
+// The edit-and-reload loop under a real Tilt: `tilt up` runs in a throwaway
+// copy of the repository (a git repository of its own, so every edit is a
+// commit whose hash the new binary reports in echo_<program>_build_info),
+// edits are made there, and each is timed from the moment the file is
+// written until every pod of the program runs the new code and answers.
+
+const (
+	tiltPort    = 10350            // Tilt's API and UI: a second Tilt would fight over the same resources
+	editTimeout = 60 * time.Second // for one edit to reach every pod
+	settle      = time.Second      // between edits, and before counting failed calls
+)
+
+// editedFile is the file each program's edits append a line to.
+var editedFile = map[string]string{
+	"server": "services/server/echo.go",
+	"client": "services/client/caller.go",
+}
+
+// tiltSession is `tilt up` in a throwaway copy of the repository.
+type tiltSession struct {
+	dir   string
+	proc  *proctest.Process
+	edits int
+	// probes of each program's pods, through port-forwards.
+	probes map[string][]*podProbe
+	calls  *callCounter
+}
+
+// startTilt copies the repository, starts `tilt up` in the copy with the
+// client at the faults' rate, and waits until every pod runs its build.
+func startTilt(t testing.TB) *tiltSession {
+	t.Helper()
+	if suite.tilt == "" {
+		t.Skip("no tilt on PATH: the edit-and-reload loop needs a real Tilt")
+	}
+	if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", tiltPort), time.Second); err == nil {
+		conn.Close()
+		t.Fatalf("something listens on port %d, most likely `tilt up`: stop it first, two Tilts would fight over the same resources", tiltPort)
+	}
+	s := &tiltSession{dir: t.TempDir(), probes: map[string][]*podProbe{}}
+	s.copyRepository(t)
+
+	began := time.Now()
+	args := append([]string{"up", "--port", fmt.Sprint(tiltPort), "--stream"}, tiltArgs()...)
+	s.proc = proctest.StartIn(t, s.dir, suite.tilt, os.Environ(), args...)
+	t.Cleanup(func() {
+		// Stop Tilt as a person would (Ctrl-C); what it deployed stays.
+		s.proc.Signal(t, syscall.SIGINT)
+		select {
+		case <-s.proc.Done():
+		case <-time.After(30 * time.Second):
+		}
+	})
+	s.tilt(t, "wait", "--for=condition=Ready", "--timeout=10m", "uiresource/server", "uiresource/client")
+	ctx := t.Context()
+	for _, app := range []string{"server", "client"} {
+		if err := suite.c.waitRollout(ctx, app, 3*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("tilt up in a copy of the repository: server and client rolled out with its builds in %v", time.Since(began).Round(100*time.Millisecond))
+	s.probes["server"] = newProbes(t, "server")
+	s.probes["client"] = newProbes(t, "client")
+	s.calls = newCallCounter(t)
+	return s
+}
+
+// copyRepository copies the files git knows (tracked, and new ones not
+// ignored) into s.dir and commits them in a repository of its own.
+func (s *tiltSession) copyRepository(t testing.TB) {
+	t.Helper()
+	out := s.git(t, suite.root, nil, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	for _, f := range strings.Split(strings.TrimRight(out, "\x00"), "\x00") {
+		src, dst := filepath.Join(suite.root, f), filepath.Join(s.dir, f)
+		info, err := os.Lstat(src)
+		if os.IsNotExist(err) {
+			continue // deleted in the work tree
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, data, info.Mode().Perm()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.git(t, s.dir, nil, "init", "-q")
+	s.git(t, s.dir, nil, "add", "-A")
+	s.git(t, s.dir, nil, "commit", "-q", "-m", "copy for the live-update loop")
+}
+
+// git runs git in dir with stdin and returns its output.
+func (s *tiltSession) git(t testing.TB, dir string, stdin []byte, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=e2e", "GIT_AUTHOR_EMAIL=e2e@localhost",
+		"GIT_COMMITTER_NAME=e2e", "GIT_COMMITTER_EMAIL=e2e@localhost")
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out)
+}
+
+// tilt runs a tilt command against the session's Tilt and returns its output.
+func (s *tiltSession) tilt(t testing.TB, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(suite.tilt, append(args, "--port", fmt.Sprint(tiltPort))...)
+	cmd.Dir = s.dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("tilt %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// commitAndWrite makes content the new version of path: first a commit in
+// the copy's repository (without touching the work tree, which Tilt
+// watches), then the file itself, so the build it triggers reports that
+// commit as its revision. It returns the commit hash.
+func (s *tiltSession) commitAndWrite(t testing.TB, path string, content []byte) string {
+	t.Helper()
+	blob := strings.TrimSpace(s.git(t, s.dir, content, "hash-object", "-w", "--stdin"))
+	s.git(t, s.dir, nil, "update-index", "--add", "--cacheinfo", "100644,"+blob+","+path)
+	tree := strings.TrimSpace(s.git(t, s.dir, nil, "write-tree"))
+	commit := strings.TrimSpace(s.git(t, s.dir, nil, "commit-tree", tree, "-p", "HEAD", "-m", "edit "+path))
+	s.git(t, s.dir, nil, "update-ref", "HEAD", commit)
+	if err := os.WriteFile(filepath.Join(s.dir, path), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return commit
+}
+
+// buildRecord is one entry of a Tilt resource's build history.
+type buildRecord struct {
+	Start  time.Time `json:"startTime"`
+	Finish time.Time `json:"finishTime"`
+	Error  string    `json:"error"`
+}
+
+// resource is the part of a Tilt UIResource these checks read.
+type resource struct {
+	Status struct {
+		BuildHistory []buildRecord `json:"buildHistory"`
+		UpdateStatus string        `json:"updateStatus"`
+	} `json:"status"`
+}
+
+func (s *tiltSession) resource(t testing.TB, name string) resource {
+	t.Helper()
+	var r resource
+	if err := json.Unmarshal(s.tilt(t, "get", "uiresource", name, "-o", "json"), &r); err != nil {
+		t.Fatalf("tilt get uiresource %s: %v", name, err)
+	}
+	return r
+}
+
+// buildAfter returns the newest build of resource name that started after
+// since and has finished, if any.
+func (s *tiltSession) buildAfter(t testing.TB, name string, since time.Time) (buildRecord, bool) {
+	t.Helper()
+	for _, b := range s.resource(t, name).Status.BuildHistory {
+		if b.Start.After(since) && !b.Finish.IsZero() {
+			return b, true
+		}
+	}
+	return buildRecord{}, false
+}
+
+// podProbe reads one pod through a port-forward: the revision of the build
+// it runs, and whether it answers.
+type podProbe struct {
+	pod     string
+	metrics string // the pod's port 9000
+	grpc    string // the pod's port 20000 (server only)
+}
+
+func newProbes(t testing.TB, app string) []*podProbe {
+	t.Helper()
+	pods, err := suite.c.runningPods(t.Context(), app)
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("no running %s pod (%v)", app, err)
+	}
+	var out []*podProbe
+	for _, p := range pods {
+		ports := []int{9000}
+		if app == "server" {
+			ports = append(ports, 20000)
+		}
+		fwd := suite.c.portForward(t, p.Name, ports...)
+		out = append(out, &podProbe{pod: p.Name, metrics: fwd.addr[9000], grpc: fwd.addr[20000]})
+	}
+	return out
+}
+
+// state returns the revision the pod's program reports and whether it
+// answers: the server an echo call, the client with a successful call made.
+func (p *podProbe) state(ctx context.Context, program string) (revision string, answering bool) {
+	mfs, err := proctest.Scrape("http://" + p.metrics + "/metrics")
+	if err != nil {
+		return "", false
+	}
+	for _, m := range mfs["echo_"+program+"_build_info"].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "revision" {
+				revision = l.GetValue()
+			}
+		}
+	}
+	if p.grpc == "" {
+		return revision, proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}) >= 1
+	}
+	ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	_, err = echo(ctx, p.grpc, "loop")
+	return revision, err == nil
+}
+
+// callCounter reads the client's echo_client_calls_total through a
+// port-forward to its pod.
+type callCounter struct {
+	pod, url string
+}
+
+func newCallCounter(t testing.TB) *callCounter {
+	t.Helper()
+	pods, err := suite.c.runningPods(t.Context(), "client")
+	if err != nil || len(pods) != 1 {
+		t.Fatalf("want one running client pod, have %d (%v)", len(pods), err)
+	}
+	fwd := suite.c.portForward(t, pods[0].Name, 9000)
+	return &callCounter{pod: pods[0].Name, url: "http://" + fwd.addr[9000] + "/metrics"}
+}
+
+// read returns the calls that succeeded and failed so far.
+func (c *callCounter) read(t testing.TB) (ok, failed float64) {
+	t.Helper()
+	var err error
+	for range 20 { // the client may be restarting
+		mfs, serr := proctest.Scrape(c.url)
+		if err = serr; err == nil {
+			return proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}),
+				proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "error"})
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("client pod %s: %v", c.pod, err)
+	return 0, 0
+}
+
+// editResult is one timed edit.
+type editResult struct {
+	total   time.Duration // file written -> every pod answers with the new build
+	detect  time.Duration // file written -> compile starts (Tilt's file watch)
+	compile time.Duration // scripts/build
+	handoff time.Duration // compile done -> live update starts (watch of the binary)
+	sync    time.Duration // live update: copy to every pod, restart signalled
+	restart time.Duration // live update done -> every pod answers
+	failed  float64       // client calls failed during the edit
+}
+
+// edit makes one edit of program and times it.
+func (s *tiltSession) edit(t testing.TB, program string) editResult {
+	t.Helper()
+	path := editedFile[program]
+	original, err := os.ReadFile(filepath.Join(s.dir, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.edits++
+	content := fmt.Appendf(original, "\n// live-update loop edit %d\n", s.edits)
+	var failed0 float64
+	logBefore := len(s.proc.Output())
+	if program == "server" {
+		_, failed0 = s.calls.read(t)
+	}
+	began := time.Now()
+	rev := s.commitAndWrite(t, path, content)
+	total := s.waitForRevision(t, program, rev, began)
+	time.Sleep(settle)
+
+	r := editResult{total: total}
+	if program == "server" {
+		_, failed1 := s.calls.read(t)
+		r.failed = failed1 - failed0
+	} else {
+		// The client itself restarted: count its failure log lines instead.
+		r.failed = float64(strings.Count(s.proc.Output()[logBefore:], `"msg":"echo failed"`))
+	}
+	if compile, ok := s.buildAfter(t, program+"-compile", began); ok {
+		r.detect, r.compile = compile.Start.Sub(began), compile.Finish.Sub(compile.Start)
+		if lu, ok := s.buildAfter(t, program, compile.Finish); ok {
+			r.handoff, r.sync, r.restart = lu.Start.Sub(compile.Finish), lu.Finish.Sub(lu.Start), began.Add(total).Sub(lu.Finish)
+		}
+	}
+	return r
+}
+
+// waitForRevision waits until every pod of program reports rev and answers;
+// it returns the time from began.
+func (s *tiltSession) waitForRevision(t testing.TB, program, rev string, began time.Time) time.Duration {
+	t.Helper()
+	deadline := began.Add(editTimeout)
+	for {
+		done := true
+		var states []string
+		for _, p := range s.probes[program] {
+			got, answering := p.state(t.Context(), program)
+			states = append(states, fmt.Sprintf("%s: revision %.8s answering %v", p.pod, got, answering))
+			done = done && got == rev && answering
+		}
+		if done {
+			return time.Since(began)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: revision %.8s not answering on every pod within %v: %s", program, rev, editTimeout, strings.Join(states, "; "))
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+// brokenEdit writes a server file that does not compile, checks that Tilt
+// reports the error on server-compile while the pods keep the previous build
+// and keep answering with no failed call, then fixes the file and times the
+// recovery like an edit.
+func (s *tiltSession) brokenEdit(t testing.TB) (broken time.Duration, failed float64, fix editResult) {
+	t.Helper()
+	path := editedFile["server"]
+	original, err := os.ReadFile(filepath.Join(s.dir, path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	revBefore := map[string]string{}
+	for _, p := range s.probes["server"] {
+		revBefore[p.pod], _ = p.state(t.Context(), "server")
+	}
+	_, failed0 := s.calls.read(t)
+	began := time.Now()
+	if err := os.WriteFile(filepath.Join(s.dir, path), append(slices.Clone(original), "\nfunc broken( {\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var build buildRecord
+	for {
+		var ok bool
+		if build, ok = s.buildAfter(t, "server-compile", began); ok {
+			break
+		}
+		if time.Since(began) > editTimeout {
+			t.Fatalf("server-compile did not build the broken edit within %v", editTimeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if build.Error == "" {
+		t.Errorf("server-compile built a file that does not compile without an error")
+	}
+	if st := s.resource(t, "server-compile").Status.UpdateStatus; st != "error" {
+		t.Errorf("server-compile update status %q, want error (shown red in the UI)", st)
+	}
+	if !strings.Contains(s.proc.Output(), "syntax error") {
+		t.Error("the compiler's error is not in Tilt's log")
+	}
+	// While broken: the pods keep the previous build and keep answering.
+	for range 5 {
+		time.Sleep(2 * time.Second)
+		for _, p := range s.probes["server"] {
+			rev, answering := p.state(t.Context(), "server")
+			if rev != revBefore[p.pod] || !answering {
+				t.Errorf("pod %s while the edit is broken: revision %.8s (was %.8s), answering %v", p.pod, rev, revBefore[p.pod], answering)
+			}
+		}
+	}
+	_, failed1 := s.calls.read(t)
+	broken = time.Since(began)
+	// Fixing the file resumes the loop.
+	if err := os.WriteFile(filepath.Join(s.dir, path), original, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fix = s.edit(t, "server")
+	return broken, failed1 - failed0, fix
+}
+
+// summary is the p50 and max of the edits' times and their failed calls.
+type summary struct {
+	p50, max                                time.Duration
+	detect, compile, handoff, sync, restart time.Duration // medians
+	failed                                  float64
+}
+
+func summarize(rs []editResult) summary {
+	med := func(f func(editResult) time.Duration) time.Duration {
+		ds := make([]time.Duration, len(rs))
+		for i, r := range rs {
+			ds[i] = f(r)
+		}
+		slices.Sort(ds)
+		return ds[len(ds)/2]
+	}
+	var s summary
+	for _, r := range rs {
+		s.max = max(s.max, r.total)
+		s.failed += r.failed
+	}
+	s.p50 = med(func(r editResult) time.Duration { return r.total })
+	s.detect = med(func(r editResult) time.Duration { return r.detect })
+	s.compile = med(func(r editResult) time.Duration { return r.compile })
+	s.handoff = med(func(r editResult) time.Duration { return r.handoff })
+	s.sync = med(func(r editResult) time.Duration { return r.sync })
+	s.restart = med(func(r editResult) time.Duration { return r.restart })
+	return s
+}
+
+// loop runs the edits of one program, one per b.Loop iteration, and reports
+// the figures.
+func loop(b *testing.B, s *tiltSession, program string) {
+	var rs []editResult
+	for b.Loop() {
+		r := s.edit(b, program)
+		rs = append(rs, r)
+		b.Logf("%s edit %2d: %6.2fs  (watch %.2fs, compile %.2fs, hand-off %.2fs, sync %.2fs, restart to answer %.2fs), %v failed calls",
+			program, len(rs), r.total.Seconds(), r.detect.Seconds(), r.compile.Seconds(), r.handoff.Seconds(), r.sync.Seconds(), r.restart.Seconds(), r.failed)
+	}
+	sum := summarize(rs)
+	b.ReportMetric(sum.p50.Seconds(), "p50-s")
+	b.ReportMetric(sum.max.Seconds(), "max-s")
+	b.ReportMetric(sum.failed, "failed-calls")
+	b.ReportMetric(sum.compile.Seconds(), "compile-p50-s")
+	b.ReportMetric(sum.sync.Seconds(), "sync-p50-s")
+	b.ReportMetric(sum.restart.Seconds(), "restart-p50-s")
+}
+
+// BenchmarkLiveUpdate times the edit-and-reload loop under a real Tilt with
+// the client calling at E2E_RATE: each iteration of "server" and "client" is
+// one edit of that program; "broken" is an edit that does not compile, then
+// its fix. Run it with scripts/bench --loop.
+func BenchmarkLiveUpdate(b *testing.B) {
+	s := startTilt(b)
+	b.Run("server", func(b *testing.B) { loop(b, s, "server") })
+	b.Run("client", func(b *testing.B) { loop(b, s, "client") })
+	b.Run("broken", func(b *testing.B) {
+		var failed float64
+		var fixes []editResult
+		for b.Loop() {
+			broken, f, fix := s.brokenEdit(b)
+			failed += f
+			fixes = append(fixes, fix)
+			b.Logf("broken for %.1fs: error on server-compile, pods kept the previous build, %v failed calls; fixed: new code answering in %.2fs",
+				broken.Seconds(), f, fix.total.Seconds())
+		}
+		sum := summarize(fixes)
+		b.ReportMetric(failed+sum.failed, "failed-calls")
+		b.ReportMetric(sum.p50.Seconds(), "fix-p50-s")
+	})
+}

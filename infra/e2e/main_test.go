@@ -1,0 +1,311 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/restmapper"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+const namespace = "echo"
+
+// Settings, from the environment (scripts/e2e documents them).
+type settings struct {
+	deploy      string // tilt, kustomize or none
+	skipGrafana bool   // E2E_SKIP_GRAFANA=1: Grafana's own checks are skipped, and say so
+	faults      bool   // E2E_FAULTS (default 1)
+	rate        int    // E2E_RATE: client calls per second during the faults (default 60)
+	maxRecovery time.Duration
+	baseImage   string // E2E_BASE_IMAGE: base of the program images (kustomize)
+	tilt        string // the tilt binary, or ""
+}
+
+// suite is what TestMain set up for the tests.
+var suite struct {
+	settings
+	c        *cluster
+	root     string // the repository
+	devBuild bool   // Tilt's dev build: the app containers' root filesystem is writable
+}
+
+func TestMain(m *testing.M) {
+	code, err := setUp(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func setUp(m *testing.M) (int, error) {
+	s, err := readSettings()
+	if err != nil {
+		return 0, err
+	}
+	suite.settings = s
+	if suite.root, err = filepath.Abs(filepath.Join("..", "..")); err != nil {
+		return 0, err
+	}
+	if suite.c, err = connect(); err != nil {
+		return 0, err
+	}
+	fmt.Printf("e2e: kube context %s, deploy %s\n", suite.c.context, s.deploy)
+	began := time.Now()
+	switch s.deploy {
+	case "tilt":
+		if err := tiltCI(); err != nil {
+			return 0, err
+		}
+		suite.devBuild = true
+	case "kustomize":
+		if err := deployKustomize(); err != nil {
+			return 0, err
+		}
+	}
+	if s.deploy != "none" {
+		fmt.Printf("e2e: deployed with %s in %v\n", s.deploy, time.Since(began).Round(100*time.Millisecond))
+	}
+	return m.Run(), nil
+}
+
+func readSettings() (settings, error) {
+	s := settings{faults: os.Getenv("E2E_FAULTS") != "0", rate: 60, maxRecovery: 5 * time.Second, baseImage: os.Getenv("E2E_BASE_IMAGE")}
+	s.skipGrafana = os.Getenv("E2E_SKIP_GRAFANA") == "1"
+	if tilt, err := exec.LookPath("tilt"); err == nil {
+		s.tilt = tilt
+	}
+	s.deploy = os.Getenv("E2E_DEPLOY")
+	switch s.deploy {
+	case "":
+		s.deploy = "kustomize"
+		if s.tilt != "" {
+			s.deploy = "tilt"
+		}
+	case "tilt":
+		if s.tilt == "" {
+			return s, fmt.Errorf("E2E_DEPLOY=tilt: no tilt on PATH")
+		}
+	case "kustomize", "none":
+	default:
+		return s, fmt.Errorf("E2E_DEPLOY=%q: use tilt, kustomize or none", s.deploy)
+	}
+	if v := os.Getenv("E2E_RATE"); v != "" {
+		r, err := strconv.Atoi(v)
+		if err != nil || r < 1 {
+			return s, fmt.Errorf("E2E_RATE=%q: not a positive whole number of calls per second", v)
+		}
+		s.rate = r
+	}
+	if v := os.Getenv("E2E_MAX_RECOVERY"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return s, fmt.Errorf("E2E_MAX_RECOVERY=%q: not a positive duration", v)
+		}
+		s.maxRecovery = d
+	}
+	return s, nil
+}
+
+// tiltArgs are the Tiltfile options of every Tilt run: the client calls at
+// the faults' rate.
+func tiltArgs() []string {
+	return []string{"--", "--client-rate", strconv.Itoa(suite.rate), "--client-concurrency", "4"}
+}
+
+// tiltCI runs `tilt ci` in the repository and prints how long it took.
+func tiltCI() error {
+	began := time.Now()
+	cmd := exec.Command(suite.tilt, append([]string{"ci", "--timeout", "10m"}, tiltArgs()...)...)
+	cmd.Dir = suite.root
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("tilt ci: %w", err)
+	}
+	fmt.Printf("e2e: tilt ci: every resource ready in %v\n", time.Since(began).Round(100*time.Millisecond))
+	return nil
+}
+
+// deployKustomize builds both program images for the nodes' architecture,
+// pushes them to the registry the cluster advertises (KEP-1755) and applies
+// infra/base with those images, server-side.
+func deployKustomize() error {
+	ctx := context.Background()
+	c := suite.c
+	registry, err := localRegistry(ctx)
+	if err != nil {
+		return err
+	}
+	nodes, err := c.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		return fmt.Errorf("list nodes: %v", err)
+	}
+	arch := nodes.Items[0].Status.NodeInfo.Architecture
+	tag := "e2e-" + time.Now().UTC().Format("20060102150405")
+	images := map[string]string{}
+	for _, p := range []string{"server", "client"} {
+		ref := fmt.Sprintf("%s/echo-%s:%s", registry, p, tag)
+		build := []string{"docker", "build", "-q", "-f", "services/" + p + "/Dockerfile", "-t", ref}
+		if suite.baseImage != "" {
+			build = append(build, "--build-arg", "BASE_IMAGE="+suite.baseImage)
+		}
+		for _, argv := range [][]string{{"scripts/build", p}, append(build, "."), {"docker", "push", "-q", ref}} {
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.Dir = suite.root
+			cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+arch)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out)
+			}
+		}
+		images["echo-"+p] = ref
+		fmt.Printf("e2e: pushed %s (linux/%s)\n", ref, arch)
+	}
+	objs, err := renderBase(images)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(c.config)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.client.Discovery()))
+	deployments := []string{}
+	for _, o := range objs {
+		if suite.skipGrafana && o.GetLabels()["app"] == "grafana" {
+			continue
+		}
+		gvk := o.GroupVersionKind()
+		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
+		}
+		data, err := o.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		ri := dyn.Resource(mapping.Resource)
+		var r dynamic.ResourceInterface = ri
+		if o.GetNamespace() != "" {
+			r = ri.Namespace(o.GetNamespace())
+		}
+		force := true
+		if _, err := r.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: "e2e", Force: &force}); err != nil {
+			return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
+		}
+		if gvk.Kind == "Deployment" {
+			deployments = append(deployments, o.GetName())
+		}
+	}
+	if suite.skipGrafana {
+		fmt.Println("e2e: Grafana left out (E2E_SKIP_GRAFANA=1): its checks are skipped")
+	}
+	for _, d := range deployments {
+		if err := c.waitRollout(ctx, d, 3*time.Minute); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// localRegistry reads the registry the cluster advertises in the
+// kube-public/local-registry-hosting ConfigMap.
+func localRegistry(ctx context.Context) (string, error) {
+	cm, err := suite.c.client.CoreV1().ConfigMaps("kube-public").Get(ctx, "local-registry-hosting", metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("the cluster advertises no registry (ConfigMap kube-public/local-registry-hosting): %w", err)
+	}
+	var hosting struct {
+		Host string `json:"host"`
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["localRegistryHosting.v1"]), &hosting); err != nil || hosting.Host == "" {
+		return "", fmt.Errorf("local-registry-hosting: no host in %q (%v)", cm.Data["localRegistryHosting.v1"], err)
+	}
+	return hosting.Host, nil
+}
+
+// renderBase builds infra/base with the images given (name -> reference),
+// through an overlay written under build/e2e.
+func renderBase(images map[string]string) ([]*unstructured.Unstructured, error) {
+	dir := filepath.Join(suite.root, "build", "e2e")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../infra/base\nimages:\n"
+	for name, ref := range images {
+		k += fmt.Sprintf("  - name: %s\n    newName: %s\n", name, ref)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		return nil, err
+	}
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		return nil, fmt.Errorf("kustomize build: %w", err)
+	}
+	var out []*unstructured.Unstructured
+	for _, r := range res.Resources() {
+		m, err := r.Map()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &unstructured.Unstructured{Object: m})
+	}
+	return out, nil
+}
+
+// ensureClientRate sets the client's rate and concurrency for the faults,
+// and waits for the rollout when that changed anything.
+func ensureClientRate(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	want := map[string]string{"CLIENT_RATE": strconv.Itoa(suite.rate), "CLIENT_CONCURRENCY": "4"}
+	d, err := suite.c.client.AppsV1().Deployments(namespace).Get(ctx, "client", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cont := d.Spec.Template.Spec.Containers[0]
+	var env []corev1.EnvVar
+	for k, v := range want {
+		found := false
+		for _, e := range cont.Env {
+			found = found || (e.Name == k && e.Value == v)
+		}
+		if !found {
+			env = append(env, corev1.EnvVar{Name: k, Value: v})
+		}
+	}
+	if len(env) == 0 {
+		return
+	}
+	patch, err := yaml.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
+		"containers": []map[string]any{{"name": cont.Name, "env": env}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	patchJSON, err := yaml.YAMLToJSON(patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := suite.c.client.AppsV1().Deployments(namespace).Patch(ctx, "client", types.StrategicMergePatchType, patchJSON, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := suite.c.waitRollout(ctx, "client", 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}

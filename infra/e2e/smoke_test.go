@@ -1,0 +1,217 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"example.com/grpc-metrics/dashboards"
+	"example.com/grpc-metrics/dashboards/promcheck"
+	"example.com/grpc-metrics/proto/foopb"
+)
+
+// smokeTimeout bounds the wait for scrapes and data: a fresh deployment
+// needs a minute of samples for the 1m rates.
+const smokeTimeout = 2 * time.Minute
+
+// TestSmoke checks a running environment end to end: echo answers through a
+// port-forward to every server pod, Prometheus scrapes every server and
+// client pod, every dashboard query and every rule returns data, and Grafana
+// serves the datasource and every dashboard.
+func TestSmoke(t *testing.T) {
+	ctx := t.Context()
+	t.Run("echo", func(t *testing.T) {
+		pods, err := suite.c.readyPods(ctx, "server")
+		if err != nil || len(pods) == 0 {
+			t.Fatalf("no ready server pod (%v)", err)
+		}
+		for _, p := range pods {
+			fwd := suite.c.portForward(t, p.Name, 20000)
+			reply, err := echo(ctx, fwd.addr[20000], "smoke")
+			if err != nil {
+				t.Errorf("pod %s: echo: %v", p.Name, err)
+				continue
+			}
+			if reply != "smoke" {
+				t.Errorf("pod %s: echo replied %q, want %q", p.Name, reply, "smoke")
+			}
+		}
+	})
+
+	papi := prometheusAPI(t)
+	t.Run("every pod scraped", func(t *testing.T) {
+		deadline := time.Now().Add(smokeTimeout)
+		for _, job := range []string{"server", "client"} {
+			var missing []string
+			for {
+				missing = missingTargets(ctx, t, papi, job)
+				if len(missing) == 0 || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(2 * time.Second)
+			}
+			if len(missing) > 0 {
+				t.Errorf("job %s: running pods not scraped (up == 1): %v", job, missing)
+			}
+		}
+	})
+
+	t.Run("dashboard queries and rules return data", func(t *testing.T) {
+		boards, err := dashboards.Load(filepath.Join(suite.root, "dashboards"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		checks, err := promcheck.Panels(ctx, papi, boards, map[string]string{"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}, "request_id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rg, err := dashboards.LoadRules(filepath.Join(suite.root, "infra", "prometheus", "rules.yml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules, err := promcheck.Rules(papi, rg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checks = append(checks, rules...)
+		runCtx, cancel := context.WithTimeout(ctx, smokeTimeout)
+		defer cancel()
+		for _, err := range promcheck.RunUntil(runCtx, checks, 5*time.Second) {
+			t.Error(err)
+		}
+		t.Logf("%d dashboard and rule checks", len(checks))
+	})
+
+	t.Run("grafana", func(t *testing.T) {
+		if suite.skipGrafana {
+			t.Skip("skipped: E2E_SKIP_GRAFANA=1 (no real Grafana runs here; a stand-in would fail these checks)")
+		}
+		pods, err := suite.c.readyPods(ctx, "grafana")
+		if err != nil || len(pods) == 0 {
+			t.Fatalf("no ready grafana pod (%v)", err)
+		}
+		base := "http://" + suite.c.portForward(t, pods[0].Name, 3000).addr[3000]
+		var health struct {
+			Database string `json:"database"`
+			Version  string `json:"version"`
+		}
+		if err := getJSON(ctx, base+"/api/health", &health); err != nil || health.Database != "ok" {
+			t.Errorf("grafana /api/health: %+v %v", health, err)
+		}
+		// Anonymous viewers may query the datasource: it exists and reaches Prometheus.
+		var q struct {
+			Status string `json:"status"`
+		}
+		if err := getJSON(ctx, base+"/api/datasources/proxy/uid/prometheus/api/v1/query?query=up", &q); err != nil || q.Status != "success" {
+			t.Errorf("grafana datasource uid prometheus: status %q, %v", q.Status, err)
+		}
+		boards, err := dashboards.Load(filepath.Join(suite.root, "dashboards"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for file, d := range boards {
+			var got struct {
+				Dashboard struct {
+					UID string `json:"uid"`
+				} `json:"dashboard"`
+			}
+			if err := getJSON(ctx, base+"/api/dashboards/uid/"+d.UID, &got); err != nil || got.Dashboard.UID != d.UID {
+				t.Errorf("grafana does not serve %s (uid %s): %v", file, d.UID, err)
+			}
+		}
+		t.Logf("Grafana %s", health.Version)
+	})
+}
+
+// prometheusAPI returns a client of the Prometheus pod, through a port-forward.
+func prometheusAPI(t *testing.T) promv1.API {
+	t.Helper()
+	pods, err := suite.c.readyPods(t.Context(), "prometheus")
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("no ready prometheus pod (%v)", err)
+	}
+	fwd := suite.c.portForward(t, pods[0].Name, 9090)
+	pc, err := api.NewClient(api.Config{Address: "http://" + fwd.addr[9090]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return promv1.NewAPI(pc)
+}
+
+// missingTargets returns the running pods of app that job does not scrape
+// successfully.
+func missingTargets(ctx context.Context, t *testing.T, papi promv1.API, job string) []string {
+	t.Helper()
+	pods, err := suite.c.runningPods(ctx, job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods) == 0 {
+		return []string{"(no running " + job + " pod)"}
+	}
+	v, _, _, err := papi.Query(ctx, fmt.Sprintf(`up{job=%q} == 1`, job), time.Now())
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var up []string
+	if vec, ok := v.(model.Vector); ok {
+		for _, s := range vec {
+			up = append(up, string(s.Metric["pod"]))
+		}
+	}
+	var missing []string
+	for _, p := range pods {
+		if !slices.Contains(up, p.Name) {
+			missing = append(missing, p.Name)
+		}
+	}
+	return missing
+}
+
+// echo calls foo.Foo/echo at addr on a new connection.
+func echo(ctx context.Context, addr, name string) (string, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	reply, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: name})
+	if err != nil {
+		return "", err
+	}
+	return reply.GetMessage(), nil
+}
+
+// getJSON decodes the JSON answer of a GET; a status other than 200 is an error.
+func getJSON(ctx context.Context, url string, into any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(into)
+}

@@ -1,0 +1,222 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// quiet is how long without a new failed call ends a fault's failure window.
+const quiet = 10 * time.Second
+
+// TestFaults injects faults while the client calls at E2E_RATE, each with
+// its target:
+//   - a rolling update of the server fails no call;
+//   - force-deleted server pods, and crashed server processes, may fail
+//     calls for E2E_MAX_RECOVERY (5s) at most, and the client recovers by
+//     itself;
+//   - a restarted Prometheus scrapes every target again within two scrape
+//     intervals (10s) of being ready;
+//   - live updates of the server under Tilt fail no call.
+func TestFaults(t *testing.T) {
+	if !suite.faults {
+		t.Skip("E2E_FAULTS=0")
+	}
+	ensureClientRate(t)
+	calls := newCallCounter(t)
+	time.Sleep(5 * time.Second) // the client finds every server
+
+	t.Run("rolling update", func(t *testing.T) {
+		ctx := t.Context()
+		old, err := suite.c.runningPods(ctx, "server")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok0, failed0 := calls.read(t)
+		began := time.Now()
+		restart(t, "server")
+		if err := suite.c.waitRollout(ctx, "server", 3*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		// The old pods answer through their preStop wait: count until they are gone.
+		for _, p := range old {
+			waitGone(t, p.Name)
+		}
+		time.Sleep(2 * time.Second)
+		ok1, failed1 := calls.read(t)
+		t.Logf("rolling update in %v: %v calls ok, %v failed", time.Since(began).Round(time.Second), ok1-ok0, failed1-failed0)
+		if failed1 != failed0 || ok1 <= ok0 {
+			t.Errorf("rolling update: %v calls failed, %v succeeded; want 0 failed", failed1-failed0, ok1-ok0)
+		}
+	})
+
+	t.Run("force-deleted server pods", func(t *testing.T) {
+		ctx := t.Context()
+		zero := int64(0)
+		for i := range 3 {
+			pod := randomServer(t)
+			failed, window := failureWindow(t, calls, func() {
+				if err := suite.c.client.CoreV1().Pods(namespace).Delete(ctx, pod, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+					t.Fatal(err)
+				}
+			})
+			t.Logf("force-deleted %s: %v calls failed, the last %.1fs after the fault", pod, failed, window.Seconds())
+			if window > suite.maxRecovery {
+				t.Errorf("force-deleted %s: calls failed for %.1fs, want at most %v", pod, window.Seconds(), suite.maxRecovery)
+			}
+			if err := suite.c.waitRollout(ctx, "server", 2*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if i < 2 {
+				// The client learns of the new pod when it next resolves the name:
+				// SERVER_MAX_CONNECTION_AGE (10s) plus DNS caching (30s) at most.
+				time.Sleep(45 * time.Second)
+			}
+		}
+	})
+
+	t.Run("crashed server processes", func(t *testing.T) {
+		ctx := t.Context()
+		for range 2 {
+			pod := randomServer(t)
+			// SIGQUIT makes the Go runtime dump its goroutines and exit at once:
+			// connections cut, no draining; the kubelet restarts the container.
+			failed, window := failureWindow(t, calls, func() {
+				if _, stderr, err := suite.c.exec(ctx, pod, "kill", "-QUIT", "1"); err != nil {
+					t.Fatalf("kill -QUIT 1 in %s: %v %s", pod, err, stderr)
+				}
+			})
+			t.Logf("crashed the server in %s: %v calls failed, the last %.1fs after the fault", pod, failed, window.Seconds())
+			if window > suite.maxRecovery {
+				t.Errorf("crashed %s: calls failed for %.1fs, want at most %v", pod, window.Seconds(), suite.maxRecovery)
+			}
+			waitReady(t, pod)
+			time.Sleep(5 * time.Second)
+		}
+	})
+
+	t.Run("restarted Prometheus", func(t *testing.T) {
+		ctx := t.Context()
+		restart(t, "prometheus")
+		if err := suite.c.waitRollout(ctx, "prometheus", 3*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		ready := time.Now()
+		papi := prometheusAPI(t)
+		servers, _ := suite.c.runningPods(ctx, "server")
+		clients, _ := suite.c.runningPods(ctx, "client")
+		want := len(servers) + len(clients)
+		var got int
+		for time.Since(ready) < 30*time.Second {
+			v, _, _, err := papi.Query(ctx, `count(up{job=~"server|client"} == 1)`, time.Now())
+			if vec, ok := v.(model.Vector); err == nil && ok && len(vec) == 1 {
+				got = int(vec[0].Value)
+			}
+			if got == want {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		took := time.Since(ready)
+		t.Logf("Prometheus restarted: %d of %d targets up %.1fs after it was ready", got, want, took.Seconds())
+		if got != want || took > 10*time.Second {
+			t.Errorf("restarted Prometheus: %d of %d targets up after %.1fs, want all within 10s (two scrape intervals)", got, want, took.Seconds())
+		}
+	})
+
+	t.Run("live updates of the server", func(t *testing.T) {
+		s := startTilt(t)
+		_, failedStart := s.calls.read(t)
+		var rs []editResult
+		for range 5 {
+			rs = append(rs, s.edit(t, "server"))
+		}
+		sum := summarize(rs)
+		t.Logf("%d live updates of the server under load: new code answering p50 %.2fs, max %.2fs, %v calls failed",
+			len(rs), sum.p50.Seconds(), sum.max.Seconds(), sum.failed)
+		if sum.failed != 0 {
+			t.Errorf("%v calls failed during live updates of the server, want 0", sum.failed)
+		}
+		_, failedEnd := s.calls.read(t)
+		if failedEnd != failedStart {
+			t.Errorf("%v calls failed during the session, want 0", failedEnd-failedStart)
+		}
+	})
+}
+
+// restart rolls a deployment, as `kubectl rollout restart` does.
+func restart(t *testing.T, deployment string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"e2e/restartedAt":%q}}}}}`, time.Now().Format(time.RFC3339Nano))
+	if _, err := suite.c.client.AppsV1().Deployments(namespace).Patch(t.Context(), deployment, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// randomServer returns a running server pod.
+func randomServer(t *testing.T) string {
+	t.Helper()
+	pods, err := suite.c.runningPods(t.Context(), "server")
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("no running server pod (%v)", err)
+	}
+	return pods[rand.IntN(len(pods))].Name
+}
+
+// failureWindow runs fault, then watches the client's failed calls until
+// quiet passes without a new one. It returns how many failed and when the
+// last did, from the fault.
+func failureWindow(t *testing.T, calls *callCounter, fault func()) (failed float64, window time.Duration) {
+	t.Helper()
+	_, failed0 := calls.read(t)
+	began := time.Now()
+	fault()
+	prev, last := failed0, began
+	for time.Since(last) < quiet {
+		time.Sleep(200 * time.Millisecond)
+		if _, f := calls.read(t); f != prev {
+			prev, last = f, time.Now()
+		}
+	}
+	return prev - failed0, last.Sub(began)
+}
+
+// waitGone waits until the pod no longer exists.
+func waitGone(t *testing.T, pod string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	for {
+		if _, err := suite.c.client.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{}); err != nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("pod %s still exists after 2m", pod)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// waitReady waits until the pod is ready again.
+func waitReady(t *testing.T, pod string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		p, err := suite.c.client.CoreV1().Pods(namespace).Get(t.Context(), pod, metav1.GetOptions{})
+		if err == nil && podReady(p) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod %s not ready within 2m", pod)
+		}
+		time.Sleep(time.Second)
+	}
+}
