@@ -191,6 +191,10 @@ func checkDashboardMetrics(t *testing.T, scrapes ...map[string]*dto.MetricFamily
 			switch mf.GetType() {
 			case dto.MetricType_HISTOGRAM:
 				exported[name+"_bucket"], exported[name+"_sum"], exported[name+"_count"] = true, true, true
+				// Native as well: Prometheus stores it under the family's name.
+				if mf.GetMetric()[0].GetHistogram().Schema != nil {
+					exported[name] = true
+				}
 			case dto.MetricType_SUMMARY:
 				exported[name], exported[name+"_sum"], exported[name+"_count"] = true, true, true
 			default:

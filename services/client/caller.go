@@ -7,11 +7,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/platform"
 )
 
 // Values of the result label of echo_client_calls_total.
@@ -62,10 +65,15 @@ func (c *caller) run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// call makes one echo call and accounts for its result.
+// call makes one echo call, under a new request id, and accounts for its
+// result. The id goes to the server as x-request-id and is logged with every
+// failure (and every call at debug level), so a call's client and server log
+// lines and its exemplars share it.
 func (c *caller) call(ctx context.Context) {
-	callCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	id := platform.NewRequestID()
+	callCtx, cancel := context.WithTimeout(platform.WithRequestID(ctx, id), c.cfg.Timeout)
 	defer cancel()
+	callCtx = metadata.AppendToOutgoingContext(callCtx, platform.RequestIDHeader, id)
 	start := time.Now()
 	reply, err := c.client.Echo(callCtx, &foopb.EchoRequest{Name: c.cfg.Name})
 	if err != nil {
@@ -74,9 +82,12 @@ func (c *caller) call(ctx context.Context) {
 		}
 		c.calls.WithLabelValues(resultError).Inc()
 		st := status.Convert(err)
-		c.log.Warn("echo failed", zap.Stringer("code", st.Code()), zap.String("message", st.Message()), zap.Duration("elapsed", time.Since(start)))
+		c.log.Warn("echo failed", zap.String(platform.RequestIDKey, id), zap.Stringer("code", st.Code()),
+			zap.String("message", st.Message()), zap.Duration("elapsed", time.Since(start)))
 		return
 	}
 	c.calls.WithLabelValues(resultOK).Inc()
-	c.log.Debug("echo", zap.String("message", reply.GetMessage()), zap.Duration("elapsed", time.Since(start)))
+	if ce := c.log.Check(zapcore.DebugLevel, "echo"); ce != nil {
+		ce.Write(zap.String(platform.RequestIDKey, id), zap.Int("reply_bytes", len(reply.GetMessage())), zap.Duration("elapsed", time.Since(start)))
+	}
 }

@@ -1,24 +1,31 @@
 package proctest
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // scrapeTimeout bounds one scrape: the programs answer in milliseconds.
 const scrapeTimeout = 5 * time.Second
 
-// Scrape fetches and parses the text exposition at url (http://host:port/metrics).
+// Scrape fetches and decodes the metrics at url (http://host:port/metrics)
+// in the protobuf format, as Prometheus does to read native histograms.
 func Scrape(url string) (map[string]*dto.MetricFamily, error) {
 	// A fresh connection each time: a kept-alive one may lead to a process
 	// that has since restarted (behind a port-forward, say).
 	c := http.Client{Timeout: scrapeTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeProtoDelim)))
+	resp, err := c.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -26,12 +33,17 @@ func Scrape(url string) (map[string]*dto.MetricFamily, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	mfs, err := parser.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		return nil, fmt.Errorf("parse %s: %w", url, err)
+	dec := expfmt.NewDecoder(resp.Body, expfmt.ResponseFormat(resp.Header))
+	mfs := map[string]*dto.MetricFamily{}
+	for {
+		mf := &dto.MetricFamily{}
+		if err := dec.Decode(mf); errors.Is(err, io.EOF) {
+			return mfs, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("decode %s: %w", url, err)
+		}
+		mfs[mf.GetName()] = mf
 	}
-	return mfs, nil
 }
 
 // Value returns the sum over the samples of family name whose labels include

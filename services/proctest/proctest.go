@@ -36,7 +36,7 @@ func Build(root, dir string, programs ...string) error {
 	return nil
 }
 
-// Process is a running program whose output is kept for the test.
+// Process is a running program whose output is kept.
 type Process struct {
 	name string
 	cmd  *exec.Cmd
@@ -47,9 +47,27 @@ type Process struct {
 	out bytes.Buffer
 }
 
-// Start runs path with args and env (added to an environment that holds only
-// PATH and HOME), and kills it when the test ends if it still runs. The
-// output is logged when the test fails.
+// Run starts path with args in the working directory dir ("" for this
+// one), its environment env added to one that holds only PATH and HOME. The
+// kernel kills it if this process dies first (Linux); Stop ends it.
+func Run(dir, path string, env []string, args ...string) (*Process, error) {
+	p := &Process{name: filepath.Base(path), cmd: exec.Command(path, args...), done: make(chan struct{})}
+	p.cmd.Dir = dir
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	diesWithParent(p.cmd)
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", p.name, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Start runs path with args and env as Run does, and kills it when the test
+// ends if it still runs. The output is logged when the test fails.
 func Start(t testing.TB, path string, env []string, args ...string) *Process {
 	t.Helper()
 	return StartIn(t, "", path, env, args...)
@@ -58,30 +76,37 @@ func Start(t testing.TB, path string, env []string, args ...string) *Process {
 // StartIn is Start in the working directory dir.
 func StartIn(t testing.TB, dir, path string, env []string, args ...string) *Process {
 	t.Helper()
-	p := &Process{name: filepath.Base(path), cmd: exec.Command(path, args...), done: make(chan struct{})}
-	p.cmd.Dir = dir
-	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
-	p.cmd.Stdout, p.cmd.Stderr = p, p
-	diesWithParent(p.cmd)
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", p.name, err)
+	p, err := Run(dir, path, env, args...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
 	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			p.cmd.Process.Kill() //nolint:errcheck // it may have exited meanwhile
-			<-p.done
-		}
+		p.Stop(0)
 		if t.Failed() {
 			t.Logf("%s output:\n%s", p.name, p.Output())
 		}
 	})
 	return p
+}
+
+// Stop sends SIGTERM and waits up to grace for the program to exit, then
+// kills it; with no grace it kills it at once.
+func (p *Process) Stop(grace time.Duration) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	if grace > 0 {
+		p.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it may have exited meanwhile
+		select {
+		case <-p.done:
+			return
+		case <-time.After(grace):
+		}
+	}
+	p.cmd.Process.Kill() //nolint:errcheck // it may have exited meanwhile
+	<-p.done
 }
 
 // Write keeps the program's output.
@@ -132,12 +157,45 @@ func (p *Process) Wait(t testing.TB, timeout time.Duration) (code int, signal sy
 // ("grpc" or "metrics").
 func (p *Process) Addr(t testing.TB, key string, timeout time.Duration) string {
 	t.Helper()
-	var addr string
-	Eventually(t, timeout, p.name+" logs its "+key+" address", func() bool {
-		addr = listeningAddr(p.Output(), key)
-		return addr != ""
-	})
+	addr, err := p.WaitAddr(key, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return addr
+}
+
+// WaitAddr is Addr for programs that are not tests.
+func (p *Process) WaitAddr(key string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		if addr := listeningAddr(p.Output(), key); addr != "" {
+			return addr, nil
+		}
+		select {
+		case <-p.done:
+			return "", fmt.Errorf("%s exited before it logged its %s address:\n%s", p.name, key, p.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("%s logged no %s address within %v", p.name, key, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// LogLines returns the program's JSON log lines whose message is msg, each
+// as its fields.
+func (p *Process) LogLines(msg string) []map[string]any {
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(p.Output()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == msg {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // listeningAddr finds the JSON log line {"msg":"listening", key: "[::]:port"}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/platform"
 )
 
 // seriesCounts returns, for each metric family in g, the number of series
@@ -83,7 +84,7 @@ func TestMetricsCardinality(t *testing.T) {
 				name = strings.Repeat("x", 17) + name
 				wantCode = codes.InvalidArgument
 			}
-			ctx := metadata.AppendToOutgoingContext(testContext(t), requestIDHeader, fmt.Sprintf("%s-%d", prefix, i))
+			ctx := metadata.AppendToOutgoingContext(testContext(t), platform.RequestIDHeader, fmt.Sprintf("%s-%d", prefix, i))
 			if _, err := client.Echo(ctx, &foopb.EchoRequest{Name: name}); status.Code(err) != wantCode {
 				t.Fatalf("Echo(%q) = %v, want code %v", name, err, wantCode)
 			}

@@ -19,7 +19,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	want := Config{
 		GRPCPort: 20000, MetricsPort: 9000, Reflection: true, MaxNameBytes: 1024, MaxRecvMsgBytes: 16384,
-		MaxConnAge: time.Minute, ShutdownDelay: 0, ShutdownTimeout: 10 * time.Second,
+		MaxConnAge: time.Minute, ShutdownDelay: 0, ShutdownTimeout: 10 * time.Second, SlowCall: 100 * time.Millisecond,
 		Log: platform.LogConfig{Level: platform.LogLevel(0), Format: platform.LogJSON},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
@@ -47,6 +47,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "message limit equal to name limit", env: map[string]string{"SERVER_MAX_NAME_BYTES": "100", "SERVER_MAX_RECV_MSG_BYTES": "100"},
 			wantErr: `SERVER_MAX_RECV_MSG_BYTES=100: must be at least 102, the wire size of a request whose name is SERVER_MAX_NAME_BYTES (100) long`},
 		{name: "duration without unit", env: map[string]string{"SERVER_SHUTDOWN_TIMEOUT": "5"}, wantErr: `SERVER_SHUTDOWN_TIMEOUT="5": not a duration (use a number with a unit, such as 500ms, 2s or 1m)`},
+		{name: "zero slow-call threshold", env: map[string]string{"SERVER_SLOW_CALL": "0s"}, wantErr: `SERVER_SLOW_CALL=0s: must be positive`},
 		{name: "zero timeout", env: map[string]string{"SERVER_SHUTDOWN_TIMEOUT": "0s"}, wantErr: `SERVER_SHUTDOWN_TIMEOUT=0s: must be positive`},
 		{name: "connection age too short", env: map[string]string{"SERVER_MAX_CONNECTION_AGE": "100ms"}, wantErr: `SERVER_MAX_CONNECTION_AGE=100ms: must be at least 1s`},
 		{name: "negative delay", env: map[string]string{"SERVER_SHUTDOWN_DELAY": "-1s"}, wantErr: `SERVER_SHUTDOWN_DELAY=-1s: must not be negative`},
@@ -79,7 +80,7 @@ func TestConfigHelp(t *testing.T) {
 		t.Fatalf("LoadConfig(--help) = %v, want ErrHelp", err)
 	}
 	for _, key := range []string{"SERVER_GRPC_PORT", "SERVER_METRICS_PORT", "SERVER_REFLECTION", "SERVER_MAX_NAME_BYTES",
-		"SERVER_MAX_RECV_MSG_BYTES", "SERVER_MAX_CONNECTION_AGE", "SERVER_SHUTDOWN_DELAY", "SERVER_SHUTDOWN_TIMEOUT", "SERVER_LOG_LEVEL", "SERVER_LOG_FORMAT"} {
+		"SERVER_MAX_RECV_MSG_BYTES", "SERVER_MAX_CONNECTION_AGE", "SERVER_SHUTDOWN_DELAY", "SERVER_SHUTDOWN_TIMEOUT", "SERVER_SLOW_CALL", "SERVER_LOG_LEVEL", "SERVER_LOG_FORMAT"} {
 		if !strings.Contains(out.String(), "  "+key+"\n") {
 			t.Errorf("--help output lacks %s:\n%s", key, out.String())
 		}

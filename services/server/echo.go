@@ -2,18 +2,15 @@ package main
 
 import (
 	"context"
-	"math/rand/v2"
-	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/platform"
 )
 
 // Label values of the echo metrics. api names the RPC, as in the original
@@ -24,9 +21,8 @@ const (
 	resultError = "error"
 )
 
-// exemplarInterval spaces the latency exemplars of successful calls: each
-// costs a request id and a label map, and Prometheus (5s scrapes) keeps only
-// the newest of each bucket. Failed calls always carry one.
+// exemplarInterval spaces the latency exemplars of successful calls (see
+// platform.ExemplarSampler). Failed calls always carry one.
 const exemplarInterval = 100 * time.Millisecond
 
 // observerWithExemplars is a histogram series, which takes both kinds of
@@ -43,19 +39,19 @@ type echoMetrics struct {
 	okDuration, errDuration observerWithExemplars
 	okRequests, errRequests prometheus.Counter
 	inFlight                prometheus.Gauge
-
-	exemplarInterval time.Duration
-	lastExemplar     atomic.Int64 // time of the last exemplar of a success, Unix ns
+	exemplars               *platform.ExemplarSampler
 }
 
 func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 	f := promauto.With(reg)
-	duration := f.NewHistogramVec(prometheus.HistogramOpts{
+	opts := prometheus.HistogramOpts{
 		Name: "echo_request_duration_seconds",
 		Help: "Time spent handling echo calls, from the handler's start to its reply.",
 		// Echo does no I/O: replies take microseconds, a slow one milliseconds.
 		Buckets: prometheus.ExponentialBuckets(0.000_01, 4, 10), // 10µs .. ~2.6s
-	}, []string{"api", "result"})
+	}
+	platform.NativeHistogram(&opts)
+	duration := f.NewHistogramVec(opts, []string{"api", "result"})
 	requests := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "echo_requests_total",
 		Help: "Echo calls handled, by result.",
@@ -71,26 +67,34 @@ func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 			Name: "echo_requests_in_flight",
 			Help: "Echo calls being handled right now.",
 		}),
-		exemplarInterval: exemplarInterval,
+		exemplars: platform.NewExemplarSampler(exemplarInterval),
 	}
 }
 
-// observe accounts for one finished call.
+// observe accounts for one finished call. The exemplar's request id is the
+// call's (requestIDInterceptor), so it leads to the call's log lines.
 func (m *echoMetrics) observe(ctx context.Context, start time.Time, failed bool) {
-	now := time.Now()
-	seconds := now.Sub(start).Seconds()
+	seconds := time.Since(start).Seconds()
 	if failed {
-		m.errDuration.ObserveWithExemplar(seconds, prometheus.Labels{exemplarRequestID: requestID(ctx)})
+		m.errDuration.ObserveWithExemplar(seconds, prometheus.Labels{platform.RequestIDKey: requestID(ctx)})
 		m.errRequests.Inc()
 		return
 	}
-	last := m.lastExemplar.Load()
-	if now.UnixNano()-last >= int64(m.exemplarInterval) && m.lastExemplar.CompareAndSwap(last, now.UnixNano()) {
-		m.okDuration.ObserveWithExemplar(seconds, prometheus.Labels{exemplarRequestID: requestID(ctx)})
+	if m.exemplars.Take() {
+		m.okDuration.ObserveWithExemplar(seconds, prometheus.Labels{platform.RequestIDKey: requestID(ctx)})
 	} else {
 		m.okDuration.Observe(seconds)
 	}
 	m.okRequests.Inc()
+}
+
+// requestID returns the call's request id, or a new one for a call that
+// did not pass through requestIDInterceptor.
+func requestID(ctx context.Context) string {
+	if id := platform.RequestID(ctx); id != "" {
+		return id
+	}
+	return platform.NewRequestID()
 }
 
 // echoServer implements foo.Foo.
@@ -118,37 +122,4 @@ func (s *echoServer) Echo(ctx context.Context, req *foopb.EchoRequest) (reply *f
 		return nil, status.Errorf(codes.InvalidArgument, "name is %d bytes, longer than the limit of %d bytes", len(name), s.maxNameBytes)
 	}
 	return &foopb.EchoReply{Message: name}, nil
-}
-
-// exemplarRequestID is the exemplar label of the echo latency histogram.
-const exemplarRequestID = "request_id"
-
-// requestIDHeader is the gRPC metadata key of a caller-chosen request id.
-const requestIDHeader = "x-request-id"
-
-// maxRequestIDBytes bounds a caller's request id: exemplar labels may hold
-// 128 runes in all, and request_id takes 10 of them.
-const maxRequestIDBytes = 64
-
-// requestID returns the call's x-request-id when it is a valid one, else a
-// random 16-digit hex id.
-func requestID(ctx context.Context) string {
-	if ids := metadata.ValueFromIncomingContext(ctx, requestIDHeader); len(ids) > 0 && validRequestID(ids[0]) {
-		return ids[0]
-	}
-	return strconv.FormatUint(rand.Uint64()|1<<63, 16)
-}
-
-// validRequestID reports whether id is 1 to maxRequestIDBytes printable ASCII
-// characters without spaces.
-func validRequestID(id string) bool {
-	if id == "" || len(id) > maxRequestIDBytes {
-		return false
-	}
-	for i := range len(id) {
-		if id[i] <= ' ' || id[i] > '~' {
-			return false
-		}
-	}
-	return true
 }

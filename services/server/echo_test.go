@@ -30,11 +30,13 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/platform"
 )
 
 // testConfig is the default configuration with small limits.
 func testConfig() Config {
-	return Config{GRPCPort: 1, MetricsPort: 2, Reflection: true, MaxNameBytes: 16, MaxRecvMsgBytes: 64, MaxConnAge: time.Minute, ShutdownTimeout: time.Second}
+	return Config{GRPCPort: 1, MetricsPort: 2, Reflection: true, MaxNameBytes: 16, MaxRecvMsgBytes: 64, MaxConnAge: time.Minute,
+		ShutdownTimeout: time.Second, SlowCall: 100 * time.Millisecond}
 }
 
 // startServer serves a server built from cfg over bufconn and returns it, its
@@ -325,25 +327,25 @@ func TestEchoExemplars(t *testing.T) {
 		{name: "no header", want: randomID},
 		{name: "caller's id", header: "req-42", want: regexp.MustCompile(`^req-42$`)},
 		{name: "id with a space", header: "req 42", want: randomID},
-		{name: "id too long", header: strings.Repeat("a", maxRequestIDBytes+1), want: randomID},
-		{name: "longest id", header: strings.Repeat("a", maxRequestIDBytes), want: regexp.MustCompile(`^a{64}$`)},
+		{name: "id too long", header: strings.Repeat("a", 65), want: randomID},
+		{name: "longest id", header: strings.Repeat("a", 64), want: regexp.MustCompile(`^a{64}$`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, reg, conn := startServer(t, testConfig())
 			ctx := testContext(t)
 			if tt.header != "" {
-				ctx = metadata.AppendToOutgoingContext(ctx, requestIDHeader, tt.header)
+				ctx = metadata.AppendToOutgoingContext(ctx, platform.RequestIDHeader, tt.header)
 			}
 			if _, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: "n"}); err != nil {
 				t.Fatalf("Echo: %v", err)
 			}
-			ids := exemplarLabels(t, reg, resultOK, exemplarRequestID)
+			ids := exemplarLabels(t, reg, resultOK, platform.RequestIDKey)
 			if len(ids) != 1 {
-				t.Fatalf("%s exemplars of echo_request_duration_seconds{result=ok} = %q, want one", exemplarRequestID, ids)
+				t.Fatalf("%s exemplars of echo_request_duration_seconds{result=ok} = %q, want one", platform.RequestIDKey, ids)
 			}
 			if !tt.want.MatchString(ids[0]) {
-				t.Errorf("%s = %q, want a match of %s", exemplarRequestID, ids[0], tt.want)
+				t.Errorf("%s = %q, want a match of %s", platform.RequestIDKey, ids[0], tt.want)
 			}
 		})
 	}
@@ -376,23 +378,6 @@ func exemplarLabels(t *testing.T, reg prometheus.Gatherer, result, name string) 
 		}
 	}
 	return got
-}
-
-// FuzzRequestIDExemplar checks that no x-request-id makes the exemplar
-// invalid: ObserveWithExemplar panics on labels over 128 runes or not UTF-8.
-func FuzzRequestIDExemplar(f *testing.F) {
-	for _, seed := range []string{"", "req-42", "req 42", "\xff\xfe", "é", strings.Repeat("a", 200)} {
-		f.Add(seed)
-	}
-	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h", Help: "h"})
-	f.Fuzz(func(t *testing.T, header string) {
-		ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(requestIDHeader, header))
-		id := requestID(ctx)
-		if !validRequestID(id) {
-			t.Fatalf("requestID(%q) = %q, not a valid id", header, id)
-		}
-		h.(prometheus.ExemplarObserver).ObserveWithExemplar(1, prometheus.Labels{exemplarRequestID: id})
-	})
 }
 
 func TestEchoInFlight(t *testing.T) {
@@ -554,28 +539,27 @@ func listServices(ctx context.Context, conn *grpc.ClientConn) ([]string, error) 
 func TestEchoExemplarSampling(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := &echoServer{maxNameBytes: 16, metrics: newEchoMetrics(reg)}
-	s.metrics.exemplarInterval = time.Hour // no second exemplar of a success until the test says so
+	s.metrics.exemplars = platform.NewExemplarSampler(time.Hour) // no second exemplar of a success until the test says so
 	call := func(id, name string) {
 		t.Helper()
-		ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(requestIDHeader, id))
-		s.Echo(ctx, &foopb.EchoRequest{Name: name}) //nolint:errcheck // failures are part of the test
+		s.Echo(platform.WithRequestID(t.Context(), id), &foopb.EchoRequest{Name: name}) //nolint:errcheck // failures are part of the test
 	}
 	call("first", "n")
 	call("second", "n") // within the interval: no exemplar
 	call("bad-1", strings.Repeat("x", 17))
 	call("bad-2", strings.Repeat("x", 17)) // failures always carry one
 
-	if got := exemplarLabels(t, reg, resultOK, exemplarRequestID); !slices.Equal(got, []string{"first"}) {
+	if got := exemplarLabels(t, reg, resultOK, platform.RequestIDKey); !slices.Equal(got, []string{"first"}) {
 		t.Errorf("exemplars of successes = %q, want only %q", got, "first")
 	}
 	// Each bucket keeps its newest exemplar; the two failures may fall in one
 	// bucket or in two.
-	if got := exemplarLabels(t, reg, resultError, exemplarRequestID); !slices.Contains(got, "bad-2") || slices.ContainsFunc(got, func(id string) bool { return id != "bad-1" && id != "bad-2" }) {
+	if got := exemplarLabels(t, reg, resultError, platform.RequestIDKey); !slices.Contains(got, "bad-2") || slices.ContainsFunc(got, func(id string) bool { return id != "bad-1" && id != "bad-2" }) {
 		t.Errorf("exemplars of failures = %q, want %q and at most %q besides", got, "bad-2", "bad-1")
 	}
-	s.metrics.exemplarInterval = 0 // the interval has passed
+	s.metrics.exemplars = platform.NewExemplarSampler(0) // the interval has passed
 	call("third", "n")
-	if got := exemplarLabels(t, reg, resultOK, exemplarRequestID); !slices.Contains(got, "third") || slices.Contains(got, "second") {
+	if got := exemplarLabels(t, reg, resultOK, platform.RequestIDKey); !slices.Contains(got, "third") || slices.Contains(got, "second") {
 		t.Errorf("exemplars of successes after the interval = %q, want %q (and never %q)", got, "third", "second")
 	}
 }

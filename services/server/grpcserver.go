@@ -33,22 +33,29 @@ type grpcServer struct {
 	health *health.Server
 }
 
-// newGRPCServer builds the gRPC server: foo.Foo behind the metrics,
-// call-logging (at debug level only) and panic-recovery interceptors, the
-// health service (NOT_SERVING until setServing) and, when enabled, reflection. reg receives the echo and the
+// newGRPCServer builds the gRPC server: foo.Foo behind the request-id,
+// metrics, call-log and panic-recovery interceptors (plus per-call debug
+// logging when the level is debug), the health service (NOT_SERVING until
+// setServing) and, when enabled, reflection. reg receives the echo and the
 // standard grpc_server_* metrics.
 func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpcServer {
 	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
 		// From a fast local echo to a call stuck behind a slow peer.
 		grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
+		platform.NativeHistogram,
 	))
 	reg.MustRegister(srvMetrics)
+	exemplars := platform.NewExemplarSampler(exemplarInterval)
 
 	panicked := func(p any) error {
 		log.Error("recovered from a panic in a handler", zap.Any("panic", p), zap.Stack("stack"))
 		return status.Error(codes.Internal, "internal error")
 	}
-	unary := []grpc.UnaryServerInterceptor{srvMetrics.UnaryServerInterceptor()}
+	unary := []grpc.UnaryServerInterceptor{
+		requestIDInterceptor,
+		srvMetrics.UnaryServerInterceptor(grpcprom.WithExemplarFromContext(exemplars.Exemplar)),
+		callLogInterceptor(log, cfg.SlowCall),
+	}
 	stream := []grpc.StreamServerInterceptor{srvMetrics.StreamServerInterceptor()}
 	// The logging interceptor builds its fields before it asks the logger's
 	// level: half the instrumentation's cost per call. Install it only when

@@ -69,11 +69,14 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 		log.Info("not serving; waiting before draining", zap.Duration("delay", cfg.ShutdownDelay))
 		time.Sleep(cfg.ShutdownDelay)
 	}
+	began := time.Now()
 	drain(srv, cfg.ShutdownTimeout, log)
 	srv.health.Shutdown() // for a watcher that outlives the connection
+	drained := time.Since(began)
 	sctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
 	defer cancel()
 	merr := metrics.Shutdown(sctx)
+	log.Info("drained", zap.Duration("grpc", drained), zap.Duration("metrics", time.Since(began)-drained))
 	if err := g.Wait(); err != nil {
 		return err
 	}

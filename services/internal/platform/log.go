@@ -105,12 +105,18 @@ func zapLevel(lvl logging.Level) zapcore.Level {
 	}
 }
 
-// RPCLogOptions logs every finished call at debug level with its method, code
-// and duration.
+// RPCLogOptions logs every finished call at debug level with its request
+// id, method, code and duration.
 func RPCLogOptions() []logging.Option {
 	return []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }),
 		logging.WithDurationField(logging.DurationToDurationField),
+		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
+			if id := RequestID(ctx); id != "" {
+				return logging.Fields{RequestIDKey, id}
+			}
+			return nil
+		}),
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/common/version"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zapgrpc"
@@ -53,7 +54,8 @@ func Main[C any, PC interface {
 	}
 	grpclog.SetLoggerV2(zapgrpc.NewLogger(grpcLog))
 
-	log.Info("starting", zap.String("config", fmt.Sprintf("%+v", cfg)))
+	log.Info("starting", zap.String("version", version.Version), zap.String("revision", version.Revision),
+		zap.String("config", fmt.Sprintf("%+v", cfg)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 1)

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"example.com/grpc-metrics/services/internal/platform"
+)
+
+func TestCallLogInterceptor(t *testing.T) {
+	tests := []struct {
+		name      string
+		err       error
+		took      time.Duration
+		wantLevel zapcore.Level
+		wantMsg   string // "" when nothing is logged
+	}{
+		{name: "fast success", took: 0},
+		{name: "slow success", took: 30 * time.Millisecond, wantLevel: zapcore.WarnLevel, wantMsg: "slow call"},
+		{name: "server fault", err: status.Error(codes.Internal, "boom"), wantLevel: zapcore.ErrorLevel, wantMsg: "call failed"},
+		{name: "deadline", err: status.Error(codes.DeadlineExceeded, "late"), wantLevel: zapcore.ErrorLevel, wantMsg: "call failed"},
+		{name: "caller's mistake", err: status.Error(codes.InvalidArgument, "too long"), wantLevel: zapcore.InfoLevel, wantMsg: "call refused"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.DebugLevel)
+			icpt := callLogInterceptor(zap.New(core), 20*time.Millisecond)
+			ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(platform.RequestIDHeader, "req-7"))
+			ctx = peer.NewContext(ctx, &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 9), Port: 4242}})
+			info := &grpc.UnaryServerInfo{FullMethod: "/foo.Foo/echo"}
+			handler := func(ctx context.Context, _ any) (any, error) {
+				time.Sleep(tt.took)
+				return nil, tt.err
+			}
+			_, err := requestIDInterceptor(ctx, nil, info, func(ctx context.Context, req any) (any, error) {
+				return icpt(ctx, req, info, handler)
+			})
+			if status.Code(err) != status.Code(tt.err) {
+				t.Fatalf("interceptors changed the result: %v", err)
+			}
+			entries := logs.All()
+			if tt.wantMsg == "" {
+				if len(entries) != 0 {
+					t.Fatalf("logged %v, want nothing", entries)
+				}
+				return
+			}
+			if len(entries) != 1 {
+				t.Fatalf("logged %d lines, want 1", len(entries))
+			}
+			e := entries[0]
+			if e.Level != tt.wantLevel || e.Message != tt.wantMsg {
+				t.Errorf("logged %v %q, want %v %q", e.Level, e.Message, tt.wantLevel, tt.wantMsg)
+			}
+			fields := e.ContextMap()
+			want := map[string]any{platform.RequestIDKey: "req-7", "method": "/foo.Foo/echo", "peer": "10.0.0.9:4242", "code": status.Code(tt.err).String()}
+			for k, v := range want {
+				if got := fields[k]; got != v {
+					t.Errorf("field %s = %v, want %v", k, got, v)
+				}
+			}
+			if _, ok := fields["duration"]; !ok {
+				t.Error("no duration field")
+			}
+		})
+	}
+}
