@@ -41,8 +41,7 @@ const (
 	liveDeadline     = 90 * time.Second     // for every query to return data; ~10s is typical
 	startTimeout     = 30 * time.Second     // for a process to log the address it listens on
 	namespace        = "echo"               // where the cluster's discovery looks
-	requestIDLabel   = "request_id"         // the exemplar label of the echo latency histogram
-	errorAlert       = "EchoHighErrorRatio" // the failing client's calls make it pending
+	requestIDLabel   = "request_id"         // the exemplar label of the latency histograms (platform.RequestIDKey)
 )
 
 var (
@@ -154,9 +153,23 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 		t.Fatal(err)
 	}
 	checks = append(checks, rules...)
-	active := fmt.Sprintf(`ALERTS{alertname=%q, alertstate=~"pending|firing"}`, errorAlert)
-	checks = append(checks, promcheck.Check{Name: "alert " + errorAlert + " active under failing calls", Expr: active,
-		Run: func(ctx context.Context) error { return promcheck.HasSeries(ctx, papi, active) }})
+	// The failing client's INVALID_ARGUMENTs show on the dashboards, are no
+	// server fault, and alert no one.
+	check := func(name, expr string, run func(ctx context.Context) error) {
+		checks = append(checks, promcheck.Check{Name: name, Expr: expr, Run: run})
+	}
+	for _, q := range []struct{ name, expr string }{
+		{"a caller's errors show in the error ratio", `job:echo_requests_errors:ratio_rate1m{job="server"} > 0`},
+		{"and are no server fault", `job:grpc_server_faults:ratio_rate1m{job="server"} == 0`},
+	} {
+		check(q.name, q.expr, func(ctx context.Context) error { return promcheck.HasSeries(ctx, papi, q.expr) })
+	}
+	alerts := `ALERTS{alertname=~"EchoServerErrors|EchoClientSeesServerErrors"}`
+	check("and alert no one", alerts, func(ctx context.Context) error { return promcheck.NoSeries(ctx, papi, alerts) })
+	// The latency histograms arrive native.
+	for _, h := range []string{`echo_request_duration_seconds{job="server"}`, `grpc_server_handling_seconds{job="server"}`, `grpc_client_handling_seconds{job="client"}`} {
+		check("native histogram "+h, h, func(ctx context.Context) error { return promcheck.NativeHistogram(ctx, papi, h) })
+	}
 
 	runCtx, cancel := context.WithTimeout(ctx, liveDeadline-time.Since(began))
 	defer cancel()
@@ -165,6 +178,76 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("%d checks, %d failed, after %v of scraping", len(checks), len(failed), time.Since(began).Round(100*time.Millisecond))
+
+	t.Run("one request id from the client's log to the exemplars", func(t *testing.T) {
+		followOneCall(t, papi, filepath.Join(dir, "client"), grpcAddr, server, failClient)
+	})
+}
+
+// followOneCall stops the failing client, lets a short-lived one fail a few
+// calls, and follows the last failure's request id: from that client's log
+// to the server's log, to the exemplar of the server's error latency in its
+// OpenMetrics output, to Prometheus's exemplar API.
+func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, server, failClient *proctest.Process) {
+	failClient.Signal(t, syscall.SIGTERM)
+	failClient.Wait(t, 10*time.Second)
+	caller := proctest.Start(t, clientBin, []string{"CLIENT_SERVER_ADDR=" + grpcAddr, "CLIENT_METRICS_PORT=0",
+		"CLIENT_NAME=world", "CLIENT_RATE=2", "CLIENT_DURATION=2s"})
+	if code, sig := caller.Wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("client exit %d (signal %v)", code, sig)
+	}
+	failures := caller.LogLines("echo failed")
+	if len(failures) == 0 {
+		t.Fatal("the client logged no failed call")
+	}
+	id, _ := failures[len(failures)-1][requestIDLabel].(string)
+	if id == "" {
+		t.Fatalf("the client's failure line has no %s: %v", requestIDLabel, failures[len(failures)-1])
+	}
+
+	if !slices.ContainsFunc(server.LogLines("call refused"), func(l map[string]any) bool { return l[requestIDLabel] == id }) {
+		t.Errorf("the server logged no refused call with %s %s", requestIDLabel, id)
+	}
+
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+server.Addr(t, "metrics", startTimeout)+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exemplar := fmt.Sprintf(`# {%s="%s"}`, requestIDLabel, id)
+	found := false
+	for line := range strings.Lines(string(body)) {
+		found = found || strings.HasPrefix(line, "echo_request_duration_seconds_bucket{") && strings.Contains(line, `result="error"`) && strings.Contains(line, exemplar)
+	}
+	if !found {
+		t.Errorf("no exemplar %s on the server's echo_request_duration_seconds_bucket{result=\"error\"} in its OpenMetrics output", exemplar)
+	}
+
+	var stored bool
+	proctest.Eventually(t, 15*time.Second, "Prometheus stores the exemplar", func() bool {
+		for _, expr := range []string{`echo_request_duration_seconds_bucket{job="server", result="error"}`, `echo_request_duration_seconds{job="server", result="error"}`} {
+			results, err := papi.QueryExemplars(t.Context(), expr, time.Now().Add(-5*time.Minute), time.Now())
+			if err != nil {
+				continue
+			}
+			for _, r := range results {
+				for _, e := range r.Exemplars {
+					stored = stored || string(e.Labels[requestIDLabel]) == id
+				}
+			}
+		}
+		return stored
+	})
+	t.Logf("request id %s: in the client's log, the server's log, the server's OpenMetrics exemplar and Prometheus's exemplar API", id)
 }
 
 // prometheusListening finds the address in Prometheus's "Listening on" log line.

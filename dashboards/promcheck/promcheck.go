@@ -53,6 +53,37 @@ func HasSeries(ctx context.Context, api promv1.API, expr string) error {
 	return nil
 }
 
+// NoSeries evaluates expr now and fails if it returns any series.
+func NoSeries(ctx context.Context, api promv1.API, expr string) error {
+	v, _, _, err := api.Query(ctx, expr, time.Now())
+	if err != nil {
+		return err
+	}
+	if vec, ok := v.(model.Vector); !ok || len(vec) > 0 {
+		return fmt.Errorf("want no series, got %v", v)
+	}
+	return nil
+}
+
+// NativeHistogram fails unless expr returns series and each holds a native
+// histogram sample.
+func NativeHistogram(ctx context.Context, api promv1.API, expr string) error {
+	v, _, _, err := api.Query(ctx, expr, time.Now())
+	if err != nil {
+		return err
+	}
+	vec, ok := v.(model.Vector)
+	if !ok || len(vec) == 0 {
+		return fmt.Errorf("no series (%v)", v)
+	}
+	for _, s := range vec {
+		if s.Histogram == nil {
+			return fmt.Errorf("%v holds a float, not a native histogram", s.Metric)
+		}
+	}
+	return nil
+}
+
 // HasExemplars fails unless expr's selectors have an exemplar with the label
 // name in the last five minutes.
 func HasExemplars(ctx context.Context, api promv1.API, expr, name string) error {

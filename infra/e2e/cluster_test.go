@@ -7,9 +7,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,58 +140,106 @@ func rolloutState(d *appsv1.Deployment) string {
 	return ""
 }
 
-// forward is a port-forward to one pod, through the API server.
+// forward is a port-forward to one pod, through the API server, that
+// outlives the restarts of the pod's processes: client-go, like kubectl,
+// drops the whole forward when one connection finds the pod's port closed, so
+// the forward starts again on the same local ports.
 type forward struct {
-	pf   *portforward.PortForwarder
-	stop chan struct{}
 	addr map[int]string // pod port -> local host:port
+
+	mu   sync.Mutex
+	stop chan struct{} // of the current forwarder
+	done bool
 }
 
 // portForward forwards free loopback ports to the pod's ports until the test
-// ends (or close).
+// ends.
 func (c *cluster) portForward(t testing.TB, pod string, ports ...int) *forward {
 	t.Helper()
-	transport, upgrader, err := spdy.RoundTripperFor(c.config)
+	f := &forward{addr: map[int]string{}}
+	specs := make([]string, len(ports))
+	for i, p := range ports {
+		specs[i] = fmt.Sprintf("0:%d", p)
+	}
+	died, err := f.start(c, pod, specs)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("port-forward to pod %s: %v", pod, err)
 	}
-	url := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
-	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
-	var specs []string
-	for _, p := range ports {
-		specs = append(specs, fmt.Sprintf("0:%d", p))
+	for i, p := range ports {
+		_, port, _ := net.SplitHostPort(f.addr[p])
+		specs[i] = port + ":" + strconv.Itoa(p)
 	}
-	f := &forward{stop: make(chan struct{}), addr: map[int]string{}}
-	ready := make(chan struct{})
-	var errOut bytes.Buffer
-	f.pf, err = portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, specs, f.stop, ready, io.Discard, &errOut)
-	if err != nil {
-		t.Fatal(err)
-	}
-	failed := make(chan error, 1)
-	go func() { failed <- f.pf.ForwardPorts() }()
-	select {
-	case <-ready:
-	case err := <-failed:
-		t.Fatalf("port-forward to pod %s: %v %s", pod, err, errOut.String())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("port-forward to pod %s: not ready within 30s", pod)
-	}
-	fwd, err := f.pf.GetPorts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range fwd {
-		f.addr[int(p.Remote)] = fmt.Sprintf("127.0.0.1:%d", p.Local)
-	}
+	go func() {
+		for {
+			<-died
+			for {
+				f.mu.Lock()
+				stopped := f.done
+				f.mu.Unlock()
+				if stopped {
+					return
+				}
+				if died, err = f.start(c, pod, specs); err == nil {
+					break
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}()
 	t.Cleanup(f.close)
 	return f
 }
 
-func (f *forward) close() {
+// start runs one forwarder for specs (LOCAL:REMOTE) and records the local
+// addresses; the channel it returns is closed when that forwarder ends.
+func (f *forward) start(c *cluster, pod string, specs []string) (<-chan struct{}, error) {
+	transport, upgrader, err := spdy.RoundTripperFor(c.config)
+	if err != nil {
+		return nil, err
+	}
+	url := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
+	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
+	stop, ready, died := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, specs, stop, ready, io.Discard, io.Discard)
+	if err != nil {
+		return nil, err
+	}
+	failed := make(chan error, 1)
+	go func() {
+		failed <- pf.ForwardPorts()
+		close(died)
+	}()
 	select {
-	case <-f.stop:
-	default:
+	case <-ready:
+	case err := <-failed:
+		return nil, err
+	case <-time.After(30 * time.Second):
+		close(stop)
+		return nil, fmt.Errorf("not ready within 30s")
+	}
+	fwd, err := pf.GetPorts()
+	if err != nil {
+		close(stop)
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.done {
+		close(stop)
+		return died, nil
+	}
+	f.stop = stop
+	for _, p := range fwd {
+		f.addr[int(p.Remote)] = fmt.Sprintf("127.0.0.1:%d", p.Local)
+	}
+	return died, nil
+}
+
+func (f *forward) close() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.done {
+		f.done = true
 		close(f.stop)
 	}
 }

@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -56,6 +58,10 @@ func TestMain(m *testing.M) {
 }
 
 func setUp(m *testing.M) (int, error) {
+	// client-go logs every connection a port-forward loses while a process
+	// restarts: expected here, and the forwards start again by themselves.
+	klog.SetOutput(io.Discard)
+	klog.LogToStderr(false)
 	s, err := readSettings()
 	if err != nil {
 		return 0, err
@@ -124,16 +130,17 @@ func readSettings() (settings, error) {
 	return s, nil
 }
 
-// tiltArgs are the Tiltfile options of every Tilt run: the client calls at
-// the faults' rate.
-func tiltArgs() []string {
-	return []string{"--", "--client-rate", strconv.Itoa(suite.rate), "--client-concurrency", "4"}
+// tiltArgs are the Tiltfile options of a Tilt run: the client calls at the
+// faults' rate, and the server runs replicas pods.
+func tiltArgs(replicas int) []string {
+	return []string{"--", "--client-rate", strconv.Itoa(suite.rate), "--client-concurrency", "4", "--server-replicas", strconv.Itoa(replicas)}
 }
 
 // tiltCI runs `tilt ci` in the repository and prints how long it took.
 func tiltCI() error {
 	began := time.Now()
-	cmd := exec.Command(suite.tilt, append([]string{"ci", "--timeout", "10m"}, tiltArgs()...)...)
+	// Two server pods, as in infra/base: the faults need a second one.
+	cmd := exec.Command(suite.tilt, append([]string{"ci", "--timeout", "10m"}, tiltArgs(2)...)...)
 	cmd.Dir = suite.root
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -68,9 +68,11 @@ func serveBufconn(b *testing.B, s *grpc.Server) foopb.FooClient {
 // BenchmarkEchoCall is one echo call from a client to a server over bufconn
 // (in memory, so the figure includes both gRPC stacks but no kernel):
 //
-//	bare        grpc.NewServer() and bareEcho, no interceptor, no metric
-//	ours/info   newGRPCServer as shipped, log level info (call logs off)
-//	ours/debug  newGRPCServer with SERVER_LOG_LEVEL=debug (a log line a call, sampled)
+//	server=bare        grpc.NewServer() and bareEcho, no interceptor, no metric
+//	server=ours        newGRPCServer as shipped, log level info (call logs off)
+//	server=ours-debug  newGRPCServer with SERVER_LOG_LEVEL=debug (a log line a call, sampled)
+//
+// The key=value names let benchstat compare the servers: -col /server.
 func BenchmarkEchoCall(b *testing.B) {
 	cfg := testConfig()
 	cfg.MaxRecvMsgBytes = 16384
@@ -79,11 +81,11 @@ func BenchmarkEchoCall(b *testing.B) {
 		name  string
 		start func(b *testing.B) *grpc.Server
 	}{
-		{name: "bare", start: bareServer},
-		{name: "ours/info", start: func(b *testing.B) *grpc.Server {
+		{name: "server=bare", start: bareServer},
+		{name: "server=ours", start: func(b *testing.B) *grpc.Server {
 			return newGRPCServer(cfg, benchLogger(b, zapcore.InfoLevel), prometheus.NewRegistry()).Server
 		}},
-		{name: "ours/debug", start: func(b *testing.B) *grpc.Server {
+		{name: "server=ours-debug", start: func(b *testing.B) *grpc.Server {
 			return newGRPCServer(cfg, benchLogger(b, zapcore.DebugLevel), prometheus.NewRegistry()).Server
 		}},
 	}
@@ -154,8 +156,8 @@ func BenchmarkEchoHandler(b *testing.B) {
 		name string
 		srv  foopb.FooServer
 	}{
-		{name: "bare", srv: bareEcho{}},
-		{name: "ours", srv: &echoServer{maxNameBytes: 1024, metrics: newEchoMetrics(prometheus.NewRegistry())}},
+		{name: "server=bare", srv: bareEcho{}},
+		{name: "server=ours", srv: &echoServer{maxNameBytes: 1024, metrics: newEchoMetrics(prometheus.NewRegistry())}},
 	}
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) {

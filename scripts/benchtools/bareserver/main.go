@@ -3,7 +3,7 @@
 // load benchmark (scripts/bench). It also serves grpc.health.v1, SERVING from
 // the start, so the benchmark can wait for it as it waits for the server.
 //
-// Usage: bareserver [-addr 127.0.0.1:20100]
+// Usage: bareserver [-addr 127.0.0.1:20100]   (port 0: any free port, logged)
 package main
 
 import (
@@ -51,6 +51,8 @@ func run(ctx context.Context, addr string) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// The line the benchmark reads the address from, as the programs log it.
+	fmt.Fprintf(os.Stderr, "{\"msg\":\"listening\",\"grpc\":%q}\n", lis.Addr().String())
 	s := grpc.NewServer()
 	foopb.RegisterFooServer(s, echo{})
 	healthpb.RegisterHealthServer(s, health.NewServer()) // "" is SERVING
