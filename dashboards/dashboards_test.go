@@ -259,7 +259,7 @@ func TestQueriesParseAndUseExportedMetrics(t *testing.T) {
 			}
 		}
 	}
-	if !used["echo_request_duration_seconds_bucket"] || !used["grpc_server_handled_total"] || !used["go_goroutines"] {
+	if !used["echo_request_duration_seconds"] || !used["grpc_server_handled_total"] || !used["go_goroutines"] {
 		t.Errorf("the dashboards no longer read the echo, gRPC and Go metrics they exist for: %v", used)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"debug/buildinfo"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -37,11 +38,11 @@ import (
 // 5s; 1s gets every rate() its two samples within seconds.
 const (
 	liveInterval     = "1s"
-	liveRateInterval = "20s"                // $__rate_interval: twenty 1s samples, plenty for rate()
-	liveDeadline     = 90 * time.Second     // for every query to return data; ~10s is typical
-	startTimeout     = 30 * time.Second     // for a process to log the address it listens on
-	namespace        = "echo"               // where the cluster's discovery looks
-	requestIDLabel   = "request_id"         // the exemplar label of the latency histograms (platform.RequestIDKey)
+	liveRateInterval = "20s"            // $__rate_interval: twenty 1s samples, plenty for rate()
+	liveDeadline     = 90 * time.Second // for every query to return data; ~10s is typical
+	startTimeout     = 30 * time.Second // for a process to log the address it listens on
+	namespace        = "echo"           // where the cluster's discovery looks
+	requestIDLabel   = "request_id"     // the exemplar label of the latency histograms (platform.RequestIDKey)
 )
 
 var (

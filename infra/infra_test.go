@@ -723,7 +723,12 @@ func TestGrafanaProvisioning(t *testing.T) {
 			IsDefault bool   `json:"isDefault"`
 			Editable  bool   `json:"editable"`
 			JSONData  struct {
-				TimeInterval string `json:"timeInterval"`
+				TimeInterval                string `json:"timeInterval"`
+				ExemplarTraceIDDestinations []struct {
+					Name            string `json:"name"`
+					URL             string `json:"url"`
+					URLDisplayLabel string `json:"urlDisplayLabel"`
+				} `json:"exemplarTraceIdDestinations"`
 			} `json:"jsonData"`
 		} `json:"datasources"`
 	}
@@ -736,6 +741,13 @@ func TestGrafanaProvisioning(t *testing.T) {
 	got := ds.Datasources[0]
 	if got.Type != "prometheus" || got.UID != "prometheus" || got.URL != "http://prometheus:9090" {
 		t.Errorf("datasource = %+v, want type prometheus, uid prometheus, url http://prometheus:9090", got)
+	}
+	// An exemplar's request_id opens the Tilt UI's log filtered to it; $$ is
+	// a literal $ in provisioning files (they expand environment variables).
+	dests := got.JSONData.ExemplarTraceIDDestinations
+	wantURL := "http://localhost:10350/r/(all)/overview?term=$${__value.raw}"
+	if len(dests) != 1 || dests[0].Name != "request_id" || dests[0].URL != wantURL {
+		t.Errorf("exemplar destinations = %+v, want one on label request_id to %s", dests, wantURL)
 	}
 	if s := tr.services["prometheus"]; s == nil || s.Spec.Ports[0].Port != 9090 {
 		t.Error("the datasource URL names service prometheus port 9090, which the manifests do not define")

@@ -14,19 +14,16 @@ import (
 	"example.com/grpc-metrics/services/internal/platform"
 )
 
-// requestIDInterceptor gives each call its request id: the caller's
-// x-request-id when valid, else a new one. The exemplars and the log lines
-// of the call carry it.
-func requestIDInterceptor(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	return handler(platform.WithRequestID(ctx, platform.IncomingRequestID(ctx)), req)
-}
-
-// callLogInterceptor logs the calls worth a look, each with its request id,
-// method, code, duration and peer: a failure the server is responsible for
-// at error, one the caller caused (a name over the limit) at info, and a
-// success slower than slow at warn. Other calls cost one time.Since.
-func callLogInterceptor(log *zap.Logger, slow time.Duration) grpc.UnaryServerInterceptor {
+// callInterceptor comes first for each call. It gives the call its request
+// id: the caller's x-request-id when valid (read where it is needed), else a
+// new one in the context. The exemplars and the log lines of the call carry
+// it. Then it logs the calls worth a look, each with its request id, method,
+// code, duration and peer: a failure the server is responsible for at error,
+// one the caller caused (a name over the limit) at info, and a success slower
+// than slow at warn. Other calls cost one time.Since.
+func callInterceptor(log *zap.Logger, slow time.Duration) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx = platform.WithIncomingRequestID(ctx)
 		start := time.Now()
 		resp, err := handler(ctx, req)
 		elapsed := time.Since(start)

@@ -18,7 +18,7 @@ import (
 	"example.com/grpc-metrics/services/internal/platform"
 )
 
-func TestCallLogInterceptor(t *testing.T) {
+func TestCallInterceptor(t *testing.T) {
 	tests := []struct {
 		name      string
 		err       error
@@ -35,7 +35,7 @@ func TestCallLogInterceptor(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
-			icpt := callLogInterceptor(zap.New(core), 20*time.Millisecond)
+			icpt := callInterceptor(zap.New(core), 20*time.Millisecond)
 			ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(platform.RequestIDHeader, "req-7"))
 			ctx = peer.NewContext(ctx, &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 9), Port: 4242}})
 			info := &grpc.UnaryServerInfo{FullMethod: "/foo.Foo/echo"}
@@ -43,9 +43,7 @@ func TestCallLogInterceptor(t *testing.T) {
 				time.Sleep(tt.took)
 				return nil, tt.err
 			}
-			_, err := requestIDInterceptor(ctx, nil, info, func(ctx context.Context, req any) (any, error) {
-				return icpt(ctx, req, info, handler)
-			})
+			_, err := icpt(ctx, nil, info, handler)
 			if status.Code(err) != status.Code(tt.err) {
 				t.Fatalf("interceptors changed the result: %v", err)
 			}

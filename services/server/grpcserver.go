@@ -33,8 +33,8 @@ type grpcServer struct {
 	health *health.Server
 }
 
-// newGRPCServer builds the gRPC server: foo.Foo behind the request-id,
-// metrics, call-log and panic-recovery interceptors (plus per-call debug
+// newGRPCServer builds the gRPC server: foo.Foo behind the request-id and
+// call-log, metrics and panic-recovery interceptors (plus per-call debug
 // logging when the level is debug), the health service (NOT_SERVING until
 // setServing) and, when enabled, reflection. reg receives the echo and the
 // standard grpc_server_* metrics.
@@ -52,9 +52,8 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 		return status.Error(codes.Internal, "internal error")
 	}
 	unary := []grpc.UnaryServerInterceptor{
-		requestIDInterceptor,
+		callInterceptor(log, cfg.SlowCall),
 		srvMetrics.UnaryServerInterceptor(grpcprom.WithExemplarFromContext(exemplars.Exemplar)),
-		callLogInterceptor(log, cfg.SlowCall),
 	}
 	stream := []grpc.StreamServerInterceptor{srvMetrics.StreamServerInterceptor()}
 	// The logging interceptor builds its fields before it asks the logger's

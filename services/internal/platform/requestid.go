@@ -49,19 +49,40 @@ func WithRequestID(ctx context.Context, id string) context.Context {
 	return context.WithValue(ctx, requestIDKey{}, id)
 }
 
-// RequestID returns the request id ctx carries, or "".
+// RequestID returns the request id of the call in ctx: the one WithRequestID
+// gave it, else the caller's valid x-request-id, else "".
 func RequestID(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey{}).(string)
-	return id
+	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
+		return id
+	}
+	return callerRequestID(ctx)
+}
+
+// callerRequestID returns the caller's x-request-id when it is a valid one.
+func callerRequestID(ctx context.Context) string {
+	if ids := metadata.ValueFromIncomingContext(ctx, RequestIDHeader); len(ids) > 0 && ValidRequestID(ids[0]) {
+		return ids[0]
+	}
+	return ""
 }
 
 // IncomingRequestID returns the caller's request id from the call's
 // metadata when it is a valid one, else a new id.
 func IncomingRequestID(ctx context.Context) string {
-	if ids := metadata.ValueFromIncomingContext(ctx, RequestIDHeader); len(ids) > 0 && ValidRequestID(ids[0]) {
-		return ids[0]
+	if id := callerRequestID(ctx); id != "" {
+		return id
 	}
 	return NewRequestID()
+}
+
+// WithIncomingRequestID returns ctx as is when the caller sent a valid
+// x-request-id (RequestID reads it from there, when it is needed), else ctx
+// carrying a new id.
+func WithIncomingRequestID(ctx context.Context) context.Context {
+	if callerRequestID(ctx) != "" {
+		return ctx
+	}
+	return WithRequestID(ctx, NewRequestID())
 }
 
 // ExemplarSampler lets through at most one exemplar per interval. An
@@ -88,7 +109,10 @@ func (s *ExemplarSampler) Take() bool {
 // when the sampler lets one through, else nil (no exemplar). It has the
 // signature of go-grpc-middleware's WithExemplarFromContext.
 func (s *ExemplarSampler) Exemplar(ctx context.Context) prometheus.Labels {
-	if id := RequestID(ctx); id != "" && s.Take() {
+	if !s.Take() {
+		return nil
+	}
+	if id := RequestID(ctx); id != "" {
 		return prometheus.Labels{RequestIDKey: id}
 	}
 	return nil
