@@ -3,6 +3,7 @@ package infra_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -36,6 +38,8 @@ type tree struct {
 	deployments     map[string]*appsv1.Deployment
 	roles           map[string]*rbacv1.Role
 	roleBindings    map[string]*rbacv1.RoleBinding
+	serviceMonitors map[string]*monitoringv1.ServiceMonitor
+	prometheusRules map[string]*monitoringv1.PrometheusRule
 	// raw is each object's YAML by "kind/name".
 	raw map[string][]byte
 }
@@ -59,6 +63,8 @@ func build(dir string) (*tree, error) {
 		deployments:     map[string]*appsv1.Deployment{},
 		roles:           map[string]*rbacv1.Role{},
 		roleBindings:    map[string]*rbacv1.RoleBinding{},
+		serviceMonitors: map[string]*monitoringv1.ServiceMonitor{},
+		prometheusRules: map[string]*monitoringv1.PrometheusRule{},
 		raw:             map[string][]byte{},
 	}
 	for _, r := range resMap.Resources() {
@@ -94,6 +100,11 @@ func (t *tree) add(kind string, data []byte) error {
 		return decode(data, func(o *rbacv1.Role) { t.roles[o.Name] = o })
 	case "RoleBinding":
 		return decode(data, func(o *rbacv1.RoleBinding) { t.roleBindings[o.Name] = o })
+	// The Prometheus Operator's kinds, into its own published types.
+	case "ServiceMonitor":
+		return decode(data, func(o *monitoringv1.ServiceMonitor) { t.serviceMonitors[o.Name] = o })
+	case "PrometheusRule":
+		return decode(data, func(o *monitoringv1.PrometheusRule) { t.prometheusRules[o.Name] = o })
 	}
 	return fmt.Errorf("kind %q is not expected in this tree", kind)
 }
@@ -117,16 +128,18 @@ func mustBuild(t *testing.T, dir string) *tree {
 }
 
 func TestTreesBuildAndDecodeStrictly(t *testing.T) {
-	for _, dir := range []string{".", "base", "dev"} {
+	for _, dir := range []string{".", "base", "dev", "app", "operator"} {
 		t.Run(dir, func(t *testing.T) {
 			tr := mustBuild(t, dir)
 			if len(tr.namespaces) != 1 || tr.namespaces[0].Name != namespace {
 				t.Fatalf("want exactly the namespace %q, got %d namespaces", namespace, len(tr.namespaces))
 			}
-			for _, want := range []string{"server", "client", "prometheus", "grafana"} {
-				if tr.deployments[want] == nil {
-					t.Errorf("deployment %q is missing", want)
-				}
+			want := []string{"server", "client", "prometheus", "grafana"}
+			if dir == "app" || dir == "operator" {
+				want = []string{"server", "client"}
+			}
+			if got := slices.Sorted(maps.Keys(tr.deployments)); !slices.Equal(got, slices.Sorted(slices.Values(want))) {
+				t.Errorf("deployments %v, want %v", got, want)
 			}
 			for id, data := range tr.raw {
 				if id == "namespace/"+namespace {

@@ -152,16 +152,22 @@ type forward struct {
 	done bool
 }
 
-// portForward forwards free loopback ports to the pod's ports until the test
-// ends.
+// portForward forwards free loopback ports to the ports of a pod of the echo
+// namespace until the test ends.
 func (c *cluster) portForward(t testing.TB, pod string, ports ...int) *forward {
+	t.Helper()
+	return c.portForwardIn(t, namespace, pod, ports...)
+}
+
+// portForwardIn is portForward to a pod of namespace ns.
+func (c *cluster) portForwardIn(t testing.TB, ns, pod string, ports ...int) *forward {
 	t.Helper()
 	f := &forward{addr: map[int]string{}}
 	specs := make([]string, len(ports))
 	for i, p := range ports {
 		specs[i] = fmt.Sprintf("0:%d", p)
 	}
-	died, err := f.start(c, pod, specs)
+	died, err := f.start(c, ns, pod, specs)
 	if err != nil {
 		t.Fatalf("port-forward to pod %s: %v", pod, err)
 	}
@@ -179,7 +185,7 @@ func (c *cluster) portForward(t testing.TB, pod string, ports ...int) *forward {
 				if stopped {
 					return
 				}
-				if died, err = f.start(c, pod, specs); err == nil {
+				if died, err = f.start(c, ns, pod, specs); err == nil {
 					break
 				}
 				time.Sleep(100 * time.Millisecond)
@@ -192,12 +198,12 @@ func (c *cluster) portForward(t testing.TB, pod string, ports ...int) *forward {
 
 // start runs one forwarder for specs (LOCAL:REMOTE) and records the local
 // addresses; the channel it returns is closed when that forwarder ends.
-func (f *forward) start(c *cluster, pod string, specs []string) (<-chan struct{}, error) {
+func (f *forward) start(c *cluster, ns, pod string, specs []string) (<-chan struct{}, error) {
 	transport, upgrader, err := spdy.RoundTripperFor(c.config)
 	if err != nil {
 		return nil, err
 	}
-	url := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("portforward").URL()
+	url := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("portforward").URL()
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
 	stop, ready, died := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, specs, stop, ready, io.Discard, io.Discard)

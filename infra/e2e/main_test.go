@@ -188,35 +188,15 @@ func deployKustomize() error {
 	if err != nil {
 		return err
 	}
-	dyn, err := dynamic.NewForConfig(c.config)
-	if err != nil {
-		return err
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.client.Discovery()))
-	deployments := []string{}
+	var deployments []string
 	for _, o := range objs {
 		if suite.skipGrafana && o.GetLabels()["app"] == "grafana" {
 			continue
 		}
-		gvk := o.GroupVersionKind()
-		mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
-		}
-		data, err := o.MarshalJSON()
-		if err != nil {
+		if err := c.apply(ctx, o, false); err != nil {
 			return err
 		}
-		ri := dyn.Resource(mapping.Resource)
-		var r dynamic.ResourceInterface = ri
-		if o.GetNamespace() != "" {
-			r = ri.Namespace(o.GetNamespace())
-		}
-		force := true
-		if _, err := r.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{FieldManager: "e2e", Force: &force}); err != nil {
-			return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
-		}
-		if gvk.Kind == "Deployment" {
+		if o.GetKind() == "Deployment" {
 			deployments = append(deployments, o.GetName())
 		}
 	}
@@ -315,4 +295,36 @@ func ensureClientRate(t *testing.T) {
 	if err := suite.c.waitRollout(ctx, "client", 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// apply applies o server-side, as kubectl apply --server-side does; with
+// dryRun the API server validates and admits it without storing it.
+func (c *cluster) apply(ctx context.Context, o *unstructured.Unstructured, dryRun bool) error {
+	dyn, err := dynamic.NewForConfig(c.config)
+	if err != nil {
+		return err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.client.Discovery()))
+	gvk := o.GroupVersionKind()
+	mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
+	}
+	data, err := o.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	var r dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+	if o.GetNamespace() != "" {
+		r = dyn.Resource(mapping.Resource).Namespace(o.GetNamespace())
+	}
+	force := true
+	opts := metav1.PatchOptions{FieldManager: "e2e", Force: &force}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	if _, err := r.Patch(ctx, o.GetName(), types.ApplyPatchType, data, opts); err != nil {
+		return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
+	}
+	return nil
 }
