@@ -24,9 +24,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
-	"example.com/grpc-metrics/dashboards"
 	"example.com/grpc-metrics/dashboards/promcheck"
-	"example.com/grpc-metrics/infra"
 )
 
 // The Prometheus the operator runs, as kube-prometheus-stack would: in its
@@ -118,41 +116,10 @@ func TestOperator(t *testing.T) {
 	}
 	papi := promv1.NewAPI(pc)
 
-	// Every server and client pod scraped, under the job names the
-	// dashboards use.
-	deadline := time.Now().Add(2 * time.Minute)
-	for _, job := range []string{"server", "client"} {
-		var missing []string
-		for {
-			if missing = missingTargets(ctx, t, papi, job); len(missing) == 0 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(2 * time.Second)
-		}
-		if len(missing) > 0 {
-			t.Errorf("job %s: running pods the operator's Prometheus does not scrape: %v", job, missing)
-		}
-	}
+	waitScraped(t, papi, 2*time.Minute)
 	t.Logf("every server and client pod scraped %v after Prometheus was ready", time.Since(ready).Round(time.Second))
-
-	rg, err := dashboards.LoadRules(filepath.Join(suite.root, "infra", infra.RulesFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	boards, err := dashboards.Load(filepath.Join(suite.root, "dashboards"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// $__rate_interval: four of the monitors' 15s scrape intervals.
-	checks, err := promcheck.Panels(ctx, papi, boards, map[string]string{"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}, "request_id")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rules, err := promcheck.Rules(papi, rg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checks = append(checks, rules...)
+	// $__rate_interval 1m: four of the monitors' 15s scrape intervals.
+	checks := dataChecks(t, papi)
 	runCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	failed := promcheck.RunUntil(runCtx, checks, 5*time.Second)

@@ -20,6 +20,7 @@ import (
 
 	"example.com/grpc-metrics/dashboards"
 	"example.com/grpc-metrics/dashboards/promcheck"
+	"example.com/grpc-metrics/infra"
 	"example.com/grpc-metrics/proto/foopb"
 )
 
@@ -52,41 +53,10 @@ func TestSmoke(t *testing.T) {
 	})
 
 	papi := prometheusAPI(t)
-	t.Run("every pod scraped", func(t *testing.T) {
-		deadline := time.Now().Add(smokeTimeout)
-		for _, job := range []string{"server", "client"} {
-			var missing []string
-			for {
-				missing = missingTargets(ctx, t, papi, job)
-				if len(missing) == 0 || time.Now().After(deadline) {
-					break
-				}
-				time.Sleep(2 * time.Second)
-			}
-			if len(missing) > 0 {
-				t.Errorf("job %s: running pods not scraped (up == 1): %v", job, missing)
-			}
-		}
-	})
+	t.Run("every pod scraped", func(t *testing.T) { waitScraped(t, papi, smokeTimeout) })
 
 	t.Run("dashboard queries and rules return data", func(t *testing.T) {
-		boards, err := dashboards.Load(filepath.Join(suite.root, "dashboards"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		checks, err := promcheck.Panels(ctx, papi, boards, map[string]string{"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}, "request_id")
-		if err != nil {
-			t.Fatal(err)
-		}
-		rg, err := dashboards.LoadRules(filepath.Join(suite.root, "infra", "prometheus", "rules.yml"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rules, err := promcheck.Rules(papi, rg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checks = append(checks, rules...)
+		checks := dataChecks(t, papi)
 		runCtx, cancel := context.WithTimeout(ctx, smokeTimeout)
 		defer cancel()
 		for _, err := range promcheck.RunUntil(runCtx, checks, 5*time.Second) {
@@ -149,6 +119,49 @@ func prometheusAPI(t *testing.T) promv1.API {
 		t.Fatal(err)
 	}
 	return promv1.NewAPI(pc)
+}
+
+// waitScraped waits up to timeout until papi scrapes every running server
+// and client pod (up == 1) under the job names the dashboards use.
+func waitScraped(t *testing.T, papi promv1.API, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for _, job := range []string{"server", "client"} {
+		var missing []string
+		for {
+			missing = missingTargets(t.Context(), t, papi, job)
+			if len(missing) == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(2 * time.Second)
+		}
+		if len(missing) > 0 {
+			t.Errorf("job %s: running pods not scraped (up == 1): %v", job, missing)
+		}
+	}
+}
+
+// dataChecks are the checks that every dashboard query (variables resolved,
+// $__rate_interval 1m) and every rule return data from papi.
+func dataChecks(t *testing.T, papi promv1.API) []promcheck.Check {
+	t.Helper()
+	boards, err := dashboards.Load(filepath.Join(suite.root, "dashboards"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checks, err := promcheck.Panels(t.Context(), papi, boards, map[string]string{"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}, "request_id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rg, err := dashboards.LoadRules(filepath.Join(suite.root, "infra", infra.RulesFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := promcheck.Rules(papi, rg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(checks, rules...)
 }
 
 // missingTargets returns the running pods of app that job does not scrape

@@ -60,14 +60,7 @@ func TestShutdownSequence(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	srv.RegisterService(blockingService(entered), struct{}{})
 	metrics := platform.NewMetricsServer(log, reg)
-	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	grpcLis, metricsLis := loopbackListener(t), loopbackListener(t)
 	readyz := "http://" + metricsLis.Addr().String() + "/readyz"
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -158,14 +151,7 @@ func TestShutdownWithoutDelay(t *testing.T) {
 	cfg.ShutdownDelay, cfg.ShutdownTimeout = 0, 10*time.Second
 	log := zap.NewNop()
 	reg := prometheus.NewRegistry()
-	grpcLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	grpcLis, metricsLis := loopbackListener(t), loopbackListener(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
@@ -233,4 +219,14 @@ func isSubsequence(want, got []string) bool {
 		}
 	}
 	return len(want) == 0
+}
+
+// loopbackListener listens on a free loopback port; serve closes it.
+func loopbackListener(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
 }
