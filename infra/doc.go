@@ -1,6 +1,10 @@
-// Package infra holds the Kubernetes manifests of the echo environment, one
-// kustomize tree: base (everything, deployable with kubectl apply -k infra)
-// and dev (the Tilt build, whose live-updated containers get a writable root
-// filesystem). Its tests build both trees and check them against the rules
-// the manifests must keep.
+// Package infra holds the Kubernetes manifests of the echo environment as
+// kustomize trees: app (the namespace, the server and the client), base (app
+// with its own Prometheus and Grafana; `kubectl apply -k infra` deploys it),
+// dev (the Tilt build, whose live-updated containers get a writable root
+// filesystem) and operator (app for a cluster that runs the Prometheus
+// Operator, with ServiceMonitors, a PrometheusRule and the dashboards). Its
+// tests build every tree and check it against the rules the manifests must
+// keep; its functions evaluate Pod Security and write the PrometheusRule.
+// The cluster checks are in infra/e2e.
 package infra
