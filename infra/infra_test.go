@@ -190,19 +190,14 @@ func TestNamespaceEnforcesRestrictedPodSecurity(t *testing.T) {
 }
 
 // rule is one of the project's rules for a container of a pod template,
-// beyond the restricted Pod Security Standard (checked by its own evaluator).
+// beyond the restricted Pod Security Standard (checked by its own evaluator)
+// and the read-only root filesystem (infra.ReadOnlyRootViolations).
 type rule struct {
 	name  string
 	check func(c *corev1.Container) error
 }
 
 var projectRules = []rule{
-	{"readOnlyRootFilesystem", func(c *corev1.Container) error {
-		if s := c.SecurityContext; s == nil || s.ReadOnlyRootFilesystem == nil || !*s.ReadOnlyRootFilesystem {
-			return errors.New("readOnlyRootFilesystem is not true")
-		}
-		return nil
-	}},
 	{"requests and limits", func(c *corev1.Container) error {
 		for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 			req, lim := c.Resources.Requests[name], c.Resources.Limits[name]
@@ -238,6 +233,7 @@ func violations(t *testing.T, meta *metav1.ObjectMeta, pod *corev1.PodSpec) []st
 	if err != nil {
 		t.Fatal(err)
 	}
+	out = append(out, infra.ReadOnlyRootViolations(pod)...)
 	for i := range pod.Containers {
 		c := &pod.Containers[i]
 		for _, r := range projectRules {

@@ -19,9 +19,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
@@ -33,6 +36,8 @@ type cluster struct {
 	context string
 	config  *rest.Config
 	client  kubernetes.Interface
+	dynamic dynamic.Interface
+	mapper  *restmapper.DeferredDiscoveryRESTMapper // kinds to resources, discovered once
 }
 
 // connect loads the current kube context (KUBECONFIG or ~/.kube/config).
@@ -54,7 +59,12 @@ func connect() (*cluster, error) {
 	if _, err := cs.Discovery().ServerVersion(); err != nil {
 		return nil, fmt.Errorf("no cluster answers on kube context %q: %v", raw.CurrentContext, err)
 	}
-	return &cluster{context: raw.CurrentContext, config: cfg, client: cs}, nil
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
+	return &cluster{context: raw.CurrentContext, config: cfg, client: cs, dynamic: dyn, mapper: mapper}, nil
 }
 
 // runningPods returns the pods of app that run and are not being deleted,

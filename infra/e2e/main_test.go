@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -15,12 +16,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -280,12 +280,8 @@ func ensureClientRate(t *testing.T) {
 	if len(env) == 0 {
 		return
 	}
-	patch, err := yaml.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
+	patchJSON, err := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
 		"containers": []map[string]any{{"name": cont.Name, "env": env}}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	patchJSON, err := yaml.YAMLToJSON(patch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,13 +296,12 @@ func ensureClientRate(t *testing.T) {
 // apply applies o server-side, as kubectl apply --server-side does; with
 // dryRun the API server validates and admits it without storing it.
 func (c *cluster) apply(ctx context.Context, o *unstructured.Unstructured, dryRun bool) error {
-	dyn, err := dynamic.NewForConfig(c.config)
-	if err != nil {
-		return err
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(c.client.Discovery()))
 	gvk := o.GroupVersionKind()
-	mapping, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		c.mapper.Reset() // a kind whose CRD was installed since discovery
+		mapping, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
 	}
@@ -314,9 +309,9 @@ func (c *cluster) apply(ctx context.Context, o *unstructured.Unstructured, dryRu
 	if err != nil {
 		return err
 	}
-	var r dynamic.ResourceInterface = dyn.Resource(mapping.Resource)
+	var r dynamic.ResourceInterface = c.dynamic.Resource(mapping.Resource)
 	if o.GetNamespace() != "" {
-		r = dyn.Resource(mapping.Resource).Namespace(o.GetNamespace())
+		r = c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace())
 	}
 	force := true
 	opts := metav1.PatchOptions{FieldManager: "e2e", Force: &force}

@@ -79,7 +79,7 @@ func TestOperator(t *testing.T) {
 		}
 	}
 	waitCRDs(t, objs)
-	if err := waitDeployment(ctx, o(objs, "Deployment").GetNamespace(), o(objs, "Deployment").GetName()); err != nil {
+	if err := waitDeployment(ctx, first(objs, "Deployment").GetNamespace(), first(objs, "Deployment").GetName()); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("CRDs and operator running %v after the start", time.Since(began).Round(time.Second))
@@ -400,8 +400,8 @@ func mustDecode(t *testing.T, s string) []*unstructured.Unstructured {
 	return objs
 }
 
-// o returns the first object of kind.
-func o(objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
+// first returns the first object of kind.
+func first(objs []*unstructured.Unstructured, kind string) *unstructured.Unstructured {
 	for _, x := range objs {
 		if x.GetKind() == kind {
 			return x

@@ -208,15 +208,7 @@ func waitGone(t *testing.T, pod string) {
 // waitReady waits until the pod is ready again.
 func waitReady(t *testing.T, pod string) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		p, err := suite.c.client.CoreV1().Pods(namespace).Get(t.Context(), pod, metav1.GetOptions{})
-		if err == nil && podReady(p) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pod %s not ready within 2m", pod)
-		}
-		time.Sleep(time.Second)
+	if err := waitPodReady(t.Context(), namespace, pod, 2*time.Minute); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -113,6 +113,29 @@ func run(ctx context.Context, s settings) error {
 		return err
 	}
 
+	if s.runs("cpu") || s.runs("throughput") {
+		if err := withServers(ctx, s, bin, &rep); err != nil {
+			return err
+		}
+	}
+	if s.runs("micro") {
+		section(fmt.Sprintf("micro: one call in process, go test -bench -count %d, benchstat", s.microCount))
+		if err := micro(ctx, s, bin, tmp); err != nil {
+			return err
+		}
+	}
+	if s.runs("startup") {
+		section("inner loop: binaries, start to SERVING, rebuild after a one-line edit")
+		if err := innerLoop(ctx, s, bin, tmp, &rep); err != nil {
+			return err
+		}
+	}
+	return summary(s, rep)
+}
+
+// withServers runs the sections that measure both servers running: the CPU
+// per call, the throughput and, after that load, the scrape and memory.
+func withServers(ctx context.Context, s settings, bin binaries, rep *report) error {
 	ours, err := startProgram(ctx, bin.server, "grpc", []string{"SERVER_GRPC_PORT=0", "SERVER_METRICS_PORT=0"})
 	if err != nil {
 		return err
@@ -130,23 +153,18 @@ func run(ctx context.Context, s settings) error {
 	}
 	idleOurs, idleBare := rss(ours.Pid(), "VmRSS"), rss(bare.Pid(), "VmRSS")
 
-	if !s.runs("cpu") && !s.runs("throughput") {
-		ours.stop()
-		bare.stop()
-		return rest(ctx, s, bin, tmp, &rep)
-	}
-	section(fmt.Sprintf("cpu: server CPU per call at %d calls/s, %d calls a run, %d rounds, ours and bare alternating", s.rate, s.calls, s.rounds))
 	if s.runs("cpu") {
-		if err := cpuPerCall(ctx, s, bin, ours, bare, &rep); err != nil {
+		section(fmt.Sprintf("cpu: server CPU per call at %d calls/s, %d calls a run, %d rounds, ours and bare alternating", s.rate, s.calls, s.rounds))
+		if err := cpuPerCall(ctx, s, bin, ours, bare, rep); err != nil {
 			return err
 		}
 	}
 	if !s.runs("throughput") {
-		return summary(s, rep)
+		return nil
 	}
 
 	section(fmt.Sprintf("throughput: ghz -c %d for %v, %d rounds (noise-bound on a shared 2-core machine: secondary)", s.concurrency, s.duration, s.rounds))
-	if err := throughput(ctx, s, bin, ours, bare, &rep); err != nil {
+	if err := throughput(ctx, s, bin, ours, bare, rep); err != nil {
 		return err
 	}
 
@@ -186,26 +204,7 @@ func run(ctx context.Context, s settings) error {
 	fmt.Printf("the unlimited client made %.0f calls/s\n", clientRate)
 	rep.add("RSS MiB server idle / peak (bare)", fmt.Sprintf("%.1f / %.1f (%.1f / %.1f)", idleOurs, peakOurs, idleBare, peakBare))
 	rep.add("RSS MiB client idle / loaded (calls/s)", fmt.Sprintf("%.1f / %.1f (%.0f)", clientIdle, clientPeak, clientRate))
-	ours.stop()
-	bare.stop()
-	return rest(ctx, s, bin, tmp, &rep)
-}
-
-// rest runs the sections that need no running server, then the summary.
-func rest(ctx context.Context, s settings, bin binaries, tmp string, rep *report) error {
-	if s.runs("micro") {
-		section(fmt.Sprintf("micro: one call in process, go test -bench -count %d, benchstat", s.microCount))
-		if err := micro(ctx, s, bin, tmp); err != nil {
-			return err
-		}
-	}
-	if s.runs("startup") {
-		section("inner loop: binaries, start to SERVING, rebuild after a one-line edit")
-		if err := innerLoop(ctx, s, bin, tmp, rep); err != nil {
-			return err
-		}
-	}
-	return summary(s, *rep)
+	return nil
 }
 
 // summary prints the summary lines.
@@ -601,20 +600,12 @@ func clientMemory(ctx context.Context, b binaries, addr string, s settings) (idl
 	}
 	time.Sleep(time.Duration(seconds) * time.Second)
 	peak = rss(c.Pid(), "VmHWM")
-	calls := 0.0
-	resp, err := http.Get("http://" + c.addrs["metrics"] + "/metrics")
-	if err == nil {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for line := range strings.Lines(string(body)) {
-			if strings.HasPrefix(line, "echo_client_calls_total{") {
-				if f := strings.Fields(line); len(f) == 2 {
-					v, _ := strconv.ParseFloat(f[1], 64)
-					calls += v
-				}
-			}
-		}
+	mfs, err := proctest.Scrape("http://" + c.addrs["metrics"] + "/metrics")
+	if err != nil {
+		c.stop()
+		return 0, 0, 0, err
 	}
+	calls := proctest.Value(mfs, "echo_client_calls_total", nil)
 	c.stop()
 	return idle, peak, calls / float64(seconds), nil
 }
@@ -679,13 +670,12 @@ func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *rep
 	// the working tree is never touched.
 	src := filepath.Join(dir, "src")
 	for _, p := range []string{"go.mod", "go.sum", "proto", "services", "scripts/build"} {
-		if err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(s.root, p), filepath.Join(src, p)).Run(); err != nil {
-			if err := os.MkdirAll(filepath.Dir(filepath.Join(src, p)), 0o755); err != nil {
-				return err
-			}
-			if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(s.root, p), filepath.Join(src, p)).CombinedOutput(); err != nil {
-				return fmt.Errorf("copy %s: %w %s", p, err, out)
-			}
+		dst := filepath.Join(src, p)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(s.root, p), dst).CombinedOutput(); err != nil {
+			return fmt.Errorf("copy %s: %w %s", p, err, out)
 		}
 	}
 	var rebuilds []float64

@@ -66,15 +66,6 @@ func callerRequestID(ctx context.Context) string {
 	return ""
 }
 
-// IncomingRequestID returns the caller's request id from the call's
-// metadata when it is a valid one, else a new id.
-func IncomingRequestID(ctx context.Context) string {
-	if id := callerRequestID(ctx); id != "" {
-		return id
-	}
-	return NewRequestID()
-}
-
 // WithIncomingRequestID returns ctx as is when the caller sent a valid
 // x-request-id (RequestID reads it from there, when it is needed), else ctx
 // carrying a new id.

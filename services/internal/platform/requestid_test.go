@@ -12,7 +12,9 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
-func TestIncomingRequestID(t *testing.T) {
+// TestWithIncomingRequestID: a call keeps its caller's valid id, any other
+// gets a new one.
+func TestWithIncomingRequestID(t *testing.T) {
 	tests := []struct {
 		name, header string
 		keep         bool // the caller's id is kept, else a new one
@@ -27,17 +29,17 @@ func TestIncomingRequestID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(RequestIDHeader, tt.header))
-			got := IncomingRequestID(ctx)
+			got := RequestID(WithIncomingRequestID(ctx))
 			if tt.keep && got != tt.header {
-				t.Errorf("IncomingRequestID = %q, want the caller's %q", got, tt.header)
+				t.Errorf("request id = %q, want the caller's %q", got, tt.header)
 			}
 			if !tt.keep && (got == tt.header || len(got) != 16) {
-				t.Errorf("IncomingRequestID = %q, want a new 16-digit id", got)
+				t.Errorf("request id = %q, want a new 16-digit id", got)
 			}
 		})
 	}
-	if got := IncomingRequestID(context.Background()); len(got) != 16 {
-		t.Errorf("IncomingRequestID without metadata = %q, want a new 16-digit id", got)
+	if got := RequestID(WithIncomingRequestID(context.Background())); len(got) != 16 {
+		t.Errorf("request id without metadata = %q, want a new 16-digit id", got)
 	}
 }
 
@@ -50,9 +52,9 @@ func FuzzRequestIDExemplar(f *testing.F) {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h", Help: "h"})
 	f.Fuzz(func(t *testing.T, header string) {
 		ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(RequestIDHeader, header))
-		id := IncomingRequestID(ctx)
+		id := RequestID(WithIncomingRequestID(ctx))
 		if !ValidRequestID(id) {
-			t.Fatalf("IncomingRequestID(%q) = %q, not a valid id", header, id)
+			t.Fatalf("request id for x-request-id %q = %q, not a valid id", header, id)
 		}
 		h.(prometheus.ExemplarObserver).ObserveWithExemplar(1, prometheus.Labels{RequestIDKey: id})
 	})
