@@ -17,6 +17,7 @@ type Config struct {
 	Timeout     time.Duration      `envconfig:"TIMEOUT" default:"1s" desc:"deadline of each call, retries included"`
 	Duration    time.Duration      `envconfig:"DURATION" default:"0s" desc:"stop calling and exit after this long; 0 calls until SIGINT or SIGTERM"`
 	MetricsPort int                `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
+	DebugPort   platform.DebugPort `envconfig:"DEBUG_PORT" desc:"TCP port of the debug listener (net/http/pprof), on loopback only; unset or empty: no debug listener"`
 	Log         platform.LogConfig `envconfig:"LOG"`
 }
 
@@ -44,5 +45,8 @@ func (c Config) Validate() error {
 	if c.Duration < 0 {
 		return &platform.FieldError{Key: envPrefix + "_DURATION", Value: c.Duration, Reason: "must not be negative"}
 	}
-	return platform.CheckPort(envPrefix+"_METRICS_PORT", c.MetricsPort)
+	if err := platform.CheckPort(envPrefix+"_METRICS_PORT", c.MetricsPort); err != nil {
+		return err
+	}
+	return c.DebugPort.Check(envPrefix+"_DEBUG_PORT", map[string]int{envPrefix + "_METRICS_PORT": c.MetricsPort})
 }

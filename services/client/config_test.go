@@ -40,6 +40,8 @@ func TestConfigErrors(t *testing.T) {
 		{name: "negative timeout", env: map[string]string{"CLIENT_TIMEOUT": "-1s"}, wantErr: `CLIENT_TIMEOUT=-1s: must be positive`},
 		{name: "negative duration", env: map[string]string{"CLIENT_DURATION": "-1m"}, wantErr: `CLIENT_DURATION=-1m0s: must not be negative`},
 		{name: "port out of range", env: map[string]string{"CLIENT_METRICS_PORT": "65536"}, wantErr: `CLIENT_METRICS_PORT=65536: not a TCP port (0-65535, 0 for any free port)`},
+		{name: "debug port not a number", env: map[string]string{"CLIENT_DEBUG_PORT": "on"}, wantErr: `CLIENT_DEBUG_PORT="on": not a whole number (a TCP port, or empty for no debug listener)`},
+		{name: "debug port is the metrics port", env: map[string]string{"CLIENT_DEBUG_PORT": "9000"}, wantErr: `CLIENT_DEBUG_PORT=9000: the same port as CLIENT_METRICS_PORT`},
 		{name: "unknown log level", env: map[string]string{"CLIENT_LOG_LEVEL": "verbose"}, wantErr: `CLIENT_LOG_LEVEL="verbose": unknown log level (use debug, info, warn or error)`},
 	}
 	for _, tt := range tests {

@@ -107,12 +107,29 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listen for metrics: %w", err)
 	}
-	log.Info("listening", zap.Stringer("metrics", metricsLis.Addr()))
+	debugLis, err := platform.ListenDebug(ctx, cfg.DebugPort)
+	if err != nil {
+		metricsLis.Close()
+		return err
+	}
+	fields := []zap.Field{zap.Stringer("metrics", metricsLis.Addr())}
+	if debugLis != nil {
+		fields = append(fields, zap.Stringer("debug", debugLis.Addr()))
+	}
+	log.Info("listening", fields...)
 	metrics := platform.NewMetricsServer(log, reg)
 	c := newCaller(foopb.NewFooClient(conn), cfg, log, reg)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return metrics.Serve(metricsLis) })
+	if debugLis != nil {
+		debug := platform.NewDebugServer(log)
+		g.Go(func() error { return debug.Serve(debugLis) })
+		g.Go(func() error {
+			<-gctx.Done()
+			return debug.Close()
+		})
+	}
 	g.Go(func() error {
 		log.Info("calling echo", zap.String("target", cfg.ServerAddr), zap.Float64("rate", cfg.Rate), zap.Int("concurrency", cfg.Concurrency))
 		return c.run(gctx)

@@ -27,6 +27,7 @@ type Config struct {
 	ShutdownDelay   time.Duration      `envconfig:"SHUTDOWN_DELAY" default:"0s" desc:"after SIGTERM, time spent NOT_SERVING before draining, so load balancers stop sending calls"`
 	ShutdownTimeout time.Duration      `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long calls in progress may take to finish at shutdown before they are cancelled"`
 	SlowCall        time.Duration      `envconfig:"SLOW_CALL" default:"100ms" desc:"a successful call that takes this long or longer is logged (warn) with its request id"`
+	DebugPort       platform.DebugPort `envconfig:"DEBUG_PORT" desc:"TCP port of the debug listener (net/http/pprof), on loopback only; unset or empty: no debug listener"`
 	Log             platform.LogConfig `envconfig:"LOG"`
 }
 
@@ -63,7 +64,7 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return &platform.FieldError{Key: envPrefix + "_SHUTDOWN_TIMEOUT", Value: c.ShutdownTimeout, Reason: "must be positive"}
 	}
-	return nil
+	return c.DebugPort.Check(envPrefix+"_DEBUG_PORT", map[string]int{envPrefix + "_GRPC_PORT": c.GRPCPort, envPrefix + "_METRICS_PORT": c.MetricsPort})
 }
 
 // requestBytes is the wire size of an EchoRequest whose name is n bytes long:

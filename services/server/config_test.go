@@ -54,6 +54,10 @@ func TestConfigErrors(t *testing.T) {
 		{name: "unknown log level", env: map[string]string{"SERVER_LOG_LEVEL": "loud"}, wantErr: `SERVER_LOG_LEVEL="loud": unknown log level (use debug, info, warn or error)`},
 		{name: "fatal is not a level", env: map[string]string{"SERVER_LOG_LEVEL": "fatal"}, wantErr: `SERVER_LOG_LEVEL="fatal": unknown log level (use debug, info, warn or error)`},
 		{name: "unknown log format", env: map[string]string{"SERVER_LOG_FORMAT": "xml"}, wantErr: `SERVER_LOG_FORMAT="xml": unknown log format (use json or console)`},
+		{name: "debug port not a number", env: map[string]string{"SERVER_DEBUG_PORT": "pprof"}, wantErr: `SERVER_DEBUG_PORT="pprof": not a whole number (a TCP port, or empty for no debug listener)`},
+		{name: "debug port out of range", env: map[string]string{"SERVER_DEBUG_PORT": "65536"}, wantErr: `SERVER_DEBUG_PORT=65536: not a TCP port (0-65535, 0 for any free port)`},
+		{name: "debug port is the gRPC port", env: map[string]string{"SERVER_DEBUG_PORT": "20000"}, wantErr: `SERVER_DEBUG_PORT=20000: the same port as SERVER_GRPC_PORT`},
+		{name: "debug port is the metrics port", env: map[string]string{"SERVER_DEBUG_PORT": "9000"}, wantErr: `SERVER_DEBUG_PORT=9000: the same port as SERVER_METRICS_PORT`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -80,7 +84,7 @@ func TestConfigHelp(t *testing.T) {
 		t.Fatalf("LoadConfig(--help) = %v, want ErrHelp", err)
 	}
 	for _, key := range []string{"SERVER_GRPC_PORT", "SERVER_METRICS_PORT", "SERVER_REFLECTION", "SERVER_MAX_NAME_BYTES",
-		"SERVER_MAX_RECV_MSG_BYTES", "SERVER_MAX_CONNECTION_AGE", "SERVER_SHUTDOWN_DELAY", "SERVER_SHUTDOWN_TIMEOUT", "SERVER_SLOW_CALL", "SERVER_LOG_LEVEL", "SERVER_LOG_FORMAT"} {
+		"SERVER_MAX_RECV_MSG_BYTES", "SERVER_MAX_CONNECTION_AGE", "SERVER_SHUTDOWN_DELAY", "SERVER_SHUTDOWN_TIMEOUT", "SERVER_SLOW_CALL", "SERVER_DEBUG_PORT", "SERVER_LOG_LEVEL", "SERVER_LOG_FORMAT"} {
 		if !strings.Contains(out.String(), "  "+key+"\n") {
 			t.Errorf("--help output lacks %s:\n%s", key, out.String())
 		}

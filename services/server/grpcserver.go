@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"sync/atomic"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -31,6 +33,15 @@ const livenessService = "liveness"
 type grpcServer struct {
 	*grpc.Server
 	health *health.Server
+	calls  atomic.Int64 // unary calls being handled, of every service
+}
+
+// countCalls keeps s.calls: the drain at shutdown waits for these calls, not
+// for connections that carry none.
+func (s *grpcServer) countCalls(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	s.calls.Add(1)
+	defer s.calls.Add(-1)
+	return handler(ctx, req)
 }
 
 // newGRPCServer builds the gRPC server: foo.Foo behind the request-id and
@@ -46,12 +57,14 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 	))
 	reg.MustRegister(srvMetrics)
 	exemplars := platform.NewExemplarSampler(exemplarInterval)
+	gs := &grpcServer{}
 
 	panicked := func(p any) error {
 		log.Error("recovered from a panic in a handler", zap.Any("panic", p), zap.Stack("stack"))
 		return status.Error(codes.Internal, "internal error")
 	}
 	unary := []grpc.UnaryServerInterceptor{
+		gs.countCalls,
 		callInterceptor(log, cfg.SlowCall),
 		srvMetrics.UnaryServerInterceptor(grpcprom.WithExemplarFromContext(exemplars.Exemplar)),
 	}
@@ -92,7 +105,8 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 		reflection.Register(s)
 	}
 	srvMetrics.InitializeMetrics(s)
-	return &grpcServer{Server: s, health: hs}
+	gs.Server, gs.health = s, hs
+	return gs
 }
 
 // setServing marks the server, foo.Foo and the liveness check SERVING.

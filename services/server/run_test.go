@@ -10,11 +10,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 
@@ -31,13 +34,18 @@ func blockingService(entered chan<- struct{}) *grpc.ServiceDesc {
 		HandlerType: (*any)(nil),
 		Methods: []grpc.MethodDesc{{
 			MethodName: "Block",
-			Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-				if err := dec(new(emptypb.Empty)); err != nil {
+			// Through the interceptors, as generated handlers go.
+			Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+				req := new(emptypb.Empty)
+				if err := dec(req); err != nil {
 					return nil, err
 				}
-				entered <- struct{}{}
-				<-ctx.Done()
-				return nil, status.FromContextError(ctx.Err()).Err()
+				block := func(ctx context.Context, _ any) (any, error) {
+					entered <- struct{}{}
+					<-ctx.Done()
+					return nil, status.FromContextError(ctx.Err()).Err()
+				}
+				return interceptor(ctx, req, &grpc.UnaryServerInfo{Server: srv, FullMethod: "/test.Blocking/Block"}, block)
 			},
 		}},
 	}
@@ -66,7 +74,7 @@ func TestShutdownSequence(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- serve(ctx, cfg, log, srv, metrics, grpcLis, metricsLis) }()
+	go func() { served <- serve(ctx, cfg, log, srv, metrics, listeners{grpc: grpcLis, metrics: metricsLis}) }()
 
 	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -155,7 +163,7 @@ func TestShutdownWithoutDelay(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
-		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg), platform.NewMetricsServer(log, reg), grpcLis, metricsLis)
+		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg), platform.NewMetricsServer(log, reg), listeners{grpc: grpcLis, metrics: metricsLis})
 	}()
 	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -229,4 +237,83 @@ func loopbackListener(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return lis
+}
+
+// TestShutdownCutsSilentConnections is a restart in place right after a call
+// through a port-forward: the pod's end of that connection stays open for a
+// while after the caller is gone, and never answers the GOAWAY ping that
+// GracefulStop waits for (up to 5s in grpc-go). A reflection stream left
+// open (grpcurl's) is cut too. With no call in flight, serve returns at once.
+func TestShutdownCutsSilentConnections(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+
+	cfg := testConfig()
+	cfg.ShutdownDelay, cfg.ShutdownTimeout = 0, 10*time.Second
+	log := zaptest.NewLogger(t)
+	reg := prometheus.NewRegistry()
+	grpcLis, metricsLis := loopbackListener(t), loopbackListener(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg), platform.NewMetricsServer(log, reg), listeners{grpc: grpcLis, metrics: metricsLis})
+	}()
+
+	// The silent peer: an HTTP/2 client preface and settings, then nothing.
+	silent, err := net.Dial("tcp", grpcLis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	if _, err := silent.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(silent, silent)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	// The server's settings: it has taken the connection as a transport.
+	if f, err := fr.ReadFrame(); err != nil {
+		t.Fatal(err)
+	} else if _, ok := f.(*http2.SettingsFrame); !ok {
+		t.Fatalf("first frame from the server: %v, want SETTINGS", f)
+	}
+
+	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	callCtx, callCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer callCancel()
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(callCtx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := refl.Recv(); err != nil {
+		t.Fatalf("reflection: %v", err)
+	}
+	if _, err := foopb.NewFooClient(conn).Echo(callCtx, &foopb.EchoRequest{Name: "x"}); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+
+	began := time.Now()
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("serve did not return")
+	}
+	if took := time.Since(began); took > 500*time.Millisecond {
+		t.Errorf("shutdown with a silent connection and an open stream took %v, want well under a second", took)
+	}
+	if _, err := refl.Recv(); status.Code(err) != codes.Unavailable {
+		t.Errorf("the open reflection stream after shutdown: %v, want Unavailable", err)
+	}
 }
