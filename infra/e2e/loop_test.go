@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -36,10 +37,33 @@ const (
 	settle      = time.Second      // between edits, and before counting failed calls
 )
 
-// editedFile is the file each program's edits append a line to.
+// editedFile is the file each program's edits change.
 var editedFile = map[string]string{
 	"server": "services/server/echo.go",
 	"client": "services/client/caller.go",
+}
+
+// replyLine is the line of the echo handler that an edit of the server
+// changes, so that a call shows which build answered it.
+const replyLine = "return &foopb.EchoReply{Message: name}, nil"
+
+// editReply returns the server's echo.go whose echo replies with the name
+// followed by " (edit n)".
+func editReply(t testing.TB, original []byte, n int) []byte {
+	t.Helper()
+	if !bytes.Contains(original, []byte(replyLine)) {
+		t.Fatalf("%s has no line %q to edit", editedFile["server"], replyLine)
+	}
+	return bytes.Replace(original, []byte(replyLine),
+		fmt.Appendf(nil, "return &foopb.EchoReply{Message: name + %q}, nil", fmt.Sprintf(" (edit %d)", n)), 1)
+}
+
+// userCall is what a person does after a save: echo through Tilt's
+// forward of localhost:20000, on a new connection, as grpcurl does.
+func userCall(name string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return echoWait(ctx, serverGRPC, name)
 }
 
 // tiltSession is `tilt up` in a throwaway copy of the repository.
@@ -47,15 +71,17 @@ type tiltSession struct {
 	dir   string
 	proc  *proctest.Process
 	edits int
+	// the server's echo.go as copied, which each edit of the server changes
+	serverSource []byte
 	// probes of each program's pods, through port-forwards.
 	probes map[string][]*podProbe
 	calls  *callCounter
 }
 
 // startTilt copies the repository, starts `tilt up` in the copy with the
-// client at the faults' rate and replicas server pods, and waits until every
-// pod runs its build.
-func startTilt(t testing.TB, replicas int) *tiltSession {
+// client at the faults' rate, replicas server pods and the Tiltfile options
+// options, and waits until every pod runs its build.
+func startTilt(t testing.TB, replicas int, options ...string) *tiltSession {
 	t.Helper()
 	if suite.tilt == "" {
 		t.Skip("no tilt on PATH: the edit-and-reload loop needs a real Tilt")
@@ -66,9 +92,13 @@ func startTilt(t testing.TB, replicas int) *tiltSession {
 	}
 	s := &tiltSession{dir: t.TempDir(), probes: map[string][]*podProbe{}}
 	s.copyRepository(t)
+	var err error
+	if s.serverSource, err = os.ReadFile(filepath.Join(s.dir, editedFile["server"])); err != nil {
+		t.Fatal(err)
+	}
 
 	began := time.Now()
-	args := append([]string{"up", "--port", fmt.Sprint(tiltPort), "--stream"}, tiltArgs(replicas)...)
+	args := append(append([]string{"up", "--port", fmt.Sprint(tiltPort), "--stream"}, tiltArgs(replicas)...), options...)
 	s.proc = proctest.StartIn(t, s.dir, suite.tilt, os.Environ(), args...)
 	t.Cleanup(func() {
 		// Stop Tilt as a person would (Ctrl-C); what it deployed stays.
@@ -356,6 +386,8 @@ func (c *callCounter) read(t testing.TB) (ok, failed float64) {
 
 // editResult is one timed edit.
 type editResult struct {
+	user    time.Duration // server edits: file written -> a call through localhost:20000 answered by the new build
+	refused int           // server edits: calls through localhost:20000 that failed while polling for the new build
 	total   time.Duration // file written -> every pod answers with the new build
 	detect  time.Duration // file written -> compile starts (Tilt's file watch)
 	compile time.Duration // scripts/build
@@ -377,15 +409,38 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 	content := fmt.Appendf(original, "\n// live-update loop edit %d\n", s.edits)
 	var failed0 float64
 	logBefore := len(s.proc.Output())
+	var r editResult
+	var want string
 	if program == "server" {
+		content = editReply(t, s.serverSource, s.edits)
+		want = fmt.Sprintf("user (edit %d)", s.edits)
 		_, failed0 = s.calls.read(t)
+		// A call through the forward right before the save, as a person
+		// checking the previous edit makes.
+		if _, err := userCall("user"); err != nil {
+			t.Fatalf("a call through %s before edit %d: %v", serverGRPC, s.edits, err)
+		}
 	}
 	began := time.Now()
 	rev := s.commitAndWrite(t, path, content)
-	total := s.waitForRevision(t, program, rev, began)
+	if program == "server" {
+		for {
+			reply, err := userCall("user")
+			if reply == want {
+				r.user = time.Since(began)
+				break
+			}
+			if err != nil {
+				r.refused++
+			}
+			if time.Since(began) > editTimeout {
+				t.Fatalf("edit %d: no answer %q through %s within %v (last: %q, %v)", s.edits, want, serverGRPC, editTimeout, reply, err)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	r.total = s.waitForRevision(t, program, rev, began)
 	time.Sleep(settle)
-
-	r := editResult{total: total}
 	if program == "server" {
 		_, failed1 := s.calls.read(t)
 		r.failed = failed1 - failed0
@@ -398,7 +453,7 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 	if compile, ok := s.buildAfter(t, program+"-compile", began); ok {
 		r.detect, r.compile = compile.Start.Sub(began), compile.Finish.Sub(compile.Start)
 		if lu, ok := s.buildAfter(t, program, compile.Start); ok {
-			r.handoff, r.sync, r.restart = lu.Start.Sub(compile.Finish), lu.Finish.Sub(lu.Start), began.Add(total).Sub(lu.Finish)
+			r.handoff, r.sync, r.restart = lu.Start.Sub(compile.Finish), lu.Finish.Sub(lu.Start), began.Add(r.total).Sub(lu.Finish)
 		}
 	}
 	return r
@@ -509,6 +564,8 @@ func (s *tiltSession) brokenEdit(t testing.TB) (broken time.Duration, failed flo
 
 // summary is the p50 and max of the edits' times and their failed calls.
 type summary struct {
+	userP50, userMax                        time.Duration // server edits: as a person calling through localhost:20000 sees it
+	refused                                 int
 	p50, max                                time.Duration
 	detect, compile, handoff, sync, restart time.Duration // medians
 	failed                                  float64
@@ -526,8 +583,11 @@ func summarize(rs []editResult) summary {
 	var s summary
 	for _, r := range rs {
 		s.max = max(s.max, r.total)
+		s.userMax = max(s.userMax, r.user)
+		s.refused += r.refused
 		s.failed += r.failed
 	}
+	s.userP50 = med(func(r editResult) time.Duration { return r.user })
 	s.p50 = med(func(r editResult) time.Duration { return r.total })
 	s.detect = med(func(r editResult) time.Duration { return r.detect })
 	s.compile = med(func(r editResult) time.Duration { return r.compile })
@@ -544,10 +604,15 @@ func loop(b *testing.B, s *tiltSession, program string) {
 	for b.Loop() {
 		r := s.edit(b, program)
 		rs = append(rs, r)
-		b.Logf("%s edit %2d: %6.2fs  (watch %.2fs, compile %.2fs, hand-off %.2fs, sync %.2fs, restart to answer %.2fs), %v failed calls",
-			program, len(rs), r.total.Seconds(), r.detect.Seconds(), r.compile.Seconds(), r.handoff.Seconds(), r.sync.Seconds(), r.restart.Seconds(), r.failed)
+		b.Logf("%s edit %2d: %6.2fs  (watch %.2fs, compile %.2fs, hand-off %.2fs, sync %.2fs, restart to answer %.2fs), %v failed calls; through localhost:20000 %.2fs (%d calls failed while polling)",
+			program, len(rs), r.total.Seconds(), r.detect.Seconds(), r.compile.Seconds(), r.handoff.Seconds(), r.sync.Seconds(), r.restart.Seconds(), r.failed, r.user.Seconds(), r.refused)
 	}
 	sum := summarize(rs)
+	if program == "server" {
+		b.ReportMetric(sum.userP50.Seconds(), "user-p50-s")
+		b.ReportMetric(sum.userMax.Seconds(), "user-max-s")
+		b.ReportMetric(float64(sum.refused), "polls-failed")
+	}
 	b.ReportMetric(sum.p50.Seconds(), "p50-s")
 	b.ReportMetric(sum.max.Seconds(), "max-s")
 	b.ReportMetric(sum.failed, "failed-calls")

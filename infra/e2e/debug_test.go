@@ -1,0 +1,403 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-delve/delve/service/api"
+	"github.com/go-delve/delve/service/rpc2"
+	"github.com/google/pprof/profile"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"example.com/grpc-metrics/infra"
+	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/proctest"
+)
+
+// The local ends of Tilt's port-forwards in debug mode (the Tiltfile's
+// DEBUG_PORTS) and the server's gRPC forward.
+const (
+	serverGRPC     = "127.0.0.1:20000"
+	serverDelve    = "127.0.0.1:2345"
+	serverPprof    = "127.0.0.1:6060"
+	serverPprofUI  = "127.0.0.1:6070"
+	debugEdits     = 5
+	echoHandlerSym = "main.(*echoServer).Echo"
+)
+
+// TestDebugMode runs `tilt up -- --debug server` and debugs the server in its
+// pod the way an IDE does: Delve's JSON-RPC API through Tilt's forward of
+// localhost:2345, a breakpoint on the echo handler at the file and line an
+// IDE sends (the local path, mapped by .vscode/launch.json), a call through
+// localhost:20000 that stops there with its name readable among the
+// handler's arguments, then answered once the breakpoint is cleared and the
+// debugger detached. Then live updates in debug mode, the same again, and a
+// CPU profile under load through localhost:6060, by hand and by Tilt's
+// button.
+func TestDebugMode(t *testing.T) {
+	s := startTilt(t, 1, "--debug", "server")
+	ctx := t.Context()
+
+	pods, err := suite.c.runningPods(ctx, "server")
+	if err != nil || len(pods) != 1 {
+		t.Fatalf("want one running server pod, have %d (%v)", len(pods), err)
+	}
+	for _, p := range pods {
+		reasons, err := infra.RestrictedViolations(&p.ObjectMeta, &p.Spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range reasons {
+			t.Errorf("debug pod %s: %s", p.Name, r)
+		}
+		for _, c := range p.Spec.Containers {
+			if c.LivenessProbe != nil {
+				t.Errorf("debug pod %s: container %s has a liveness probe: a breakpoint held longer than it allows gets the program killed", p.Name, c.Name)
+			}
+		}
+	}
+
+	file, line := breakpointLocation(t, s.dir)
+	t.Logf("breakpoint at %s:%d, as the IDE sends it", file, line)
+	debugCall(t, s, file, line, "debug-before-edits")
+
+	var rs []editResult
+	for range debugEdits {
+		r := s.edit(t, "server")
+		rs = append(rs, r)
+		t.Logf("debug-mode edit %d: new code answering in %.2fs (watch %.2fs, compile %.2fs, sync %.2fs, restart to answer %.2fs), %v failed calls",
+			len(rs), r.total.Seconds(), r.detect.Seconds(), r.compile.Seconds(), r.sync.Seconds(), r.restart.Seconds(), r.failed)
+	}
+	sum := summarize(rs)
+	t.Logf("debug-mode loop, %d server edits: p50 %.2fs, max %.2fs, %v failed calls (compile p50 %.2fs, sync %.2fs, restart to answer %.2fs)",
+		len(rs), sum.p50.Seconds(), sum.max.Seconds(), sum.failed, sum.compile.Seconds(), sum.sync.Seconds(), sum.restart.Seconds())
+	debugCall(t, s, file, line, "debug-after-edits")
+
+	cpuProfile(t, s)
+}
+
+// launchConfig is the part of a VS Code debug configuration read here.
+type launchConfig struct {
+	Name           string `json:"name"`
+	Request        string `json:"request"`
+	Mode           string `json:"mode"`
+	Host           string `json:"host"`
+	Port           int    `json:"port"`
+	SubstitutePath []struct {
+		From string `json:"from"`
+		To   string `json:"to"`
+	} `json:"substitutePath"`
+}
+
+// breakpointLocation is where an IDE puts a breakpoint on the first
+// statement of the echo handler, opened from the workspace dir: the local
+// path of services/server/echo.go with the substitutePath rules of the
+// "Attach to server" configuration of .vscode/launch.json applied, as the Go
+// extension does before it sends the breakpoint to Delve.
+func breakpointLocation(t *testing.T, dir string) (string, int) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, ".vscode", "launch.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var launch struct {
+		Configurations []launchConfig `json:"configurations"`
+	}
+	if err := json.Unmarshal(data, &launch); err != nil {
+		t.Fatalf(".vscode/launch.json: %v", err)
+	}
+	i := slices.IndexFunc(launch.Configurations, func(c launchConfig) bool { return strings.Contains(c.Name, "server") })
+	if i < 0 {
+		t.Fatal(".vscode/launch.json has no configuration for the server")
+	}
+	cfg := launch.Configurations[i]
+	if got := net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)); cfg.Request != "attach" || cfg.Mode != "remote" || got != serverDelve {
+		t.Fatalf("launch.json %q: %s/%s to %s, want attach/remote to %s", cfg.Name, cfg.Request, cfg.Mode, got, serverDelve)
+	}
+
+	local := filepath.Join(dir, "services", "server", "echo.go")
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, local, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := 0
+	for _, d := range f.Decls {
+		if fd, ok := d.(*ast.FuncDecl); ok && fd.Name.Name == "Echo" && fd.Recv != nil && len(fd.Body.List) > 0 {
+			line = fset.Position(fd.Body.List[0].Pos()).Line
+		}
+	}
+	if line == 0 {
+		t.Fatal("no Echo method with a body in services/server/echo.go")
+	}
+	remote := local
+	for _, r := range cfg.SubstitutePath {
+		from := strings.ReplaceAll(r.From, "${workspaceFolder}", dir)
+		if strings.HasPrefix(remote, from) {
+			remote = strings.ReplaceAll(r.To, "${workspaceFolder}", dir) + strings.TrimPrefix(remote, from)
+			break
+		}
+	}
+	return remote, line
+}
+
+// debugCall attaches to the server's Delve, sets a breakpoint at file:line,
+// and calls echo with name through localhost:20000: the call must stop
+// there (the in-cluster client's calls stop there too and are let go), with
+// name among the handler's arguments. It clears the breakpoint, detaches
+// leaving the program running, and the call must then be answered. The
+// in-cluster client may lose only the calls the breakpoint held, and none
+// once the debugger is gone.
+func debugCall(t *testing.T, s *tiltSession, file string, line int, name string) {
+	t.Helper()
+	_, failed0 := s.calls.read(t)
+	conn, err := net.DialTimeout("tcp", serverDelve, 5*time.Second)
+	if err != nil {
+		t.Fatalf("attach to Delve at %s: %v", serverDelve, err)
+	}
+	dlv := rpc2.NewClientFromConn(conn)
+	if _, err := dlv.Halt(); err != nil {
+		t.Fatalf("halt: %v", err)
+	}
+	halted := time.Now()
+	bp, err := dlv.CreateBreakpoint(&api.Breakpoint{File: file, Line: line})
+	if err != nil {
+		t.Fatalf("breakpoint at %s:%d: %v", file, line, err)
+	}
+	if len(bp.Addrs) == 0 || bp.FunctionName != echoHandlerSym {
+		t.Fatalf("breakpoint at %s:%d bound to %q at %d addresses, want %s", file, line, bp.FunctionName, len(bp.Addrs), echoHandlerSym)
+	}
+
+	type answer struct {
+		reply string
+		err   error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		reply, err := echoWait(ctx, serverGRPC, name)
+		answered <- answer{reply, err}
+	}()
+
+	stops := 0
+	for found := false; !found; {
+		state := <-dlv.Continue()
+		if state.Err != nil || state.Exited {
+			t.Fatalf("continue: %v (exited %v)", state.Err, state.Exited)
+		}
+		if th := state.CurrentThread; th == nil || th.Breakpoint == nil || th.Breakpoint.ID != bp.ID {
+			t.Fatalf("stopped, but not at the breakpoint: %+v", state.CurrentThread)
+		}
+		stops++
+		args, err := dlv.ListFunctionArgs(api.EvalScope{GoroutineID: -1}, api.LoadConfig{FollowPointers: true, MaxVariableRecurse: 2, MaxStringLen: 256, MaxStructFields: -1})
+		if err != nil {
+			t.Fatalf("the handler's arguments: %v", err)
+		}
+		found = hasStringField(args, "Name", name)
+		if stops > 500 {
+			t.Fatalf("%d stops at the breakpoint, none for the call named %q", stops, name)
+		}
+	}
+	if _, err := dlv.ClearBreakpoint(bp.ID); err != nil {
+		t.Fatalf("clear the breakpoint: %v", err)
+	}
+	if err := dlv.Disconnect(true); err != nil {
+		t.Fatalf("detach, leaving the program running: %v", err)
+	}
+	held := time.Since(halted)
+	select {
+	case a := <-answered:
+		if a.err != nil || a.reply != name {
+			t.Fatalf("the call stopped at the breakpoint: %q, %v; want %q", a.reply, a.err, name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call stopped at the breakpoint was not answered within 10s of the detach")
+	}
+	// The client's calls held while the process was stopped time out within
+	// their deadline (1s); after that, none may fail.
+	time.Sleep(1500 * time.Millisecond)
+	_, failed1 := s.calls.read(t)
+	time.Sleep(5 * time.Second)
+	_, failed2 := s.calls.read(t)
+	heldCalls := float64(suite.rate)*(held.Seconds()+1) + 4
+	t.Logf("%s: stopped at the breakpoint %d times (the in-cluster client's calls too), process held %.1fs; client calls failed: %v while held (at most %.0f could be), %v in the 5s after the detach",
+		name, stops, held.Seconds(), failed1-failed0, heldCalls, failed2-failed1)
+	if failed1-failed0 > heldCalls {
+		t.Errorf("%v client calls failed around the breakpoint, more than the %.0f it could hold", failed1-failed0, heldCalls)
+	}
+	if failed2 != failed1 {
+		t.Errorf("%v client calls failed after the debugger detached", failed2-failed1)
+	}
+}
+
+// echoWait calls echo at addr on a new connection and waits for the answer
+// as long as ctx allows.
+func echoWait(ctx context.Context, addr, name string) (string, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	reply, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: name})
+	if err != nil {
+		return "", err
+	}
+	return reply.GetMessage(), nil
+}
+
+// hasStringField reports whether a field called field with the string value
+// want is among vars or their children.
+func hasStringField(vars []api.Variable, field, want string) bool {
+	for _, v := range vars {
+		if v.Name == field && v.Value == want {
+			return true
+		}
+		if hasStringField(v.Children, field, want) {
+			return true
+		}
+	}
+	return false
+}
+
+// cpuProfile puts the server under ghz load through localhost:20000 and
+// takes a CPU profile through localhost:6060, by hand and with Tilt's "CPU
+// profile (10s)" button: both parse, and their samples include the echo
+// handler. The button's profile is served by the server-pprof resource.
+func cpuProfile(t *testing.T, s *tiltSession) {
+	t.Helper()
+	ghz := proctest.StartIn(t, filepath.Join(suite.root, "scripts", "benchtools"), "go", os.Environ(),
+		"tool", "ghz", "--insecure", "--call", "foo.Foo/echo", "-d", `{"name":"profiled"}`,
+		"--rps", "300", "-z", "40s", "-c", "8", serverGRPC)
+	defer ghz.Stop(time.Second)
+	time.Sleep(3 * time.Second) // ghz compiled and calling
+
+	resp, err := http.Get("http://" + serverPprof + "/debug/pprof/profile?seconds=5")
+	if err != nil {
+		t.Fatalf("CPU profile from %s: %v", serverPprof, err)
+	}
+	data, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("CPU profile from %s: %s, %v", serverPprof, resp.Status, err)
+	}
+	checkEchoSamples(t, "the profile taken by hand", data)
+
+	clicked := time.Now()
+	s.clickButton(t, "server-cpu-profile")
+	latest := filepath.Join(s.dir, "build", "profiles", "server.pb.gz")
+	for {
+		if info, err := os.Stat(latest); err == nil && info.ModTime().After(clicked) {
+			break
+		}
+		if time.Since(clicked) > 40*time.Second {
+			t.Fatalf("no profile in %s within 40s of the click:\n%s", latest, s.tilt(t, "logs", "server"))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	data, err = os.ReadFile(latest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkEchoSamples(t, "the button's profile", data)
+	for {
+		resp, err := http.Get("http://" + serverPprofUI + "/ui/")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte("Echo")) {
+				t.Logf("server-pprof serves the button's profile at http://%s/ui/", serverPprofUI)
+				return
+			}
+		}
+		if time.Since(clicked) > 90*time.Second {
+			t.Fatalf("pprof's web UI at %s does not serve the profile (%v)", serverPprofUI, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// checkEchoSamples parses a CPU profile and checks that samples were taken
+// in the echo handler.
+func checkEchoSamples(t *testing.T, what string, data []byte) {
+	t.Helper()
+	p, err := profile.ParseData(data)
+	if err != nil {
+		t.Fatalf("%s does not parse: %v", what, err)
+	}
+	in := 0
+	for _, s := range p.Sample {
+		for _, loc := range s.Location {
+			if slices.ContainsFunc(loc.Line, func(l profile.Line) bool { return l.Function != nil && l.Function.Name == echoHandlerSym }) {
+				in++
+				break
+			}
+		}
+	}
+	t.Logf("%s: %d samples, %d of them in %s", what, len(p.Sample), in, echoHandlerSym)
+	if in == 0 {
+		t.Errorf("%s has no sample in %s", what, echoHandlerSym)
+	}
+}
+
+// clickButton clicks a button of the Tilt UI as the web UI does: it sets the
+// time of the last click in the status of the UIButton, through the API
+// server of the session's Tilt (its kubeconfig is in Tilt's own directory).
+func (s *tiltSession) clickButton(t *testing.T, name string) {
+	t.Helper()
+	dir := os.Getenv("TILT_DEV_DIR")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(home, ".tilt-dev")
+	}
+	apiServer := "tilt-default" // Tilt's name for the API server of the default port
+	if tiltPort != 10350 {
+		apiServer = fmt.Sprintf("tilt-%d", tiltPort)
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: filepath.Join(dir, "config")},
+		&clientcmd.ConfigOverrides{CurrentContext: apiServer}).ClientConfig()
+	if err != nil {
+		t.Fatalf("Tilt's API server: %v", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buttons := dyn.Resource(schema.GroupVersionResource{Group: "tilt.dev", Version: "v1alpha1", Resource: "uibuttons"})
+	b, err := buttons.Get(t.Context(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("button %s: %v", name, err)
+	}
+	if err := unstructured.SetNestedField(b.Object, metav1.NowMicro().UTC().Format("2006-01-02T15:04:05.000000Z07:00"), "status", "lastClickedAt"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := buttons.UpdateStatus(t.Context(), b, metav1.UpdateOptions{}); err != nil {
+		t.Fatalf("click %s: %v", name, err)
+	}
+}
