@@ -847,3 +847,32 @@ func TestDevOverlayRelaxesOnlyReadOnlyRootFilesystemOfTheApp(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestDeployedTreesCarryNoDebugging: Delve and the pprof listener are Tilt's
+// debug mode only (the Tiltfile's --debug). What deploys without Tilt runs
+// the programs themselves, with no debug listener and no debugger port.
+func TestDeployedTreesCarryNoDebugging(t *testing.T) {
+	for _, dir := range []string{".", "base", "app", "operator", "dev"} {
+		tr := mustBuild(t, dir)
+		for name, d := range tr.deployments {
+			for _, c := range append(d.Spec.Template.Spec.InitContainers, d.Spec.Template.Spec.Containers...) {
+				where := fmt.Sprintf("%s: deployment/%s container %s", dir, name, c.Name)
+				for _, arg := range append(slices.Clone(c.Command), c.Args...) {
+					if strings.Contains(arg, "dlv") {
+						t.Errorf("%s runs Delve (%q)", where, arg)
+					}
+				}
+				for _, e := range c.Env {
+					if strings.HasSuffix(e.Name, "_DEBUG_PORT") {
+						t.Errorf("%s sets %s: its pprof listener is for Tilt's debug mode only", where, e.Name)
+					}
+				}
+				for _, p := range c.Ports {
+					if p.ContainerPort == 2345 || p.ContainerPort == 6060 {
+						t.Errorf("%s declares port %d, a debug port", where, p.ContainerPort)
+					}
+				}
+			}
+		}
+	}
+}
