@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,6 +36,9 @@ const (
 	tiltPort    = 10350            // Tilt's API and UI: a second Tilt would fight over the same resources
 	editTimeout = 60 * time.Second // for one edit to reach every pod
 	settle      = time.Second      // between edits, and before counting failed calls
+	// userPoll spaces the calls through a port-forward that wait for an
+	// edit's new code once its process has started.
+	userPoll = 10 * time.Millisecond
 )
 
 // editedFile is the file each program's edits change.
@@ -70,6 +74,7 @@ func userCall(name string) (string, error) {
 type tiltSession struct {
 	dir   string
 	proc  *proctest.Process
+	rate  int // the client's calls per second
 	edits int
 	// the server's echo.go as copied, which each edit of the server changes
 	serverSource []byte
@@ -79,9 +84,9 @@ type tiltSession struct {
 }
 
 // startTilt copies the repository, starts `tilt up` in the copy with the
-// client at the faults' rate, replicas server pods and the Tiltfile options
-// options, and waits until every pod runs its build.
-func startTilt(t testing.TB, replicas int, options ...string) *tiltSession {
+// client calling rate times a second, replicas server pods and the Tiltfile
+// options options, and waits until every pod runs its build.
+func startTilt(t testing.TB, replicas, rate int, options ...string) *tiltSession {
 	t.Helper()
 	if suite.tilt == "" {
 		t.Skip("no tilt on PATH: the edit-and-reload loop needs a real Tilt")
@@ -90,7 +95,7 @@ func startTilt(t testing.TB, replicas int, options ...string) *tiltSession {
 		conn.Close()
 		t.Fatalf("something listens on port %d, most likely `tilt up`: stop it first, two Tilts would fight over the same resources", tiltPort)
 	}
-	s := &tiltSession{dir: t.TempDir(), probes: map[string][]*podProbe{}}
+	s := &tiltSession{dir: t.TempDir(), rate: rate, probes: map[string][]*podProbe{}}
 	s.copyRepository(t)
 	var err error
 	if s.serverSource, err = os.ReadFile(filepath.Join(s.dir, editedFile["server"])); err != nil {
@@ -98,7 +103,7 @@ func startTilt(t testing.TB, replicas int, options ...string) *tiltSession {
 	}
 
 	began := time.Now()
-	args := append(append([]string{"up", "--port", fmt.Sprint(tiltPort), "--stream"}, tiltArgs(replicas)...), options...)
+	args := append(append([]string{"up", "--port", fmt.Sprint(tiltPort), "--stream"}, tiltArgs(replicas, rate)...), options...)
 	s.proc = proctest.StartIn(t, s.dir, suite.tilt, os.Environ(), args...)
 	t.Cleanup(func() {
 		// Stop Tilt as a person would (Ctrl-C); what it deployed stays.
@@ -269,14 +274,17 @@ func (s *tiltSession) buildAfter(t testing.TB, name string, since time.Time) (bu
 // stop would wait for it.
 type podProbe struct {
 	pod     string
-	metrics string         // the pod's port 9000
-	starts  chan processUp // a process logged that it serves
+	metrics string // the pod's port 9000
+
+	mu      sync.Mutex
+	serving map[string]bool // revisions whose process logged that it serves
 }
 
-// processUp is a process of the pod that started and serves.
-type processUp struct {
-	revision string
-	at       time.Time // when the log line arrived
+// started reports whether a process of revision rev has logged that it serves.
+func (p *podProbe) started(rev string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.serving[rev]
 }
 
 func newProbes(t testing.TB, app string) []*podProbe {
@@ -287,7 +295,7 @@ func newProbes(t testing.TB, app string) []*podProbe {
 	}
 	var out []*podProbe
 	for _, p := range pods {
-		pp := &podProbe{pod: p.Name, metrics: suite.c.portForward(t, p.Name, 9000).addr[9000], starts: make(chan processUp, 16)}
+		pp := &podProbe{pod: p.Name, metrics: suite.c.portForward(t, p.Name, 9000).addr[9000], serving: map[string]bool{}}
 		pp.follow(t)
 		out = append(out, pp)
 	}
@@ -321,10 +329,9 @@ func (p *podProbe) follow(t testing.TB) {
 			case "starting":
 				revision = line.Revision
 			case "serving", "calling echo":
-				select {
-				case p.starts <- processUp{revision: revision, at: time.Now()}:
-				default: // nobody waits: an edit not timed
-				}
+				p.mu.Lock()
+				p.serving[revision] = true
+				p.mu.Unlock()
 			}
 		}
 	}()
@@ -424,6 +431,16 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 	began := time.Now()
 	rev := s.commitAndWrite(t, path, content)
 	if program == "server" {
+		// Calls through the forward begin once a server process of this
+		// revision logs that it serves: each costs the API server, the
+		// kubelet and the container runtime CPU that the compile of the edit
+		// also needs, so calls made all along would slow what they time.
+		for !slices.ContainsFunc(s.probes["server"], func(p *podProbe) bool { return p.started(rev) }) {
+			if time.Since(began) > editTimeout {
+				t.Fatalf("edit %d: no server process of revision %.8s serves within %v", s.edits, rev, editTimeout)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		for {
 			reply, err := userCall("user")
 			if reply == want {
@@ -436,7 +453,7 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 			if time.Since(began) > editTimeout {
 				t.Fatalf("edit %d: no answer %q through %s within %v (last: %q, %v)", s.edits, want, serverGRPC, editTimeout, reply, err)
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(userPoll)
 		}
 	}
 	r.total = s.waitForRevision(t, program, rev, began)
@@ -465,22 +482,13 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 func (s *tiltSession) waitForRevision(t testing.TB, program, rev string, began time.Time) time.Duration {
 	t.Helper()
 	probes := s.probes[program]
-	started := map[*podProbe]bool{}
 	done := map[*podProbe]time.Time{}
 	for len(done) < len(probes) {
 		for _, p := range probes {
 			if _, ok := done[p]; ok {
 				continue
 			}
-			for drained := false; !drained; {
-				select {
-				case up := <-p.starts:
-					started[p] = started[p] || up.revision == rev
-				default:
-					drained = true
-				}
-			}
-			if !started[p] {
+			if !p.started(rev) {
 				continue
 			}
 			if got, answering := p.state(program); got == rev && answering {
@@ -488,8 +496,8 @@ func (s *tiltSession) waitForRevision(t testing.TB, program, rev string, began t
 			}
 		}
 		if time.Since(began) > editTimeout {
-			t.Fatalf("%s: revision %.8s not answering on every pod within %v (started: %v, answering: %d of %d)",
-				program, rev, editTimeout, started, len(done), len(probes))
+			t.Fatalf("%s: revision %.8s not answering on every pod within %v (answering: %d of %d)",
+				program, rev, editTimeout, len(done), len(probes))
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
@@ -636,7 +644,7 @@ func BenchmarkLiveUpdate(b *testing.B) {
 		}
 		replicas = n
 	}
-	s := startTilt(b, replicas)
+	s := startTilt(b, replicas, suite.rate)
 	b.Run("server", func(b *testing.B) { loop(b, s, "server") })
 	b.Run("client", func(b *testing.B) { loop(b, s, "client") })
 	broken, failed, fix := s.brokenEdit(b)

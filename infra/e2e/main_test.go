@@ -130,17 +130,17 @@ func readSettings() (settings, error) {
 	return s, nil
 }
 
-// tiltArgs are the Tiltfile options of a Tilt run: the client calls at the
-// faults' rate, and the server runs replicas pods.
-func tiltArgs(replicas int) []string {
-	return []string{"--", "--client-rate", strconv.Itoa(suite.rate), "--client-concurrency", "4", "--server-replicas", strconv.Itoa(replicas)}
+// tiltArgs are the Tiltfile options of a Tilt run: the client calls rate
+// times a second, and the server runs replicas pods.
+func tiltArgs(replicas, rate int) []string {
+	return []string{"--", "--client-rate", strconv.Itoa(rate), "--client-concurrency", "4", "--server-replicas", strconv.Itoa(replicas)}
 }
 
 // tiltCI runs `tilt ci` in the repository and prints how long it took.
 func tiltCI() error {
 	began := time.Now()
 	// Two server pods, as in infra/base: the faults need a second one.
-	cmd := exec.Command(suite.tilt, append([]string{"ci", "--timeout", "10m"}, tiltArgs(2)...)...)
+	cmd := exec.Command(suite.tilt, append([]string{"ci", "--timeout", "10m"}, tiltArgs(2, suite.rate)...)...)
 	cmd.Dir = suite.root
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {

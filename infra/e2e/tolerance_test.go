@@ -133,7 +133,7 @@ func TestFaults(t *testing.T) {
 	})
 
 	t.Run("live updates of the server", func(t *testing.T) {
-		s := startTilt(t, 2)
+		s := startTilt(t, 2, suite.rate)
 		_, failedStart := s.calls.read(t)
 		var rs []editResult
 		for range 5 {
