@@ -45,6 +45,8 @@ const (
 	serverDelve    = "127.0.0.1:2345"
 	serverPprof    = "127.0.0.1:6060"
 	serverPprofUI  = "127.0.0.1:6070"
+	clientDelve    = "127.0.0.1:2346"
+	clientPprof    = "127.0.0.1:6061"
 	debugEdits     = 5
 	echoHandlerSym = "main.(*echoServer).Echo"
 )
@@ -57,7 +59,8 @@ const (
 // handler's arguments, then answered once the breakpoint is cleared and the
 // debugger detached. Then live updates in debug mode, the same again, and a
 // CPU profile under load through localhost:6060, by hand and by Tilt's
-// button.
+// button. Then, switched with tilt args, the client too, through
+// localhost:2346 and 6061.
 func TestDebugMode(t *testing.T) {
 	// The client at the Tiltfile's default rate: at 60 calls/s its calls
 	// would queue at the breakpoint faster than a debugger steps past them.
@@ -100,6 +103,67 @@ func TestDebugMode(t *testing.T) {
 	debugCall(t, s, file, line, "debug-after-edits", fmt.Sprintf("debug-after-edits (edit %d)", s.edits))
 
 	cpuProfile(t, s)
+
+	// Both programs, as a person switches while Tilt runs: tilt args
+	// replaces every option given before.
+	s.tilt(t, append(append([]string{"args"}, tiltArgs(1, s.rate)...), "--debug", "server", "--debug", "client")...)
+	if err := suite.c.waitRollout(t.Context(), "client", 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	s.calls = newCallCounter(t)
+	debugClient(t, s)
+}
+
+// debugClient attaches to the client's Delve through localhost:2346 and
+// stops it where it makes a call, then detaches: the client calls on.
+// Its pprof answers on localhost:6061.
+func debugClient(t *testing.T, s *tiltSession) {
+	t.Helper()
+	// Tilt forwards the new pod's ports once it runs, and Delve answers
+	// once it has started the client.
+	var dlv *rpc2.RPCClient
+	for began := time.Now(); ; time.Sleep(500 * time.Millisecond) {
+		conn, err := net.DialTimeout("tcp", clientDelve, 5*time.Second)
+		if err == nil {
+			dlv = rpc2.NewClientFromConn(conn)
+			if _, err = dlv.Halt(); err == nil {
+				break
+			}
+			conn.Close()
+		}
+		if time.Since(began) > time.Minute {
+			t.Fatalf("attach to the client's Delve at %s and halt it: %v", clientDelve, err)
+		}
+	}
+	const fn = "main.(*caller).call"
+	bp, err := dlv.CreateBreakpoint(&api.Breakpoint{FunctionName: fn})
+	if err != nil {
+		t.Fatalf("breakpoint on %s: %v", fn, err)
+	}
+	state := <-dlv.Continue()
+	if state.Err != nil || state.CurrentThread == nil || state.CurrentThread.Breakpoint == nil || state.CurrentThread.Breakpoint.ID != bp.ID {
+		t.Fatalf("the client did not stop in %s: %+v", fn, state)
+	}
+	if _, err := dlv.ClearBreakpoint(bp.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := dlv.Disconnect(true); err != nil {
+		t.Fatal(err)
+	}
+	ok0, _ := s.calls.read(t)
+	time.Sleep(3 * time.Second)
+	if ok1, _ := s.calls.read(t); ok1 <= ok0 {
+		t.Errorf("the client made no call in the 3s after the debugger detached (%v, then %v)", ok0, ok1)
+	}
+	resp, err := http.Get("http://" + clientPprof + "/debug/pprof/")
+	if err != nil {
+		t.Fatalf("the client's pprof at %s: %v", clientPprof, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("the client's pprof at %s: %s", clientPprof, resp.Status)
+	}
+	t.Logf("client: stopped in %s through %s, detached, calling on; pprof on %s", fn, clientDelve, clientPprof)
 }
 
 // launchConfig is the part of a VS Code debug configuration read here.
@@ -301,7 +365,7 @@ func cpuProfile(t *testing.T, s *tiltSession) {
 	}
 	ghz := proctest.StartIn(t, tools, strings.TrimSpace(string(out)), os.Environ(),
 		"--insecure", "--call", "foo.Foo/echo", "-d", `{"name":"profiled"}`,
-		"--rps", "300", "-z", "60s", "-c", "8", serverGRPC)
+		"--rps", "1000", "-z", "60s", "-c", "8", serverGRPC)
 	defer ghz.Stop(time.Second)
 	// Calling: the server's count of answered calls grows by ghz's rate.
 	answered := func() float64 {
@@ -317,7 +381,7 @@ func cpuProfile(t *testing.T, s *tiltSession) {
 		}
 	}
 
-	resp, err := http.Get("http://" + serverPprof + "/debug/pprof/profile?seconds=5")
+	resp, err := http.Get("http://" + serverPprof + "/debug/pprof/profile?seconds=10")
 	if err != nil {
 		t.Fatalf("CPU profile from %s: %v", serverPprof, err)
 	}

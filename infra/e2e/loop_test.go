@@ -202,9 +202,10 @@ func (s *tiltSession) waitReady(t testing.TB, timeout time.Duration) {
 }
 
 // tilt runs a tilt command against the session's Tilt and returns its output.
+// The first argument is the subcommand; Tiltfile options may follow "--".
 func (s *tiltSession) tilt(t testing.TB, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(suite.tilt, append(args, "--port", fmt.Sprint(tiltPort))...)
+	cmd := exec.Command(suite.tilt, append([]string{args[0], "--port", fmt.Sprint(tiltPort)}, args[1:]...)...)
 	cmd.Dir = s.dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
