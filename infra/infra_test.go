@@ -403,7 +403,9 @@ func TestServerServiceIsHeadless(t *testing.T) {
 	if len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Name != "grpc" || s.Spec.Ports[0].Port != 20000 {
 		t.Errorf("server-service ports = %+v, want one port grpc 20000", s.Spec.Ports)
 	}
-	want := "dns:///server-service." + namespace + ".svc.cluster.local:20000"
+	// The client resolves this Service, in its own namespace, and calls its
+	// port: the target is the Service's name, unqualified, and that port.
+	want := fmt.Sprintf("dns:///%s:%d", s.Name, s.Spec.Ports[0].Port)
 	if got := env(container(t, tr, "client"), "CLIENT_SERVER_ADDR"); got != want {
 		t.Errorf("client CLIENT_SERVER_ADDR = %q, want %q", got, want)
 	}
@@ -596,7 +598,8 @@ type prometheusConfig struct {
 		KubernetesSDConfigs []struct {
 			Role       string `json:"role"`
 			Namespaces struct {
-				Names []string `json:"names"`
+				Names        []string `json:"names"`
+				OwnNamespace bool     `json:"own_namespace"`
 			} `json:"namespaces"`
 		} `json:"kubernetes_sd_configs"`
 		RelabelConfigs []struct {
@@ -637,9 +640,11 @@ func TestPrometheusScrapesTheMetricsServices(t *testing.T) {
 		if !ok {
 			continue
 		}
+		// Its own namespace, whichever it is: environments side by side
+		// in one cluster each scrape only their own pods.
 		if len(sc.KubernetesSDConfigs) != 1 || sc.KubernetesSDConfigs[0].Role != "endpointslice" ||
-			!slices.Equal(sc.KubernetesSDConfigs[0].Namespaces.Names, []string{namespace}) {
-			t.Errorf("job %s: want one endpointslice discovery restricted to namespace %s", sc.JobName, namespace)
+			!sc.KubernetesSDConfigs[0].Namespaces.OwnNamespace || len(sc.KubernetesSDConfigs[0].Namespaces.Names) != 0 {
+			t.Errorf("job %s: want one endpointslice discovery restricted to Prometheus's own namespace", sc.JobName)
 		}
 		if len(sc.RelabelConfigs) == 0 {
 			t.Errorf("job %s has no relabel configs", sc.JobName)
@@ -871,6 +876,49 @@ func TestDeployedTreesCarryNoDebugging(t *testing.T) {
 					if p.ContainerPort == 2345 || p.ContainerPort == 6060 {
 						t.Errorf("%s declares port %d, a debug port", where, p.ContainerPort)
 					}
+				}
+			}
+		}
+	}
+}
+
+// TestTreesMoveToAnotherNamespace: the manifests name their namespace only
+// in kustomize's namespace field, so an overlay that sets another one (what
+// `kustomize edit set namespace` writes) moves everything, and leaves no
+// reference to the old one in a name, a subject or a configuration.
+func TestTreesMoveToAnotherNamespace(t *testing.T) {
+	for _, dir := range []string{"base", "operator"} {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		overlay := t.TempDir()
+		rel, err := filepath.Rel(overlay, abs) // kustomize takes no absolute resource path
+		if err != nil {
+			t.Fatal(err)
+		}
+		k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: elsewhere\nresources:\n  - " + rel + "\n"
+		if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := build(overlay)
+		if err != nil {
+			t.Fatalf("%s moved to namespace elsewhere: %v", dir, err)
+		}
+		if len(tr.namespaces) != 1 || tr.namespaces[0].Name != "elsewhere" {
+			t.Errorf("%s: namespaces %v, want the one namespace renamed to elsewhere", dir, tr.namespaces)
+		}
+		for _, rb := range tr.roleBindings {
+			for _, s := range rb.Subjects {
+				if s.Kind == "ServiceAccount" && s.Namespace != "elsewhere" {
+					t.Errorf("%s: rolebinding/%s names service account %s in namespace %q", dir, rb.Name, s.Name, s.Namespace)
+				}
+			}
+		}
+		for id, data := range tr.raw {
+			for _, old := range []string{"namespace: " + namespace + "\n", "." + namespace + ".svc", "- " + namespace + "\n"} {
+				if strings.Contains(string(data), old) {
+					t.Errorf("%s moved to namespace elsewhere: %s still has %q", dir, id, old)
 				}
 			}
 		}

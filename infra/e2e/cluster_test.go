@@ -70,7 +70,12 @@ func connect() (*cluster, error) {
 // runningPods returns the pods of app that run and are not being deleted,
 // sorted by name.
 func (c *cluster) runningPods(ctx context.Context, app string) ([]corev1.Pod, error) {
-	list, err := c.client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+	return c.runningPodsIn(ctx, namespace, app)
+}
+
+// runningPodsIn is runningPods in namespace ns.
+func (c *cluster) runningPodsIn(ctx context.Context, ns, app string) ([]corev1.Pod, error) {
+	list, err := c.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
 	if err != nil {
 		return nil, err
 	}
@@ -105,15 +110,20 @@ func podReady(p *corev1.Pod) bool {
 // waitRollout waits until deployment name has rolled out completely: every
 // replica updated and available, and no pod of an older revision left.
 func (c *cluster) waitRollout(ctx context.Context, name string, timeout time.Duration) error {
+	return c.waitRolloutIn(ctx, namespace, name, timeout)
+}
+
+// waitRolloutIn is waitRollout in namespace ns.
+func (c *cluster) waitRolloutIn(ctx context.Context, ns, name string, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last string
 	for {
-		d, err := c.client.AppsV1().Deployments(namespace).Get(ctx, name, metav1.GetOptions{})
+		d, err := c.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
 			last = rolloutState(d)
 			if last == "" {
-				pods, err := c.client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+				pods, err := c.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
 				if err == nil && int32(len(pods.Items)) == d.Status.Replicas {
 					return nil
 				}
@@ -124,7 +134,7 @@ func (c *cluster) waitRollout(ctx context.Context, name string, timeout time.Dur
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("deployment/%s not rolled out within %v: %s", name, timeout, last)
+			return fmt.Errorf("deployment/%s in %s not rolled out within %v: %s", name, ns, timeout, last)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

@@ -106,11 +106,11 @@ func TestDebugMode(t *testing.T) {
 
 	// Both programs, as a person switches while Tilt runs: tilt args
 	// replaces every option given before.
-	s.tilt(t, append(append([]string{"args"}, tiltArgs(1, s.rate)...), "--debug", "server", "--debug", "client")...)
+	s.tilt(t, append(append([]string{"args"}, s.target.args(1, s.rate)...), "--debug", "server", "--debug", "client")...)
 	if err := suite.c.waitRollout(t.Context(), "client", 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	s.calls = newCallCounter(t)
+	s.calls = newCallCounter(t, s.target.ns)
 	debugClient(t, s)
 }
 

@@ -63,19 +63,21 @@ func editReply(t testing.TB, original []byte, n int) []byte {
 }
 
 // userCall is what a person does after a save: echo through Tilt's
-// forward of localhost:20000, on a new connection, as grpcurl does.
-func userCall(name string) (string, error) {
+// forward of localhost:20000 (plus the offset), on a new connection, as
+// grpcurl does.
+func (s *tiltSession) userCall(name string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	return echoWait(ctx, serverGRPC, name)
+	return echoWait(ctx, s.target.local(20000), name)
 }
 
 // tiltSession is `tilt up` in a throwaway copy of the repository.
 type tiltSession struct {
-	dir   string
-	proc  *proctest.Process
-	rate  int // the client's calls per second
-	edits int
+	target tiltTarget
+	dir    string
+	proc   *proctest.Process
+	rate   int // the client's calls per second
+	edits  int
 	// the server's echo.go as copied, which each edit of the server changes
 	serverSource []byte
 	// probes of each program's pods, through port-forwards.
@@ -83,19 +85,66 @@ type tiltSession struct {
 	calls  *callCounter
 }
 
+// tiltTarget is where a Tilt session deploys, and how it is reached.
+type tiltTarget struct {
+	kubeconfig string   // KUBECONFIG of the session; "" for this process's
+	ns         string   // the Tiltfile's --namespace
+	port       int      // Tilt's web port (tilt up --port)
+	offset     int      // the Tiltfile's --port-offset
+	options    []string // further Tiltfile options (--allowed-context...)
+}
+
+// defaultTarget is the current kube context, the namespace under test,
+// Tilt's default port and no offset.
+func defaultTarget() tiltTarget { return tiltTarget{ns: namespace, port: tiltPort} }
+
+// env is the environment of tilt commands of the target.
+func (tt tiltTarget) env() []string {
+	if tt.kubeconfig == "" {
+		return os.Environ()
+	}
+	return append(os.Environ(), "KUBECONFIG="+tt.kubeconfig)
+}
+
+// args are the Tiltfile options of the target, after "--".
+func (tt tiltTarget) args(replicas, rate int) []string {
+	args := []string{"--", "--client-rate", strconv.Itoa(rate), "--client-concurrency", "4", "--server-replicas", strconv.Itoa(replicas)}
+	if tt.ns != "echo" {
+		args = append(args, "--namespace", tt.ns)
+	}
+	if tt.offset != 0 {
+		args = append(args, "--port-offset", strconv.Itoa(tt.offset))
+	}
+	return append(args, tt.options...)
+}
+
+// local is the address of a port-forward of the target: localhost, port
+// plus the offset.
+func (tt tiltTarget) local(port int) string {
+	return fmt.Sprintf("127.0.0.1:%d", port+tt.offset)
+}
+
 // startTilt copies the repository, starts `tilt up` in the copy with the
 // client calling rate times a second, replicas server pods and the Tiltfile
 // options options, and waits until every pod runs its build.
 func startTilt(t testing.TB, replicas, rate int, options ...string) *tiltSession {
 	t.Helper()
+	target := defaultTarget()
+	target.options = options
+	return startTiltAt(t, target, replicas, rate)
+}
+
+// startTiltAt is startTilt deploying to target.
+func startTiltAt(t testing.TB, target tiltTarget, replicas, rate int) *tiltSession {
+	t.Helper()
 	if suite.tilt == "" {
 		t.Skip("no tilt on PATH: the edit-and-reload loop needs a real Tilt")
 	}
-	if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", tiltPort), time.Second); err == nil {
+	if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", target.port), time.Second); err == nil {
 		conn.Close()
-		t.Fatalf("something listens on port %d, most likely `tilt up`: stop it first, two Tilts would fight over the same resources", tiltPort)
+		t.Fatalf("something listens on port %d, most likely `tilt up`: stop it first, two Tilts would fight over the same resources", target.port)
 	}
-	s := &tiltSession{dir: t.TempDir(), rate: rate, probes: map[string][]*podProbe{}}
+	s := &tiltSession{target: target, dir: t.TempDir(), rate: rate, probes: map[string][]*podProbe{}}
 	s.copyRepository(t)
 	var err error
 	if s.serverSource, err = os.ReadFile(filepath.Join(s.dir, editedFile["server"])); err != nil {
@@ -103,8 +152,8 @@ func startTilt(t testing.TB, replicas, rate int, options ...string) *tiltSession
 	}
 
 	began := time.Now()
-	args := append(append([]string{"up", "--port", fmt.Sprint(tiltPort), "--stream"}, tiltArgs(replicas, rate)...), options...)
-	s.proc = proctest.StartIn(t, s.dir, suite.tilt, os.Environ(), args...)
+	args := append([]string{"up", "--port", fmt.Sprint(target.port), "--stream"}, target.args(replicas, rate)...)
+	s.proc = proctest.StartIn(t, s.dir, suite.tilt, target.env(), args...)
 	t.Cleanup(func() {
 		// Stop Tilt as a person would (Ctrl-C); what it deployed stays.
 		s.proc.Signal(t, syscall.SIGINT)
@@ -116,14 +165,14 @@ func startTilt(t testing.TB, replicas, rate int, options ...string) *tiltSession
 	s.waitReady(t, 10*time.Minute)
 	ctx := t.Context()
 	for _, app := range []string{"server", "client"} {
-		if err := suite.c.waitRollout(ctx, app, 3*time.Minute); err != nil {
+		if err := suite.c.waitRolloutIn(ctx, target.ns, app, 3*time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("tilt up in a copy of the repository, %d server pods: rolled out with its builds in %v", replicas, time.Since(began).Round(100*time.Millisecond))
-	s.probes["server"] = newProbes(t, "server")
-	s.probes["client"] = newProbes(t, "client")
-	s.calls = newCallCounter(t)
+	t.Logf("tilt up in a copy of the repository, namespace %s, %d server pods: rolled out with its builds in %v", target.ns, replicas, time.Since(began).Round(100*time.Millisecond))
+	s.probes["server"] = newProbes(t, target.ns, "server")
+	s.probes["client"] = newProbes(t, target.ns, "client")
+	s.calls = newCallCounter(t, target.ns)
 	return s
 }
 
@@ -183,8 +232,9 @@ func (s *tiltSession) waitReady(t testing.TB, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for {
 		cmd := exec.Command(suite.tilt, "wait", "--for=condition=Ready", "--timeout=1m",
-			"uiresource/server", "uiresource/client", "--port", fmt.Sprint(tiltPort))
+			"uiresource/server", "uiresource/client", "--port", fmt.Sprint(s.target.port))
 		cmd.Dir = s.dir
+		cmd.Env = s.target.env()
 		out, err := cmd.CombinedOutput()
 		if err == nil {
 			return
@@ -205,8 +255,9 @@ func (s *tiltSession) waitReady(t testing.TB, timeout time.Duration) {
 // The first argument is the subcommand; Tiltfile options may follow "--".
 func (s *tiltSession) tilt(t testing.TB, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(suite.tilt, append([]string{args[0], "--port", fmt.Sprint(tiltPort)}, args[1:]...)...)
+	cmd := exec.Command(suite.tilt, append([]string{args[0], "--port", fmt.Sprint(s.target.port)}, args[1:]...)...)
 	cmd.Dir = s.dir
+	cmd.Env = s.target.env()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("tilt %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -274,7 +325,7 @@ func (s *tiltSession) buildAfter(t testing.TB, name string, since time.Time) (bu
 // the pod for about a second after it is closed, and the server's graceful
 // stop would wait for it.
 type podProbe struct {
-	pod     string
+	ns, pod string
 	metrics string // the pod's port 9000
 
 	mu      sync.Mutex
@@ -288,15 +339,15 @@ func (p *podProbe) started(rev string) bool {
 	return p.serving[rev]
 }
 
-func newProbes(t testing.TB, app string) []*podProbe {
+func newProbes(t testing.TB, ns, app string) []*podProbe {
 	t.Helper()
-	pods, err := suite.c.runningPods(t.Context(), app)
+	pods, err := suite.c.runningPodsIn(t.Context(), ns, app)
 	if err != nil || len(pods) == 0 {
-		t.Fatalf("no running %s pod (%v)", app, err)
+		t.Fatalf("no running %s pod in %s (%v)", app, ns, err)
 	}
 	var out []*podProbe
 	for _, p := range pods {
-		pp := &podProbe{pod: p.Name, metrics: suite.c.portForward(t, p.Name, 9000).addr[9000], serving: map[string]bool{}}
+		pp := &podProbe{ns: ns, pod: p.Name, metrics: suite.c.portForwardIn(t, ns, p.Name, 9000).addr[9000], serving: map[string]bool{}}
 		pp.follow(t)
 		out = append(out, pp)
 	}
@@ -309,7 +360,7 @@ func newProbes(t testing.TB, app string) []*podProbe {
 func (p *podProbe) follow(t testing.TB) {
 	t.Helper()
 	now := metav1.Now()
-	stream, err := suite.c.client.CoreV1().Pods(namespace).GetLogs(p.pod, &corev1.PodLogOptions{Follow: true, SinceTime: &now}).Stream(t.Context())
+	stream, err := suite.c.client.CoreV1().Pods(p.ns).GetLogs(p.pod, &corev1.PodLogOptions{Follow: true, SinceTime: &now}).Stream(t.Context())
 	if err != nil {
 		t.Fatalf("follow the log of %s: %v", p.pod, err)
 	}
@@ -366,13 +417,13 @@ type callCounter struct {
 	pod, url string
 }
 
-func newCallCounter(t testing.TB) *callCounter {
+func newCallCounter(t testing.TB, ns string) *callCounter {
 	t.Helper()
-	pods, err := suite.c.runningPods(t.Context(), "client")
+	pods, err := suite.c.runningPodsIn(t.Context(), ns, "client")
 	if err != nil || len(pods) != 1 {
-		t.Fatalf("want one running client pod, have %d (%v)", len(pods), err)
+		t.Fatalf("want one running client pod in %s, have %d (%v)", ns, len(pods), err)
 	}
-	fwd := suite.c.portForward(t, pods[0].Name, 9000)
+	fwd := suite.c.portForwardIn(t, ns, pods[0].Name, 9000)
 	return &callCounter{pod: pods[0].Name, url: "http://" + fwd.addr[9000] + "/metrics"}
 }
 
@@ -425,8 +476,8 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 		_, failed0 = s.calls.read(t)
 		// A call through the forward right before the save, as a person
 		// checking the previous edit makes.
-		if _, err := userCall("user"); err != nil {
-			t.Fatalf("a call through %s before edit %d: %v", serverGRPC, s.edits, err)
+		if _, err := s.userCall("user"); err != nil {
+			t.Fatalf("a call through %s before edit %d: %v", s.target.local(20000), s.edits, err)
 		}
 	}
 	began := time.Now()
@@ -443,7 +494,7 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 			time.Sleep(10 * time.Millisecond)
 		}
 		for {
-			reply, err := userCall("user")
+			reply, err := s.userCall("user")
 			if reply == want {
 				r.user = time.Since(began)
 				break
@@ -452,7 +503,7 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 				r.refused++
 			}
 			if time.Since(began) > editTimeout {
-				t.Fatalf("edit %d: no answer %q through %s within %v (last: %q, %v)", s.edits, want, serverGRPC, editTimeout, reply, err)
+				t.Fatalf("edit %d: no answer %q through %s within %v (last: %q, %v)", s.edits, want, s.target.local(20000), editTimeout, reply, err)
 			}
 			time.Sleep(userPoll)
 		}

@@ -27,7 +27,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-const namespace = "echo"
+// namespace is the namespace of the environment under test: echo, or
+// E2E_NAMESPACE (the Tiltfile's --namespace).
+var namespace = "echo"
 
 // Settings, from the environment (scripts/e2e documents them).
 type settings struct {
@@ -113,6 +115,9 @@ func readSettings() (settings, error) {
 	default:
 		return s, fmt.Errorf("E2E_DEPLOY=%q: use tilt, kustomize or none", s.deploy)
 	}
+	if v := os.Getenv("E2E_NAMESPACE"); v != "" {
+		namespace = v
+	}
 	if v := os.Getenv("E2E_RATE"); v != "" {
 		r, err := strconv.Atoi(v)
 		if err != nil || r < 1 {
@@ -130,17 +135,11 @@ func readSettings() (settings, error) {
 	return s, nil
 }
 
-// tiltArgs are the Tiltfile options of a Tilt run: the client calls rate
-// times a second, and the server runs replicas pods.
-func tiltArgs(replicas, rate int) []string {
-	return []string{"--", "--client-rate", strconv.Itoa(rate), "--client-concurrency", "4", "--server-replicas", strconv.Itoa(replicas)}
-}
-
 // tiltCI runs `tilt ci` in the repository and prints how long it took.
 func tiltCI() error {
 	began := time.Now()
 	// Two server pods, as in infra/base: the faults need a second one.
-	cmd := exec.Command(suite.tilt, append([]string{"ci", "--timeout", "10m"}, tiltArgs(2, suite.rate)...)...)
+	cmd := exec.Command(suite.tilt, append([]string{"ci", "--timeout", "10m"}, defaultTarget().args(2, suite.rate)...)...)
 	cmd.Dir = suite.root
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -234,9 +233,12 @@ func renderBase(images map[string]string) ([]*unstructured.Unstructured, error) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	k := "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../infra/base\nimages:\n"
+	// What `kustomize edit set namespace` and `kustomize edit set image`
+	// write: the image's name and tag apart, as infra/base sets a tag.
+	k := fmt.Sprintf("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: %s\nresources:\n  - ../../infra/base\nimages:\n", namespace)
 	for name, ref := range images {
-		k += fmt.Sprintf("  - name: %s\n    newName: %s\n", name, ref)
+		i := strings.LastIndex(ref, ":")
+		k += fmt.Sprintf("  - name: %s\n    newName: %s\n    newTag: %s\n", name, ref[:i], ref[i+1:])
 	}
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		return nil, err

@@ -31,7 +31,7 @@ func TestFaults(t *testing.T) {
 		t.Skip("E2E_FAULTS=0")
 	}
 	ensureClientRate(t)
-	calls := newCallCounter(t)
+	calls := newCallCounter(t, namespace)
 	time.Sleep(5 * time.Second) // the client finds every server
 
 	t.Run("rolling update", func(t *testing.T) {
