@@ -104,23 +104,22 @@ func TestOtherClusters(t *testing.T) {
 		}
 
 		// Developer a leaves: Ctrl-C, then tilt down with the same options.
-		s.proc.Signal(t, os.Interrupt)
-		<-s.proc.Done()
+		s.stop(t)
 		tiltDown(t, a)
 		for began := time.Now(); ; time.Sleep(time.Second) {
-			pods, err := suite.c.client.CoreV1().Pods(a.ns).List(ctx, metav1.ListOptions{})
-			if err == nil && len(pods.Items) == 0 || apierrors.IsNotFound(err) {
+			_, err := suite.c.client.CoreV1().Namespaces().Get(ctx, a.ns, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
 				break
 			}
 			if time.Since(began) > 3*time.Minute {
-				t.Fatalf("pods of %s still there 3m after tilt down", a.ns)
+				t.Fatalf("namespace %s still there 3m after tilt down: %v", a.ns, err)
 			}
 		}
 		if after := podStates(t, b.ns); !maps.Equal(before, after) {
 			t.Errorf("tilt down of %s changed the pods of %s:\nbefore %v\nafter  %v", a.ns, b.ns, before, after)
 		}
 		checkOwnNamespace(t, b.ns)
-		t.Logf("tilt down of %s removed its pods; %s kept its %d pods, uids and restart counts unchanged", a.ns, b.ns, len(before))
+		t.Logf("tilt down of %s removed it, namespace included; %s kept its %d pods, uids and restart counts unchanged", a.ns, b.ns, len(before))
 	})
 }
 
@@ -168,10 +167,11 @@ func tiltCommand(dir, kubeconfig string, args ...string) (string, error) {
 	return out.String(), err
 }
 
-// tiltDown runs tilt down for target, with its options.
+// tiltDown runs tilt down for target, with its options, deleting its
+// namespace too.
 func tiltDown(t *testing.T, target tiltTarget) {
 	t.Helper()
-	out, err := tiltCommand(suite.root, target.kubeconfig, append([]string{"down", "--port", fmt.Sprint(target.port)}, target.args(1, 10)...)...)
+	out, err := tiltCommand(suite.root, target.kubeconfig, append([]string{"down", "--delete-namespaces"}, target.args(1, 10)...)...)
 	if err != nil {
 		t.Errorf("tilt down of %s: %v\n%s", target.ns, err, tail(out))
 	}

@@ -154,14 +154,7 @@ func startTiltAt(t testing.TB, target tiltTarget, replicas, rate int) *tiltSessi
 	began := time.Now()
 	args := append([]string{"up", "--port", fmt.Sprint(target.port), "--stream"}, target.args(replicas, rate)...)
 	s.proc = proctest.StartIn(t, s.dir, suite.tilt, target.env(), args...)
-	t.Cleanup(func() {
-		// Stop Tilt as a person would (Ctrl-C); what it deployed stays.
-		s.proc.Signal(t, syscall.SIGINT)
-		select {
-		case <-s.proc.Done():
-		case <-time.After(30 * time.Second):
-		}
-	})
+	t.Cleanup(func() { s.stop(t) })
 	s.waitReady(t, 10*time.Minute)
 	ctx := t.Context()
 	for _, app := range []string{"server", "client"} {
@@ -174,6 +167,22 @@ func startTiltAt(t testing.TB, target tiltTarget, replicas, rate int) *tiltSessi
 	s.probes["client"] = newProbes(t, target.ns, "client")
 	s.calls = newCallCounter(t, target.ns)
 	return s
+}
+
+// stop stops Tilt as a person would (Ctrl-C), unless it has stopped
+// already; what it deployed stays.
+func (s *tiltSession) stop(t testing.TB) {
+	t.Helper()
+	select {
+	case <-s.proc.Done():
+		return
+	default:
+	}
+	s.proc.Signal(t, syscall.SIGINT)
+	select {
+	case <-s.proc.Done():
+	case <-time.After(30 * time.Second):
+	}
 }
 
 // copyRepository copies the files git knows (tracked, and new ones not
