@@ -118,12 +118,20 @@ func decode[T any](data []byte, keep func(*T)) error {
 	return nil
 }
 
+// built holds each tree built so far: every tree is rendered once per run.
+// Tests read the trees; one that changes an object changes a copy.
+var built = map[string]*tree{}
+
 func mustBuild(t *testing.T, dir string) *tree {
 	t.Helper()
+	if tr, ok := built[dir]; ok {
+		return tr
+	}
 	tr, err := build(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	built[dir] = tr
 	return tr
 }
 
@@ -315,78 +323,48 @@ func env(c *corev1.Container, name string) string {
 	return ""
 }
 
-func TestAppContainers(t *testing.T) {
+// TestProgramsListenWhereTheyAreReached: the port each program is told to
+// listen on (its *_PORT variables) is the container port of that name, and
+// every probe reaches a port the container declares. The three places a
+// port is written cannot drift apart.
+func TestProgramsListenWhereTheyAreReached(t *testing.T) {
 	tr := mustBuild(t, ".")
-	tests := []struct {
-		deployment string
-		replicas   int32
-		image      string
-		ports      []corev1.ContainerPort
-		readiness  corev1.ProbeHandler
-		liveness   corev1.ProbeHandler
-	}{
-		{
-			deployment: "server",
-			replicas:   2,
-			image:      "echo-server:dev",
-			ports:      []corev1.ContainerPort{{Name: "grpc", ContainerPort: 20000}, {Name: "metrics", ContainerPort: 9000}},
-			readiness:  corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 20000}},
-			liveness:   corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 20000, Service: ptr("liveness")}},
-		},
-		{
-			deployment: "client",
-			replicas:   1,
-			image:      "echo-client:dev",
-			ports:      []corev1.ContainerPort{{Name: "metrics", ContainerPort: 9000}},
-			readiness:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("metrics")}},
-			liveness:   corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("metrics")}},
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.deployment, func(t *testing.T) {
-			d := tr.deployments[tt.deployment]
-			c := container(t, tr, tt.deployment)
-			if d.Spec.Replicas == nil || *d.Spec.Replicas != tt.replicas {
-				t.Errorf("replicas = %v, want %d", d.Spec.Replicas, tt.replicas)
-			}
-			if c.Image != tt.image {
-				t.Errorf("image = %q, want %q", c.Image, tt.image)
-			}
-			if diff := cmp.Diff(tt.ports, c.Ports); diff != "" {
-				t.Errorf("ports (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(tt.readiness, c.ReadinessProbe.ProbeHandler); diff != "" {
-				t.Errorf("readiness probe (-want +got):\n%s", diff)
-			}
-			if diff := cmp.Diff(tt.liveness, c.LivenessProbe.ProbeHandler); diff != "" {
-				t.Errorf("liveness probe (-want +got):\n%s", diff)
-			}
-			if got := d.Spec.Template.Labels["app"]; got != tt.deployment {
-				t.Errorf("pod label app = %q, want %q", got, tt.deployment)
-			}
-		})
-	}
-}
-
-func TestMetricsPortsAreNamedMetrics(t *testing.T) {
-	tr := mustBuild(t, ".")
-	for name := range tr.deployments {
+	for _, name := range []string{"server", "client"} {
 		c := container(t, tr, name)
+		declared := map[string]int32{}
 		for _, p := range c.Ports {
-			if p.ContainerPort == 9000 && p.Name != "metrics" {
-				t.Errorf("deployment/%s: port 9000 is named %q, want metrics", name, p.Name)
+			declared[p.Name] = p.ContainerPort
+		}
+		for _, e := range c.Env {
+			kind, ok := strings.CutSuffix(strings.TrimPrefix(e.Name, strings.ToUpper(name)+"_"), "_PORT")
+			if !ok || e.Name == strings.ToUpper(name)+"_DEBUG_PORT" {
+				continue
+			}
+			port, found := declared[strings.ToLower(kind)]
+			if !found || fmt.Sprint(port) != e.Value {
+				t.Errorf("deployment/%s: %s=%s, but its container port %q is %d (declared: %v)", name, e.Name, e.Value, strings.ToLower(kind), port, found)
 			}
 		}
-	}
-	for _, svc := range []string{"server-metrics-service", "client-metrics-service"} {
-		s := tr.services[svc]
-		if s == nil {
-			t.Errorf("service %q is missing", svc)
-			continue
-		}
-		want := []corev1.ServicePort{{Name: "metrics", Port: 9000, TargetPort: intstr.FromString("metrics")}}
-		if diff := cmp.Diff(want, s.Spec.Ports); diff != "" {
-			t.Errorf("service/%s ports (-want +got):\n%s", svc, diff)
+		for what, probe := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe} {
+			if probe == nil {
+				t.Errorf("deployment/%s has no %s probe", name, what)
+				continue
+			}
+			var port intstr.IntOrString
+			switch h := probe.ProbeHandler; {
+			case h.GRPC != nil:
+				port = intstr.FromInt32(h.GRPC.Port)
+			case h.HTTPGet != nil:
+				port = h.HTTPGet.Port
+			default:
+				t.Errorf("deployment/%s: the %s probe is neither gRPC nor HTTP", name, what)
+				continue
+			}
+			if !slices.ContainsFunc(c.Ports, func(cp corev1.ContainerPort) bool {
+				return (port.Type == intstr.String && cp.Name == port.StrVal) || (port.Type == intstr.Int && cp.ContainerPort == port.IntVal)
+			}) {
+				t.Errorf("deployment/%s: the %s probe reaches port %s, which the container does not declare", name, what, port.String())
+			}
 		}
 	}
 }
@@ -830,14 +808,16 @@ func TestDevOverlayRelaxesOnlyReadOnlyRootFilesystemOfTheApp(t *testing.T) {
 		t.Fatalf("objects (-base +dev):\n%s", diff)
 	}
 	for _, name := range []string{"server", "client"} {
-		c := container(t, dev, name)
+		d := dev.deployments[name].DeepCopy()
+		c := &d.Spec.Template.Spec.Containers[0]
 		if s := c.SecurityContext; s == nil || s.ReadOnlyRootFilesystem == nil || *s.ReadOnlyRootFilesystem {
 			t.Errorf("dev deployment/%s: readOnlyRootFilesystem is not false (live update writes /app/%s)", name, name)
+			continue
 		}
 		// Undo the one relaxation: what is left must equal the base.
 		readOnly := true
 		c.SecurityContext.ReadOnlyRootFilesystem = &readOnly
-		if diff := cmp.Diff(base.deployments[name], dev.deployments[name]); diff != "" {
+		if diff := cmp.Diff(base.deployments[name], d); diff != "" {
 			t.Errorf("dev deployment/%s differs from base beyond readOnlyRootFilesystem (-base +dev):\n%s", name, diff)
 		}
 	}

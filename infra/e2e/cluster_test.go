@@ -18,7 +18,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -115,29 +117,61 @@ func (c *cluster) waitRollout(ctx context.Context, name string, timeout time.Dur
 
 // waitRolloutIn is waitRollout in namespace ns.
 func (c *cluster) waitRolloutIn(ctx context.Context, ns, name string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var last string
-	for {
+	return poll(ctx, timeout, fmt.Sprintf("deployment/%s in %s rolled out", name, ns), func(ctx context.Context) (bool, string) {
 		d, err := c.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			last = rolloutState(d)
-			if last == "" {
-				pods, err := c.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
-				if err == nil && int32(len(pods.Items)) == d.Status.Replicas {
-					return nil
-				}
-				last = "old pods still terminating"
-			}
-		} else {
-			last = err.Error()
+		if err != nil {
+			return false, err.Error()
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("deployment/%s in %s not rolled out within %v: %s", name, ns, timeout, last)
-		case <-time.After(500 * time.Millisecond):
+		if state := rolloutState(d); state != "" {
+			return false, state
 		}
+		pods, err := c.client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: metav1.FormatLabelSelector(d.Spec.Selector)})
+		if err != nil {
+			return false, err.Error()
+		}
+		return int32(len(pods.Items)) == d.Status.Replicas, "old pods still terminating"
+	})
+}
+
+// waitPodReady waits until pod ns/name is ready.
+func (c *cluster) waitPodReady(ctx context.Context, ns, name string, timeout time.Duration) error {
+	return poll(ctx, timeout, fmt.Sprintf("pod %s/%s ready", ns, name), func(ctx context.Context) (bool, string) {
+		p, err := c.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		return podReady(p), "not ready"
+	})
+}
+
+// waitPodGone waits until pod ns/name no longer exists.
+func (c *cluster) waitPodGone(ctx context.Context, ns, name string, timeout time.Duration) error {
+	return poll(ctx, timeout, fmt.Sprintf("pod %s/%s gone", ns, name), func(ctx context.Context) (bool, string) {
+		_, err := c.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, ""
+		}
+		if err != nil {
+			return false, err.Error()
+		}
+		return false, "still there"
+	})
+}
+
+// poll is the one wait of the cluster checks: it asks cond every half
+// second until it reports done, and fails after timeout with what it waited
+// for and cond's last reason.
+func poll(ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (done bool, why string)) error {
+	var last string
+	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
+		done, why := cond(ctx)
+		last = why
+		return done, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s: not within %v (%s)", what, timeout, last)
 	}
+	return nil
 }
 
 // rolloutState says what a deployment's rollout still waits for, or "".

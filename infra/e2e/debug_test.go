@@ -33,8 +33,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"example.com/grpc-metrics/infra"
+	"example.com/grpc-metrics/infra/proctest"
 	"example.com/grpc-metrics/proto/foopb"
-	"example.com/grpc-metrics/services/proctest"
 )
 
 // The local ends of Tilt's port-forwards in debug mode (the Tiltfile's
@@ -356,7 +356,7 @@ func hasStringField(vars []api.Variable, field, want string) bool {
 // handler. The button's profile is served by the server-pprof resource.
 func cpuProfile(t *testing.T, s *tiltSession) {
 	t.Helper()
-	tools := filepath.Join(suite.root, "scripts", "benchtools")
+	tools := filepath.Join(suite.root, "infra")
 	cmd := exec.Command("go", "tool", "-n", "ghz") // builds it, once
 	cmd.Dir = tools
 	out, err := cmd.Output()

@@ -19,7 +19,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"example.com/grpc-metrics/services/proctest"
+	"example.com/grpc-metrics/infra/proctest"
 )
 
 // BenchmarkTiltExampleGo times the edit-and-reload loop of Tilt's own Go

@@ -23,7 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"example.com/grpc-metrics/services/proctest"
+	"example.com/grpc-metrics/infra/proctest"
 )
 
 // The edit-and-reload loop under a real Tilt: `tilt up` runs in a throwaway

@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
-	"example.com/grpc-metrics/dashboards/promcheck"
+	"example.com/grpc-metrics/infra/promcheck"
 )
 
 // The Prometheus the operator runs, as kube-prometheus-stack would: in its
@@ -79,7 +79,7 @@ func TestOperator(t *testing.T) {
 		}
 	}
 	waitCRDs(t, objs)
-	if err := waitDeployment(ctx, first(objs, "Deployment").GetNamespace(), first(objs, "Deployment").GetName()); err != nil {
+	if err := suite.c.waitRolloutIn(ctx, first(objs, "Deployment").GetNamespace(), first(objs, "Deployment").GetName(), operatorTimeout); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("CRDs and operator running %v after the start", time.Since(began).Round(time.Second))
@@ -105,7 +105,7 @@ func TestOperator(t *testing.T) {
 	t.Logf("%d objects of infra/operator passed a server-side dry run against the installed CRDs and were applied", len(monitoring))
 
 	pod := "prometheus-" + prometheusName + "-0"
-	if err := waitPodReady(ctx, monitoringNamespace, pod, operatorTimeout); err != nil {
+	if err := suite.c.waitPodReady(ctx, monitoringNamespace, pod, operatorTimeout); err != nil {
 		t.Fatal(err)
 	}
 	ready := time.Now()
@@ -323,54 +323,25 @@ func operatorMonitoring(t *testing.T) []*unstructured.Unstructured {
 // established.
 func waitCRDs(t *testing.T, objs []*unstructured.Unstructured) {
 	t.Helper()
-	deadline := time.Now().Add(operatorTimeout)
 	for _, o := range objs {
 		if o.GetKind() != "CustomResourceDefinition" {
 			continue
 		}
-		for {
+		err := poll(t.Context(), operatorTimeout, "CRD "+o.GetName()+" established", func(ctx context.Context) (bool, string) {
 			crd := &apiextensionsv1.CustomResourceDefinition{}
-			err := suite.c.client.Discovery().RESTClient().Get().AbsPath("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", o.GetName()).Do(t.Context()).Into(crd)
-			established := false
+			if err := suite.c.client.Discovery().RESTClient().Get().AbsPath("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", o.GetName()).Do(ctx).Into(crd); err != nil {
+				return false, err.Error()
+			}
 			for _, c := range crd.Status.Conditions {
-				established = established || (c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue)
+				if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+					return true, ""
+				}
 			}
-			if err == nil && established {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("CRD %s not established: %v", o.GetName(), err)
-			}
-			time.Sleep(time.Second)
+			return false, "not established"
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-}
-
-func waitDeployment(ctx context.Context, ns, name string) error {
-	deadline := time.Now().Add(operatorTimeout)
-	for {
-		d, err := suite.c.client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil && rolloutState(d) == "" {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("deployment %s/%s not available within %v (%v)", ns, name, operatorTimeout, err)
-		}
-		time.Sleep(time.Second)
-	}
-}
-
-func waitPodReady(ctx context.Context, ns, name string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		p, err := suite.c.client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-		if err == nil && podReady(p) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("pod %s/%s not ready within %v (%v)", ns, name, timeout, err)
-		}
-		time.Sleep(time.Second)
 	}
 }
 

@@ -18,9 +18,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"example.com/grpc-metrics/dashboards"
-	"example.com/grpc-metrics/dashboards/promcheck"
 	"example.com/grpc-metrics/infra"
+	"example.com/grpc-metrics/infra/dashboards"
+	"example.com/grpc-metrics/infra/promcheck"
 	"example.com/grpc-metrics/proto/foopb"
 )
 

@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -111,9 +110,18 @@ func TestFaults(t *testing.T) {
 		}
 		ready := time.Now()
 		papi := prometheusAPI(t)
-		servers, _ := suite.c.runningPods(ctx, "server")
-		clients, _ := suite.c.runningPods(ctx, "client")
+		servers, err := suite.c.runningPods(ctx, "server")
+		if err != nil {
+			t.Fatal(err)
+		}
+		clients, err := suite.c.runningPods(ctx, "client")
+		if err != nil {
+			t.Fatal(err)
+		}
 		want := len(servers) + len(clients)
+		if len(servers) == 0 || len(clients) == 0 {
+			t.Fatalf("%d server and %d client pods running: nothing to scrape", len(servers), len(clients))
+		}
 		var got int
 		for time.Since(ready) < 30*time.Second {
 			v, _, _, err := papi.Query(ctx, `count(up{job=~"server|client"} == 1)`, time.Now())
@@ -195,23 +203,15 @@ func failureWindow(t *testing.T, calls *callCounter, fault func()) (failed float
 // waitGone waits until the pod no longer exists.
 func waitGone(t *testing.T, pod string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	for {
-		if _, err := suite.c.client.CoreV1().Pods(namespace).Get(ctx, pod, metav1.GetOptions{}); err != nil {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("pod %s still exists after 2m", pod)
-		}
-		time.Sleep(time.Second)
+	if err := suite.c.waitPodGone(t.Context(), namespace, pod, 2*time.Minute); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // waitReady waits until the pod is ready again.
 func waitReady(t *testing.T, pod string) {
 	t.Helper()
-	if err := waitPodReady(t.Context(), namespace, pod, 2*time.Minute); err != nil {
+	if err := suite.c.waitPodReady(t.Context(), namespace, pod, 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
 }

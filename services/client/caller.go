@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"example.com/grpc-metrics/proto/foopb"
@@ -70,10 +69,9 @@ func (c *caller) run(ctx context.Context) error {
 // failure (and every call at debug level), so a call's client and server log
 // lines and its exemplars share it.
 func (c *caller) call(ctx context.Context) {
-	id := platform.NewRequestID()
-	callCtx, cancel := context.WithTimeout(platform.WithRequestID(ctx, id), c.cfg.Timeout)
+	callCtx, id := platform.OutgoingRequestID(ctx)
+	callCtx, cancel := context.WithTimeout(callCtx, c.cfg.Timeout)
 	defer cancel()
-	callCtx = metadata.AppendToOutgoingContext(callCtx, platform.RequestIDHeader, id)
 	start := time.Now()
 	reply, err := c.client.Echo(callCtx, &foopb.EchoRequest{Name: c.cfg.Name})
 	if err != nil {

@@ -23,7 +23,7 @@ import (
 // than slow at warn. Other calls cost one time.Since.
 func callInterceptor(log *zap.Logger, slow time.Duration) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx = platform.WithIncomingRequestID(ctx)
+		ctx = platform.IncomingRequestID(ctx)
 		start := time.Now()
 		resp, err := handler(ctx, req)
 		elapsed := time.Since(start)

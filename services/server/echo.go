@@ -72,29 +72,26 @@ func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 }
 
 // observe accounts for one finished call. The exemplar's request id is the
-// call's (requestIDInterceptor), so it leads to the call's log lines.
+// call's (callInterceptor gives every call one), so it leads to the call's
+// log lines. Every failure carries one; successes as the sampler allows.
 func (m *echoMetrics) observe(ctx context.Context, start time.Time, failed bool) {
 	seconds := time.Since(start).Seconds()
 	if failed {
-		m.errDuration.ObserveWithExemplar(seconds, prometheus.Labels{platform.RequestIDKey: requestID(ctx)})
+		observe(m.errDuration, seconds, platform.RequestIDExemplar(ctx))
 		m.errRequests.Inc()
 		return
 	}
-	if m.exemplars.Take() {
-		m.okDuration.ObserveWithExemplar(seconds, prometheus.Labels{platform.RequestIDKey: requestID(ctx)})
-	} else {
-		m.okDuration.Observe(seconds)
-	}
+	observe(m.okDuration, seconds, m.exemplars.Exemplar(ctx))
 	m.okRequests.Inc()
 }
 
-// requestID returns the call's request id, or a new one for a call that
-// did not pass through requestIDInterceptor.
-func requestID(ctx context.Context) string {
-	if id := platform.RequestID(ctx); id != "" {
-		return id
+// observe records seconds, with the exemplar when there is one.
+func observe(h observerWithExemplars, seconds float64, exemplar prometheus.Labels) {
+	if exemplar == nil {
+		h.Observe(seconds)
+		return
 	}
-	return platform.NewRequestID()
+	h.ObserveWithExemplar(seconds, exemplar)
 }
 
 // echoServer implements foo.Foo.

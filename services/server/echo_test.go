@@ -542,7 +542,10 @@ func TestEchoExemplarSampling(t *testing.T) {
 	s.metrics.exemplars = platform.NewExemplarSampler(time.Hour) // no second exemplar of a success until the test says so
 	call := func(id, name string) {
 		t.Helper()
-		s.Echo(platform.WithRequestID(t.Context(), id), &foopb.EchoRequest{Name: name}) //nolint:errcheck // failures are part of the test
+		// The context the server's first interceptor gives a call whose
+		// caller sent this id.
+		ctx := platform.IncomingRequestID(metadata.NewIncomingContext(t.Context(), metadata.Pairs(platform.RequestIDHeader, id)))
+		s.Echo(ctx, &foopb.EchoRequest{Name: name}) //nolint:errcheck // failures are part of the test
 	}
 	call("first", "n")
 	call("second", "n") // within the interval: no exemplar

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -61,9 +63,17 @@ func FuzzConfig(f *testing.F) {
 		var cfg Config
 		err := platform.LoadConfig(envPrefix, &cfg, nil, nil)
 		if err == nil {
-			if verr := cfg.Validate(); verr != nil {
-				t.Fatalf("LoadConfig accepted a configuration that Validate rejects: %v", verr)
+			// Accepted: the values are the ones given, not altered on the
+			// way, and the server builds with them.
+			for v, got := range map[string]int{grpcPort: cfg.GRPCPort, metricsPort: cfg.MetricsPort, maxName: cfg.MaxNameBytes, maxRecv: cfg.MaxRecvMsgBytes} {
+				if want, perr := strconv.Atoi(v); perr != nil || want != got {
+					t.Fatalf("accepted %q as %d", v, got)
+				}
 			}
+			if cfg.GRPCPort < 0 || cfg.GRPCPort > 65535 || cfg.MetricsPort < 0 || cfg.MetricsPort > 65535 {
+				t.Fatalf("accepted ports %d and %d", cfg.GRPCPort, cfg.MetricsPort)
+			}
+			newGRPCServer(cfg, zap.NewNop(), prometheus.NewRegistry()).Stop()
 			return
 		}
 		named := false

@@ -42,15 +42,38 @@ func ValidRequestID(id string) bool {
 	return true
 }
 
+// A call's request id is set in one of two places and read in one:
+//
+//   - the client gives each call a new one (OutgoingRequestID): in its own
+//     context and in the x-request-id metadata the server receives;
+//   - the server keeps the caller's when it is valid, else gives the call a
+//     new one (IncomingRequestID, from the first interceptor);
+//   - both read it with RequestID.
+
 type requestIDKey struct{}
 
-// WithRequestID returns ctx carrying the request id.
-func WithRequestID(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, requestIDKey{}, id)
+// OutgoingRequestID returns ctx carrying a new request id, for the caller's
+// own logs and exemplars and as x-request-id metadata for the server, and
+// the id.
+func OutgoingRequestID(ctx context.Context) (context.Context, string) {
+	id := NewRequestID()
+	ctx = context.WithValue(ctx, requestIDKey{}, id)
+	return metadata.AppendToOutgoingContext(ctx, RequestIDHeader, id), id
 }
 
-// RequestID returns the request id of the call in ctx: the one WithRequestID
-// gave it, else the caller's valid x-request-id, else "".
+// IncomingRequestID returns the context of an incoming call with its
+// request id: as is when the caller sent a valid x-request-id (RequestID
+// reads it from the metadata, and only when something needs it: no context
+// per call), else carrying a new id.
+func IncomingRequestID(ctx context.Context) context.Context {
+	if callerRequestID(ctx) != "" {
+		return ctx
+	}
+	return context.WithValue(ctx, requestIDKey{}, NewRequestID())
+}
+
+// RequestID returns the request id of the call in ctx, or "" for a context
+// that went through neither OutgoingRequestID nor IncomingRequestID.
 func RequestID(ctx context.Context) string {
 	if id, ok := ctx.Value(requestIDKey{}).(string); ok {
 		return id
@@ -66,16 +89,6 @@ func callerRequestID(ctx context.Context) string {
 	return ""
 }
 
-// WithIncomingRequestID returns ctx as is when the caller sent a valid
-// x-request-id (RequestID reads it from there, when it is needed), else ctx
-// carrying a new id.
-func WithIncomingRequestID(ctx context.Context) context.Context {
-	if callerRequestID(ctx) != "" {
-		return ctx
-	}
-	return WithRequestID(ctx, NewRequestID())
-}
-
 // ExemplarSampler lets through at most one exemplar per interval. An
 // exemplar costs a label map and a timestamp per observation, and Prometheus
 // keeps only the newest of each bucket per scrape: a few a second are plenty.
@@ -89,20 +102,27 @@ func NewExemplarSampler(interval time.Duration) *ExemplarSampler {
 	return &ExemplarSampler{interval: interval}
 }
 
-// Take reports whether an exemplar may be recorded now.
-func (s *ExemplarSampler) Take() bool {
+// take reports whether an exemplar may be recorded now.
+func (s *ExemplarSampler) take() bool {
 	now := time.Now().UnixNano()
 	last := s.last.Load()
 	return now-last >= int64(s.interval) && s.last.CompareAndSwap(last, now)
 }
 
-// Exemplar returns the exemplar labels of the call in ctx ({request_id: id})
-// when the sampler lets one through, else nil (no exemplar). It has the
-// signature of go-grpc-middleware's WithExemplarFromContext.
+// Exemplar returns the exemplar labels of the call in ctx when the sampler
+// lets one through, else nil (no exemplar). It has the signature of
+// go-grpc-middleware's WithExemplarFromContext. The sampler decides before
+// the id is looked up: most calls cost one atomic load.
 func (s *ExemplarSampler) Exemplar(ctx context.Context) prometheus.Labels {
-	if !s.Take() {
+	if !s.take() {
 		return nil
 	}
+	return RequestIDExemplar(ctx)
+}
+
+// RequestIDExemplar returns the exemplar labels {request_id: id} of the
+// call in ctx, or nil when it has no request id.
+func RequestIDExemplar(ctx context.Context) prometheus.Labels {
 	if id := RequestID(ctx); id != "" {
 		return prometheus.Labels{RequestIDKey: id}
 	}

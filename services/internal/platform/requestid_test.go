@@ -12,9 +12,9 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
-// TestWithIncomingRequestID: a call keeps its caller's valid id, any other
+// TestIncomingRequestID: a call keeps its caller's valid id, any other
 // gets a new one.
-func TestWithIncomingRequestID(t *testing.T) {
+func TestIncomingRequestID(t *testing.T) {
 	tests := []struct {
 		name, header string
 		keep         bool // the caller's id is kept, else a new one
@@ -29,7 +29,7 @@ func TestWithIncomingRequestID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(RequestIDHeader, tt.header))
-			got := RequestID(WithIncomingRequestID(ctx))
+			got := RequestID(IncomingRequestID(ctx))
 			if tt.keep && got != tt.header {
 				t.Errorf("request id = %q, want the caller's %q", got, tt.header)
 			}
@@ -38,7 +38,7 @@ func TestWithIncomingRequestID(t *testing.T) {
 			}
 		})
 	}
-	if got := RequestID(WithIncomingRequestID(context.Background())); len(got) != 16 {
+	if got := RequestID(IncomingRequestID(context.Background())); len(got) != 16 {
 		t.Errorf("request id without metadata = %q, want a new 16-digit id", got)
 	}
 }
@@ -52,7 +52,7 @@ func FuzzRequestIDExemplar(f *testing.F) {
 	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h", Help: "h"})
 	f.Fuzz(func(t *testing.T, header string) {
 		ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(RequestIDHeader, header))
-		id := RequestID(WithIncomingRequestID(ctx))
+		id := RequestID(IncomingRequestID(ctx))
 		if !ValidRequestID(id) {
 			t.Fatalf("request id for x-request-id %q = %q, not a valid id", header, id)
 		}
@@ -60,11 +60,32 @@ func FuzzRequestIDExemplar(f *testing.F) {
 	})
 }
 
+// TestOutgoingRequestID: the client's call carries its id both ways, for
+// its own logs and to the server, which keeps it.
+func TestOutgoingRequestID(t *testing.T) {
+	ctx, id := OutgoingRequestID(t.Context())
+	if !ValidRequestID(id) || RequestID(ctx) != id {
+		t.Fatalf("OutgoingRequestID = %q, RequestID of its context %q", id, RequestID(ctx))
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	if got := md.Get(RequestIDHeader); len(got) != 1 || got[0] != id {
+		t.Fatalf("outgoing %s = %v, want [%s]", RequestIDHeader, got, id)
+	}
+	// The server's side of the same call.
+	server := IncomingRequestID(metadata.NewIncomingContext(context.Background(), md))
+	if got := RequestID(server); got != id {
+		t.Errorf("the server's request id = %q, want the client's %q", got, id)
+	}
+	if _, id2 := OutgoingRequestID(t.Context()); id2 == id {
+		t.Errorf("two calls got the same id %q", id)
+	}
+}
+
 func TestExemplarSampler(t *testing.T) {
 	s := NewExemplarSampler(time.Hour)
-	ctx := WithRequestID(t.Context(), "id-1")
-	if got := s.Exemplar(ctx); got[RequestIDKey] != "id-1" {
-		t.Errorf("first exemplar = %v, want request_id id-1", got)
+	ctx, id := OutgoingRequestID(t.Context())
+	if got := s.Exemplar(ctx); got[RequestIDKey] != id {
+		t.Errorf("first exemplar = %v, want request_id %s", got, id)
 	}
 	if got := s.Exemplar(ctx); got != nil {
 		t.Errorf("second exemplar within the interval = %v, want none", got)

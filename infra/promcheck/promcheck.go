@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 
-	"example.com/grpc-metrics/dashboards"
+	"example.com/grpc-metrics/infra/dashboards"
 )
 
 // Check is one expression evaluated against a Prometheus.

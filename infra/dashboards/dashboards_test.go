@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"sigs.k8s.io/yaml"
 
-	"example.com/grpc-metrics/dashboards"
+	"example.com/grpc-metrics/infra/dashboards"
 )
 
 // The dashboards and their fixed uids: links and the Tiltfile use them.
@@ -31,7 +31,7 @@ var prometheusDS = dashboards.Datasource{Type: "prometheus", UID: "prometheus"}
 
 func load(t *testing.T) map[string]*dashboards.Dashboard {
 	t.Helper()
-	boards, err := dashboards.Load(".")
+	boards, err := dashboards.Load(boardsDir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +39,10 @@ func load(t *testing.T) map[string]*dashboards.Dashboard {
 }
 
 // rulesFile holds the recording and alerting rules Prometheus loads.
-var rulesFile = filepath.Join("..", "infra", "prometheus", "rules.yml")
+var rulesFile = filepath.Join("..", "prometheus", "rules.yml")
+
+// boardsDir holds the dashboards JSON, which Grafana provisions from.
+var boardsDir = filepath.Join("..", "..", "dashboards")
 
 func loadRules(t *testing.T) dashboards.RuleGroups {
 	t.Helper()
@@ -365,7 +368,7 @@ func TestKustomizationPacksEveryDashboard(t *testing.T) {
 }
 
 func TestDatasourceUIDMatchesPanels(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "infra", "grafana", "datasources.yaml"))
+	data, err := os.ReadFile(filepath.Join("..", "grafana", "datasources.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,8 +30,8 @@ import (
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"sigs.k8s.io/yaml"
 
-	"example.com/grpc-metrics/dashboards/promcheck"
-	"example.com/grpc-metrics/services/proctest"
+	"example.com/grpc-metrics/infra/proctest"
+	"example.com/grpc-metrics/infra/promcheck"
 )
 
 // Tuning of the test's Prometheus. The cluster scrapes and evaluates every
@@ -46,8 +46,8 @@ const (
 )
 
 var (
-	prometheusYML      = filepath.Join("..", "infra", "prometheus", "prometheus.yml")
-	prometheusManifest = filepath.Join("..", "infra", "base", "prometheus.yaml")
+	prometheusYML      = filepath.Join("..", "prometheus", "prometheus.yml")
+	prometheusManifest = filepath.Join("..", "base", "prometheus.yaml")
 )
 
 // endpoint is one port of one pod behind a Service, as Kubernetes
@@ -63,7 +63,7 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 	}
 	dir := t.TempDir()
 	promBin := prometheusBinary(t)
-	if err := proctest.Build("..", dir, "server", "client"); err != nil {
+	if err := proctest.Build(filepath.Join("..", ".."), dir, "server", "client"); err != nil {
 		t.Fatal(err)
 	}
 

@@ -1,5 +1,5 @@
 // Command bench measures what the server's instrumentation costs against a
-// bare grpc-go server (scripts/benchtools/bareserver), both built the same
+// bare grpc-go server (infra/bench/bareserver), both built the same
 // way and run on loopback, and the inner loop of a developer. It prints each
 // section's figures and a summary; docs/BENCHMARKS.md explains them.
 //
@@ -14,7 +14,7 @@
 //	memory      peak resident memory of the servers and of the client
 //	startup     exec to SERVING; binary sizes; rebuild after a one-line edit
 //
-// Usage: bench [-quick] [-rounds N] [-calls N] [-rate R] REPOSITORY
+// Usage: bench [-quick] [-rounds N] [-calls N] [-rate R] [-only SECTION] REPOSITORY
 package main
 
 import (
@@ -34,15 +34,15 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"example.com/grpc-metrics/services/proctest"
+	"example.com/grpc-metrics/infra/proctest"
 )
 
 // settings of one run.
@@ -57,8 +57,11 @@ type settings struct {
 	microCount  int           // go test -count of the micro benchmarks
 	starts      int           // start-to-SERVING measurements of each program
 	edits       int           // rebuilds after a one-line edit
-	only        string        // run only this section (cpu, throughput, micro, scrape, memory, startup)
+	only        string        // run only this section (one of sections)
 }
+
+// sections are the parts of a run, in order; -only picks one.
+var sections = []string{"cpu", "throughput", "micro", "scrape", "memory", "startup"}
 
 // runs reports whether section is to run.
 func (s settings) runs(section string) bool { return s.only == "" || s.only == section }
@@ -69,14 +72,18 @@ func main() {
 	flag.IntVar(&s.rounds, "rounds", 6, "rounds of the cpu and throughput measurements")
 	flag.IntVar(&s.calls, "calls", 20000, "calls of one cpu measurement")
 	flag.IntVar(&s.rate, "rate", 2000, "calls per second of the cpu measurement")
-	flag.StringVar(&s.only, "only", "", "run only one section: cpu, throughput, micro or startup")
+	flag.StringVar(&s.only, "only", "", "run only one section: "+strings.Join(sections, ", "))
 	flag.Parse()
+	if s.only != "" && !slices.Contains(sections, s.only) {
+		fmt.Fprintf(os.Stderr, "bench: -only %s: no such section (%s)\n", s.only, strings.Join(sections, ", "))
+		os.Exit(2)
+	}
 	s.duration, s.concurrency, s.microCount, s.starts, s.edits = 8*time.Second, 16, 5, 10, 3
 	if s.quick {
 		s.rounds, s.calls, s.duration, s.microCount, s.starts, s.edits = 2, 2000, 2*time.Second, 1, 3, 1
 	}
 	if flag.NArg() != 1 || s.rounds < 1 || s.calls < 100 || s.rate < 1 {
-		fmt.Fprintln(os.Stderr, "usage: bench [-quick] [-rounds N>=1] [-calls N>=100] [-rate R>=1] REPOSITORY")
+		fmt.Fprintln(os.Stderr, "usage: bench [-quick] [-rounds N>=1] [-calls N>=100] [-rate R>=1] [-only SECTION] REPOSITORY")
 		os.Exit(2)
 	}
 	s.root = flag.Arg(0)
@@ -113,7 +120,7 @@ func run(ctx context.Context, s settings) error {
 		return err
 	}
 
-	if s.runs("cpu") || s.runs("throughput") {
+	if s.runs("cpu") || s.runs("throughput") || s.runs("scrape") || s.runs("memory") {
 		if err := withServers(ctx, s, bin, &rep); err != nil {
 			return err
 		}
@@ -159,15 +166,36 @@ func withServers(ctx context.Context, s settings, bin binaries, rep *report) err
 			return err
 		}
 	}
-	if !s.runs("throughput") {
-		return nil
+	if s.runs("throughput") {
+		section(fmt.Sprintf("throughput: ghz -c %d for %v, %d rounds (noise-bound on a shared 2-core machine: secondary)", s.concurrency, s.duration, s.rounds))
+		if err := throughput(ctx, s, bin, ours, bare, rep); err != nil {
+			return err
+		}
+	} else if s.runs("scrape") || s.runs("memory") {
+		// The load the scrape and the peak memory are measured after.
+		section(fmt.Sprintf("load: ghz -c %d for %v on each server", s.concurrency, s.duration))
+		for _, p := range []*program{ours, bare} {
+			r, err := ghz(ctx, bin, s.root, p.addrs["grpc"], "-c", strconv.Itoa(s.concurrency), "-z", s.duration.String(), "--duration-stop", "ignore")
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%8.0f calls/s, %d failed\n", r.RPS, r.failed())
+		}
 	}
-
-	section(fmt.Sprintf("throughput: ghz -c %d for %v, %d rounds (noise-bound on a shared 2-core machine: secondary)", s.concurrency, s.duration, s.rounds))
-	if err := throughput(ctx, s, bin, ours, bare, rep); err != nil {
-		return err
+	if s.runs("scrape") {
+		if err := scrapeSection(metricsURL, fresh, rep); err != nil {
+			return err
+		}
 	}
+	if s.runs("memory") {
+		return memorySection(ctx, s, bin, ours, bare, idleOurs, idleBare, rep)
+	}
+	return nil
+}
 
+// scrapeSection scrapes the server after the load and compares with fresh:
+// cost, size, and whether the series grew with the calls.
+func scrapeSection(metricsURL string, fresh map[string]scrapeResult, rep *report) error {
 	section("scrape: /metrics of the server, fresh and after the load")
 	after, err := scrapeAll(metricsURL)
 	if err != nil {
@@ -188,14 +216,19 @@ func withServers(ctx context.Context, s settings, bin binaries, rep *report) err
 	rep.add("series of the server, fresh / after the load", fmt.Sprintf("%d / %d (%s)", fresh["text"].series, after["text"].series, verdict))
 	rep.add("scrape after load, text µs / bytes", fmt.Sprintf("%.0f / %d", after["text"].micros, after["text"].bytes))
 	rep.add("scrape after load, protobuf µs / bytes", fmt.Sprintf("%.0f / %d", after["protobuf"].micros, after["protobuf"].bytes))
+	return nil
+}
 
+// memorySection reports the resident memory of both servers, idle and at
+// their peak, and of the client.
+func memorySection(ctx context.Context, s settings, bin binaries, ours, bare *program, idleOurs, idleBare float64, rep *report) error {
 	section("memory: resident set")
 	peakOurs, peakBare := rss(ours.Pid(), "VmHWM"), rss(bare.Pid(), "VmHWM")
 	clientIdle, clientPeak, clientRate, err := clientMemory(ctx, bin, ours.addrs["grpc"], s)
 	if err != nil {
 		return err
 	}
-	w = tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "process\tidle MiB\tpeak MiB")
 	fmt.Fprintf(w, "server (ours)\t%.1f\t%.1f\n", idleOurs, peakOurs)
 	fmt.Fprintf(w, "bareserver\t%.1f\t%.1f\n", idleBare, peakBare)
@@ -232,23 +265,12 @@ func machine() string {
 			}
 		}
 	}
-	var u syscall.Utsname
+	var u unix.Utsname
 	kernel := ""
-	if syscall.Uname(&u) == nil {
-		kernel = cString(u.Release[:])
+	if unix.Uname(&u) == nil {
+		kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
 	}
-	return fmt.Sprintf("%s, %d CPUs, %.0f GiB, Linux %s, %s", cpu, runtime.NumCPU(), memTotalGiB(), kernel, runtime.Version())
-}
-
-func cString(b []int8) string {
-	var sb strings.Builder
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		sb.WriteByte(byte(c))
-	}
-	return sb.String()
+	return fmt.Sprintf("%s, %d CPUs, %.0f GiB, %s, %s", cpu, runtime.NumCPU(), memTotalGiB(), kernel, runtime.Version())
 }
 
 func memTotalGiB() float64 {
@@ -284,7 +306,7 @@ func build(ctx context.Context, root, dir string) (binaries, error) {
 		{root, []string{goos, goarch}, []string{"scripts/build", "server", b.server}},
 		{root, []string{goos, goarch}, []string{"scripts/build", "client", b.client}},
 		// The baseline is built like the server: static, trimmed, stripped.
-		{filepath.Join(root, "scripts", "benchtools"), []string{"CGO_ENABLED=0"}, []string{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", b.bare, "./bareserver"}},
+		{filepath.Join(root, "infra"), []string{"CGO_ENABLED=0"}, []string{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", b.bare, "./bench/bareserver"}},
 		{root, nil, []string{"go", "test", "-c", "-o", b.serverTest, "./services/server"}},
 	}
 	for _, st := range steps {
@@ -295,13 +317,13 @@ func build(ctx context.Context, root, dir string) (binaries, error) {
 		}
 	}
 	cmd := exec.CommandContext(ctx, "go", "tool", "-n", "ghz")
-	cmd.Dir = filepath.Join(root, "scripts", "benchtools")
+	cmd.Dir = filepath.Join(root, "infra")
 	out, err := cmd.Output()
 	if err != nil {
 		return b, fmt.Errorf("go tool -n ghz: %w", err)
 	}
 	b.ghz = strings.TrimSpace(string(out))
-	fmt.Println("built server, client, bareserver and server.test; ghz pinned in scripts/benchtools/go.mod")
+	fmt.Println("built server, client, bareserver and server.test; ghz pinned in infra/go.mod")
 	return b, nil
 }
 
@@ -625,7 +647,7 @@ func micro(ctx context.Context, s settings, b binaries, dir string) error {
 		return err
 	}
 	bs := exec.CommandContext(ctx, "go", "tool", "benchstat", "-col", "/server", file)
-	bs.Dir = filepath.Join(s.root, "scripts", "benchtools")
+	bs.Dir = filepath.Join(s.root, "infra")
 	bs.Stdout, bs.Stderr = os.Stdout, os.Stderr
 	return bs.Run()
 }

@@ -18,7 +18,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
-	"example.com/grpc-metrics/services/proctest"
+	"example.com/grpc-metrics/infra/proctest"
 )
 
 // binDir holds the binaries built once by TestMain.
@@ -35,7 +35,7 @@ func buildAndRun(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(dir)
-	if err := proctest.Build("..", dir, "server", "client"); err != nil {
+	if err := proctest.Build(filepath.Join("..", ".."), dir, "server", "client"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
