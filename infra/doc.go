@@ -6,5 +6,9 @@
 // Operator, with ServiceMonitors, a PrometheusRule and the dashboards). Its
 // tests build every tree and check it against the rules the manifests must
 // keep; its functions evaluate Pod Security and write the PrometheusRule.
-// The cluster checks are in infra/e2e.
+//
+// The module is the project's checks: besides the manifests' tests, the
+// dashboards' against a real Prometheus (dashboards, promcheck), the
+// programs run as processes (programs, with the helper proctest), the
+// cluster checks (e2e, build tag e2e) and the bench (bench).
 package infra

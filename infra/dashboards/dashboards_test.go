@@ -340,7 +340,7 @@ func TestVariablesAreDefinedAndUsed(t *testing.T) {
 }
 
 func TestKustomizationPacksEveryDashboard(t *testing.T) {
-	data, err := os.ReadFile("kustomization.yaml")
+	data, err := os.ReadFile(filepath.Join(boardsDir, "kustomization.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,6 @@
-// Package dashboards holds the Grafana dashboards as JSON, the single source
-// Grafana provisions from, and reads them: Load, the variables' expansion
+// Package dashboards reads the Grafana dashboards of the repository's
+// dashboards/ directory (JSON, the single source Grafana provisions from):
+// Load, the variables' expansion
 // (Expand, MultiValue) and the rules files the panels sit beside
 // (LoadRules). Its tests check that every panel queries the one Prometheus
 // datasource with PromQL that parses and names only metrics the programs

@@ -41,7 +41,7 @@ const (
 	liveRateInterval = "20s"            // $__rate_interval: twenty 1s samples, plenty for rate()
 	liveDeadline     = 90 * time.Second // for every query to return data; ~10s is typical
 	startTimeout     = 30 * time.Second // for a process to log the address it listens on
-	namespace        = "echo"           // where the cluster's discovery looks
+	namespace        = "echo"           // the namespace of the pods the test stands in for
 	requestIDLabel   = "request_id"     // the exemplar label of the latency histograms (platform.RequestIDKey)
 )
 
@@ -299,9 +299,9 @@ func liveConfig(t *testing.T, promAddr string, endpoints []endpoint) []byte {
 				t.Fatalf("job %s: %d kubernetes_sd_configs, the test stands in for one", name, len(sds))
 			}
 			sd := sds[0].(map[string]any)
-			names, _ := sd["namespaces"].(map[string]any)["names"].([]any)
-			if sd["role"] != "endpointslice" || !slices.Equal(names, []any{namespace}) {
-				t.Fatalf("job %s: discovery %v: the test stands in for role endpointslice in namespace %s only", name, sd, namespace)
+			own, _ := sd["namespaces"].(map[string]any)["own_namespace"].(bool)
+			if sd["role"] != "endpointslice" || !own {
+				t.Fatalf("job %s: discovery %v: the test stands in for role endpointslice in Prometheus's own namespace (%s) only", name, sd, namespace)
 			}
 			var groups []any
 			for _, ep := range endpoints {

@@ -1,6 +1,6 @@
 // Tests that run the real server and client binaries as processes on
 // loopback ports.
-package services_test
+package programs_test
 
 import (
 	"fmt"
