@@ -381,11 +381,17 @@ func TestServerServiceIsHeadless(t *testing.T) {
 	if len(s.Spec.Ports) != 1 || s.Spec.Ports[0].Name != "grpc" || s.Spec.Ports[0].Port != 20000 {
 		t.Errorf("server-service ports = %+v, want one port grpc 20000", s.Spec.Ports)
 	}
-	// The client resolves this Service, in its own namespace, and calls its
-	// port: the target is the Service's name, unqualified, and that port.
-	want := fmt.Sprintf("dns:///%s:%d", s.Name, s.Spec.Ports[0].Port)
-	if got := env(container(t, tr, "client"), "CLIENT_SERVER_ADDR"); got != want {
+	// The client resolves this Service, in its own namespace whichever it
+	// is, and calls its port.
+	c := container(t, tr, "client")
+	want := fmt.Sprintf("dns:///%s.$(POD_NAMESPACE).svc.cluster.local:%d", s.Name, s.Spec.Ports[0].Port)
+	if got := env(c, "CLIENT_SERVER_ADDR"); got != want {
 		t.Errorf("client CLIENT_SERVER_ADDR = %q, want %q", got, want)
+	}
+	i := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "POD_NAMESPACE" })
+	j := slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "CLIENT_SERVER_ADDR" })
+	if i < 0 || i > j || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil || c.Env[i].ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
+		t.Errorf("client: POD_NAMESPACE is not the pod's namespace (downward API), defined before CLIENT_SERVER_ADDR uses it")
 	}
 }
 
