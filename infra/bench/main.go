@@ -8,7 +8,8 @@
 //	            on warm processes
 //	throughput  ghz at fixed concurrency, ours and bare alternating:
 //	            noise-bound on a shared 2-core machine, secondary
-//	micro       go test -bench of one call in process, compared by benchstat
+//	micro       go test -bench of one call in process, compared by benchstat;
+//	            then each part of the instrumentation alone against bare
 //	scrape      /metrics in each format, fresh and after the load; the series
 //	            count must not grow with the calls
 //	memory      peak resident memory of the servers and of the client
@@ -635,21 +636,31 @@ func clientMemory(ctx context.Context, b binaries, addr string, s settings) (idl
 // micro runs the in-process benchmarks and has benchstat compare the
 // servers: the sub-benchmarks are named server=bare, server=ours/log=info...
 func micro(ctx context.Context, s settings, b binaries, dir string) error {
-	cmd := exec.CommandContext(ctx, b.serverTest, "-test.run", "^$", "-test.bench", "^BenchmarkEcho(Call|Handler)$", "-test.benchmem",
-		"-test.count", strconv.Itoa(s.microCount))
-	cmd.Dir = filepath.Join(s.root, "services", "server")
-	out, err := cmd.Output()
-	if err != nil {
-		return fmt.Errorf("micro benchmarks: %w\n%s", err, out)
+	// Ours against bare, then each part of ours alone against bare: where
+	// the difference goes.
+	for _, run := range []struct{ bench, col string }{
+		{"^BenchmarkEcho(Call|Handler)$", "/server"},
+		{"^BenchmarkEchoCallPart$", "/part"},
+	} {
+		cmd := exec.CommandContext(ctx, b.serverTest, "-test.run", "^$", "-test.bench", run.bench, "-test.benchmem",
+			"-test.count", strconv.Itoa(s.microCount))
+		cmd.Dir = filepath.Join(s.root, "services", "server")
+		out, err := cmd.Output()
+		if err != nil {
+			return fmt.Errorf("micro benchmarks %s: %w\n%s", run.bench, err, out)
+		}
+		file := filepath.Join(dir, "micro.txt")
+		if err := os.WriteFile(file, out, 0o644); err != nil {
+			return err
+		}
+		bs := exec.CommandContext(ctx, "go", "tool", "benchstat", "-col", run.col, file)
+		bs.Dir = filepath.Join(s.root, "infra")
+		bs.Stdout, bs.Stderr = os.Stdout, os.Stderr
+		if err := bs.Run(); err != nil {
+			return err
+		}
 	}
-	file := filepath.Join(dir, "micro.txt")
-	if err := os.WriteFile(file, out, 0o644); err != nil {
-		return err
-	}
-	bs := exec.CommandContext(ctx, "go", "tool", "benchstat", "-col", "/server", file)
-	bs.Dir = filepath.Join(s.root, "infra")
-	bs.Stdout, bs.Stderr = os.Stdout, os.Stderr
-	return bs.Run()
+	return nil
 }
 
 func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *report) error {

@@ -4,10 +4,11 @@ import (
 	"context"
 	"net"
 	"os"
+	"sync/atomic"
 	"testing"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -101,33 +102,43 @@ func bareServer(*testing.B) *grpc.Server {
 	return s
 }
 
-// BenchmarkEchoCallPart attributes the cost of BenchmarkEchoCall: a bare
-// server with one piece of newGRPCServer added at a time, built as
-// newGRPCServer builds it.
+// BenchmarkEchoCallPart is one call over bufconn with one part of the
+// server's instrumentation at a time, each as newGRPCServer builds it, and
+// all of them (part=ours): benchstat -col /part shows what each costs
+// against part=bare. scripts/bench runs it in its micro section.
 func BenchmarkEchoCallPart(b *testing.B) {
+	cfg := testConfig()
+	cfg.MaxRecvMsgBytes, cfg.MaxNameBytes = 16384, 1024
+	withUnary := func(i ...grpc.UnaryServerInterceptor) *grpc.Server {
+		s := grpc.NewServer(grpc.ChainUnaryInterceptor(i...))
+		foopb.RegisterFooServer(s, bareEcho{})
+		return s
+	}
 	variants := []struct {
 		name  string
 		start func(b *testing.B) *grpc.Server
 	}{
-		{name: "bare", start: bareServer},
-		{name: "grpcprom", start: func(*testing.B) *grpc.Server {
-			m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
-			prometheus.NewRegistry().MustRegister(m)
-			s := grpc.NewServer(grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()))
-			foopb.RegisterFooServer(s, bareEcho{})
+		{name: "part=bare", start: bareServer},
+		{name: "part=grpcprom", start: func(*testing.B) *grpc.Server {
+			m := newServerMetrics(prometheus.NewRegistry())
+			s := withUnary(m.UnaryServerInterceptor(grpcprom.WithExemplarFromContext(platform.NewExemplarSampler(exemplarInterval).Exemplar)))
 			m.InitializeMetrics(s)
 			return s
 		}},
-		{name: "logging-info", start: func(b *testing.B) *grpc.Server {
-			s := grpc.NewServer(grpc.ChainUnaryInterceptor(
-				logging.UnaryServerInterceptor(platform.InterceptorLogger(benchLogger(b, zapcore.InfoLevel)), platform.RPCLogOptions()...)))
-			foopb.RegisterFooServer(s, bareEcho{})
+		{name: "part=calls", start: func(b *testing.B) *grpc.Server {
+			var inFlight atomic.Int64
+			return withUnary(callInterceptor(benchLogger(b, zapcore.InfoLevel), cfg.SlowCall, &inFlight))
+		}},
+		{name: "part=recovery", start: func(*testing.B) *grpc.Server {
+			return withUnary(recovery.UnaryServerInterceptor())
+		}},
+		{name: "part=echo-metrics", start: func(*testing.B) *grpc.Server {
+			s := grpc.NewServer()
+			foopb.RegisterFooServer(s, &echoServer{maxNameBytes: cfg.MaxNameBytes, metrics: newEchoMetrics(prometheus.NewRegistry())})
 			return s
 		}},
-		{name: "echo-metrics", start: func(*testing.B) *grpc.Server {
-			s := grpc.NewServer()
-			foopb.RegisterFooServer(s, &echoServer{maxNameBytes: 1024, metrics: newEchoMetrics(prometheus.NewRegistry())})
-			return s
+		{name: "part=ours", start: func(b *testing.B) *grpc.Server {
+			return newGRPCServer(cfg, benchLogger(b, zapcore.InfoLevel), prometheus.NewRegistry()).Server
 		}},
 	}
 	for _, v := range variants {

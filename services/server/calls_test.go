@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,17 +36,24 @@ func TestCallInterceptor(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
-			icpt := callInterceptor(zap.New(core), 20*time.Millisecond)
+			var inFlight atomic.Int64
+			icpt := callInterceptor(zap.New(core), 20*time.Millisecond, &inFlight)
 			ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(platform.RequestIDHeader, "req-7"))
 			ctx = peer.NewContext(ctx, &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 9), Port: 4242}})
 			info := &grpc.UnaryServerInfo{FullMethod: "/foo.Foo/echo"}
 			handler := func(ctx context.Context, _ any) (any, error) {
+				if n := inFlight.Load(); n != 1 {
+					t.Errorf("calls in flight during the call = %d, want 1", n)
+				}
 				time.Sleep(tt.took)
 				return nil, tt.err
 			}
 			_, err := icpt(ctx, nil, info, handler)
 			if status.Code(err) != status.Code(tt.err) {
 				t.Fatalf("interceptors changed the result: %v", err)
+			}
+			if n := inFlight.Load(); n != 0 {
+				t.Errorf("calls in flight after the call = %d, want 0", n)
 			}
 			entries := logs.All()
 			if tt.wantMsg == "" {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"sync/atomic"
 	"time"
 
@@ -33,15 +32,7 @@ const livenessService = "liveness"
 type grpcServer struct {
 	*grpc.Server
 	health *health.Server
-	calls  atomic.Int64 // unary calls being handled, of every service
-}
-
-// countCalls keeps s.calls: the drain at shutdown waits for these calls, not
-// for connections that carry none.
-func (s *grpcServer) countCalls(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	s.calls.Add(1)
-	defer s.calls.Add(-1)
-	return handler(ctx, req)
+	calls  atomic.Int64 // unary calls being handled, of every service (callInterceptor)
 }
 
 // newGRPCServer builds the gRPC server: foo.Foo behind the request-id and
@@ -50,12 +41,7 @@ func (s *grpcServer) countCalls(ctx context.Context, req any, _ *grpc.UnaryServe
 // setServing) and, when enabled, reflection. reg receives the echo and the
 // standard grpc_server_* metrics.
 func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpcServer {
-	srvMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-		// From a fast local echo to a call stuck behind a slow peer.
-		grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
-		platform.NativeHistogram,
-	))
-	reg.MustRegister(srvMetrics)
+	srvMetrics := newServerMetrics(reg)
 	exemplars := platform.NewExemplarSampler(exemplarInterval)
 	gs := &grpcServer{}
 
@@ -64,8 +50,7 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 		return status.Error(codes.Internal, "internal error")
 	}
 	unary := []grpc.UnaryServerInterceptor{
-		gs.countCalls,
-		callInterceptor(log, cfg.SlowCall),
+		callInterceptor(log, cfg.SlowCall, &gs.calls),
 		srvMetrics.UnaryServerInterceptor(grpcprom.WithExemplarFromContext(exemplars.Exemplar)),
 	}
 	stream := []grpc.StreamServerInterceptor{srvMetrics.StreamServerInterceptor()}
@@ -107,6 +92,19 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 	srvMetrics.InitializeMetrics(s)
 	gs.Server, gs.health = s, hs
 	return gs
+}
+
+// newServerMetrics registers the standard grpc_server_* metrics of
+// go-grpc-middleware's provider in reg, with the handling-time histogram
+// native and classic.
+func newServerMetrics(reg prometheus.Registerer) *grpcprom.ServerMetrics {
+	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		// From a fast local echo to a call stuck behind a slow peer.
+		grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
+		platform.NativeHistogram,
+	))
+	reg.MustRegister(m)
+	return m
 }
 
 // setServing marks the server, foo.Foo and the liveness check SERVING.
