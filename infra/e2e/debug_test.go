@@ -107,11 +107,34 @@ func TestDebugMode(t *testing.T) {
 	// Both programs, as a person switches while Tilt runs: tilt args
 	// replaces every option given before.
 	s.tilt(t, append(append([]string{"args"}, s.target.args(1, s.rate)...), "--debug", "server", "--debug", "client")...)
-	if err := suite.c.waitRollout(t.Context(), "client", 3*time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	waitClientDebugged(t, s, true)
 	s.calls = newCallCounter(t, s.target.ns)
 	debugClient(t, s)
+
+	// And back: no Delve, the liveness probes back.
+	s.tilt(t, append([]string{"args"}, s.target.args(1, s.rate)...)...)
+	waitClientDebugged(t, s, false)
+}
+
+// waitClientDebugged waits until Tilt has rolled the client out with
+// (debugged) or without Delve, and its pod is ready.
+func waitClientDebugged(t *testing.T, s *tiltSession, debugged bool) {
+	t.Helper()
+	err := poll(t.Context(), 3*time.Minute, fmt.Sprintf("the client running under Delve: %v", debugged), func(ctx context.Context) (bool, string) {
+		if err := suite.c.waitRolloutIn(ctx, s.target.ns, "client", time.Second); err != nil {
+			return false, err.Error()
+		}
+		pods, err := suite.c.runningPodsIn(ctx, s.target.ns, "client")
+		if err != nil || len(pods) != 1 || !podReady(&pods[0]) {
+			return false, fmt.Sprintf("%d client pods, %v", len(pods), err)
+		}
+		c := pods[0].Spec.Containers[0]
+		underDelve := slices.ContainsFunc(c.Command, func(a string) bool { return strings.HasSuffix(a, "/dlv") })
+		return underDelve == debugged && (c.LivenessProbe == nil) == debugged, fmt.Sprintf("command %v", c.Command)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // debugClient attaches to the client's Delve through localhost:2346 and

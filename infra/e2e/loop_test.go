@@ -154,7 +154,17 @@ func startTiltAt(t testing.TB, target tiltTarget, replicas, rate int) *tiltSessi
 	began := time.Now()
 	args := append([]string{"up", "--port", fmt.Sprint(target.port), "--stream"}, target.args(replicas, rate)...)
 	s.proc = proctest.StartIn(t, s.dir, suite.tilt, target.env(), args...)
-	t.Cleanup(func() { s.stop(t) })
+	t.Cleanup(func() {
+		s.restoreServer(t)
+		s.stop(t)
+		// Put the suite's own environment back (its server pods, client rate,
+		// no debug mode) for the checks that follow.
+		if suite.deploy == "tilt" && target.ns == namespace && !t.Failed() {
+			if err := tiltCI(); err != nil {
+				t.Error(err)
+			}
+		}
+	})
 	s.waitReady(t, 10*time.Minute)
 	ctx := t.Context()
 	for _, app := range []string{"server", "client"} {
@@ -167,6 +177,25 @@ func startTiltAt(t testing.TB, target tiltTarget, replicas, rate int) *tiltSessi
 	s.probes["client"] = newProbes(t, target.ns, "client")
 	s.calls = newCallCounter(t, target.ns)
 	return s
+}
+
+// restoreServer makes the server's code the one the session started with
+// again, after edits that changed its reply, and waits until it answers.
+func (s *tiltSession) restoreServer(t testing.TB) {
+	t.Helper()
+	path := filepath.Join(s.dir, editedFile["server"])
+	current, err := os.ReadFile(path)
+	if err != nil || bytes.Equal(current, s.serverSource) || t.Failed() {
+		return
+	}
+	select {
+	case <-s.proc.Done():
+		return
+	default:
+	}
+	began := time.Now()
+	rev := s.commitAndWrite(t, editedFile["server"], s.serverSource)
+	s.waitForRevision(t, "server", rev, began)
 }
 
 // stop stops Tilt as a person would (Ctrl-C), unless it has stopped
