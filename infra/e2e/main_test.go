@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -324,4 +326,31 @@ func (c *cluster) apply(ctx context.Context, o *unstructured.Unstructured, dryRu
 		return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
 	}
 	return nil
+}
+
+// deleteAll deletes objs, last first, and reports what it could not: the
+// cleanup of a check that installed them (the test's context is over by
+// then).
+func (c *cluster) deleteAll(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	background := metav1.DeletePropagationBackground
+	for _, o := range slices.Backward(objs) {
+		gvk := o.GroupVersionKind()
+		mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			if !meta.IsNoMatchError(err) { // its CRD is gone, and it with it
+				t.Errorf("delete %s %s: %v", gvk.Kind, o.GetName(), err)
+			}
+			continue
+		}
+		var r dynamic.ResourceInterface = c.dynamic.Resource(mapping.Resource)
+		if o.GetNamespace() != "" {
+			r = c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace())
+		}
+		if err := r.Delete(ctx, o.GetName(), metav1.DeleteOptions{PropagationPolicy: &background}); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete %s %s: %v", gvk.Kind, o.GetName(), err)
+		}
+	}
 }

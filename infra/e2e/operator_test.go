@@ -70,6 +70,9 @@ func TestOperator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What the check installs it removes at the end: the CRDs (and with
+	// them every monitor, rule and Prometheus), the operator, its namespace.
+	t.Cleanup(func() { suite.c.deleteAll(t, objs) })
 	for _, o := range objs {
 		if o.GetKind() == "Deployment" {
 			useOurImages(t, o, images)
@@ -84,7 +87,9 @@ func TestOperator(t *testing.T) {
 	}
 	t.Logf("CRDs and operator running %v after the start", time.Since(began).Round(time.Second))
 
-	for _, obj := range mustDecode(t, prometheusObjects()) {
+	prom := mustDecode(t, prometheusObjects())
+	t.Cleanup(func() { suite.c.deleteAll(t, prom) })
+	for _, obj := range prom {
 		if err := suite.c.apply(ctx, obj, false); err != nil {
 			t.Fatal(err)
 		}
@@ -97,6 +102,7 @@ func TestOperator(t *testing.T) {
 			t.Fatalf("server-side dry run: %v", err)
 		}
 	}
+	t.Cleanup(func() { suite.c.deleteAll(t, monitoring) })
 	for _, obj := range monitoring {
 		if err := suite.c.apply(ctx, obj, false); err != nil {
 			t.Fatal(err)
