@@ -153,42 +153,68 @@ func TestShutdownSequence(t *testing.T) {
 // TestShutdownWithoutDelay is a restart in place: with no delay configured the
 // drain starts at once and, with nothing in flight, serve returns at once.
 func TestShutdownWithoutDelay(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	noLeaks(t)
 
 	cfg := testConfig()
 	cfg.ShutdownDelay, cfg.ShutdownTimeout = 0, 10*time.Second
-	log := zap.NewNop()
-	reg := prometheus.NewRegistry()
-	grpcLis, metricsLis := loopbackListener(t), loopbackListener(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() {
-		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg), platform.NewMetricsServer(log, reg), listeners{grpc: grpcLis, metrics: metricsLis})
-	}()
-	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	addr, shutdown := serving(t, cfg)
+	conn := dial(t, addr)
 	callCtx, callCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer callCancel()
 	if _, err := foopb.NewFooClient(conn).Echo(callCtx, &foopb.EchoRequest{Name: "x"}); err != nil {
 		t.Fatalf("echo: %v", err)
 	}
-
-	began := time.Now()
-	cancel()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("serve did not return")
-	}
-	if took := time.Since(began); took > 500*time.Millisecond {
+	if took := shutdown(); took > 500*time.Millisecond {
 		t.Errorf("shutdown with nothing in flight took %v, want well under a second", took)
 	}
+}
+
+// serving runs serve with cfg on loopback listeners. shutdown ends it as a
+// signal does and returns how long serve took to return.
+func serving(t *testing.T, cfg Config) (grpcAddr string, shutdown func() time.Duration) {
+	t.Helper()
+	log := zaptest.NewLogger(t)
+	reg := prometheus.NewRegistry()
+	grpcLis, metricsLis := loopbackListener(t), loopbackListener(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	served := make(chan error, 1)
+	go func() {
+		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg), platform.NewMetricsServer(log, reg), listeners{grpc: grpcLis, metrics: metricsLis})
+	}()
+	return grpcLis.Addr().String(), func() time.Duration {
+		t.Helper()
+		began := time.Now()
+		cancel()
+		select {
+		case err := <-served:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(8 * time.Second):
+			t.Fatal("serve did not return")
+		}
+		return time.Since(began)
+	}
+}
+
+// noLeaks checks, after every other cleanup of the test, that no goroutine
+// started since is left.
+func noLeaks(t *testing.T) {
+	t.Helper()
+	running := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, running) })
+}
+
+// dial connects to addr; the connection closes when the test ends.
+func dial(t *testing.T, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 func healthStatus(ctx context.Context, c healthpb.HealthClient) healthpb.HealthCheckResponse_ServingStatus {
@@ -245,22 +271,14 @@ func loopbackListener(t *testing.T) net.Listener {
 // GracefulStop waits for (up to 5s in grpc-go). A reflection stream left
 // open (grpcurl's) is cut too. With no call in flight, serve returns at once.
 func TestShutdownCutsSilentConnections(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	noLeaks(t)
 
 	cfg := testConfig()
 	cfg.ShutdownDelay, cfg.ShutdownTimeout = 0, 10*time.Second
-	log := zaptest.NewLogger(t)
-	reg := prometheus.NewRegistry()
-	grpcLis, metricsLis := loopbackListener(t), loopbackListener(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	served := make(chan error, 1)
-	go func() {
-		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg), platform.NewMetricsServer(log, reg), listeners{grpc: grpcLis, metrics: metricsLis})
-	}()
+	addr, shutdown := serving(t, cfg)
 
 	// The silent peer: an HTTP/2 client preface and settings, then nothing.
-	silent, err := net.Dial("tcp", grpcLis.Addr().String())
+	silent, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,11 +297,7 @@ func TestShutdownCutsSilentConnections(t *testing.T) {
 		t.Fatalf("first frame from the server: %v, want SETTINGS", f)
 	}
 
-	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, addr)
 	callCtx, callCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer callCancel()
 	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(callCtx)
@@ -300,17 +314,7 @@ func TestShutdownCutsSilentConnections(t *testing.T) {
 		t.Fatalf("echo: %v", err)
 	}
 
-	began := time.Now()
-	cancel()
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	case <-time.After(8 * time.Second):
-		t.Fatal("serve did not return")
-	}
-	if took := time.Since(began); took > 500*time.Millisecond {
+	if took := shutdown(); took > 500*time.Millisecond {
 		t.Errorf("shutdown with a silent connection and an open stream took %v, want well under a second", took)
 	}
 	if _, err := refl.Recv(); status.Code(err) != codes.Unavailable {
