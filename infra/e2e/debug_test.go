@@ -114,6 +114,7 @@ func TestDebugMode(t *testing.T) {
 	// And back: no Delve, the liveness probes back.
 	s.tilt(t, append([]string{"args"}, s.target.args(1, s.rate)...)...)
 	waitClientDebugged(t, s, false)
+	s.restoreServer(t)
 }
 
 // waitClientDebugged waits until Tilt has rolled the client out with

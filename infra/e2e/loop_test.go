@@ -155,11 +155,10 @@ func startTiltAt(t testing.TB, target tiltTarget, replicas, rate int) *tiltSessi
 	args := append([]string{"up", "--port", fmt.Sprint(target.port), "--stream"}, target.args(replicas, rate)...)
 	s.proc = proctest.StartIn(t, s.dir, suite.tilt, target.env(), args...)
 	t.Cleanup(func() {
-		s.restoreServer(t)
 		s.stop(t)
 		// Put the suite's own environment back (its server pods, client rate,
 		// no debug mode) for the checks that follow.
-		if suite.deploy == "tilt" && target.ns == namespace && !t.Failed() {
+		if suite.deploy == "tilt" && target.ns == namespace {
 			if err := tiltCI(); err != nil {
 				t.Error(err)
 			}
@@ -180,7 +179,9 @@ func startTiltAt(t testing.TB, target tiltTarget, replicas, rate int) *tiltSessi
 }
 
 // restoreServer makes the server's code the one the session started with
-// again, after edits that changed its reply, and waits until it answers.
+// again, after edits that changed its reply, and waits until it answers:
+// the last step of a check that edits, so the environment is left with the
+// code it had.
 func (s *tiltSession) restoreServer(t testing.TB) {
 	t.Helper()
 	path := filepath.Join(s.dir, editedFile["server"])
@@ -193,6 +194,12 @@ func (s *tiltSession) restoreServer(t testing.TB) {
 		return
 	default:
 	}
+	// The pods may have been replaced since the probes were made (options
+	// changed with tilt args).
+	if err := suite.c.waitRolloutIn(t.Context(), s.target.ns, "server", 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	s.probes["server"] = newProbes(t, s.target.ns, "server")
 	began := time.Now()
 	rev := s.commitAndWrite(t, editedFile["server"], s.serverSource)
 	s.waitForRevision(t, "server", rev, began)
@@ -738,6 +745,7 @@ func BenchmarkLiveUpdate(b *testing.B) {
 	b.Run("server", func(b *testing.B) { loop(b, s, "server") })
 	b.Run("client", func(b *testing.B) { loop(b, s, "client") })
 	broken, failed, fix := s.brokenEdit(b)
+	s.restoreServer(b)
 	b.Logf("broken edit: error on server-compile, pods kept the previous build and answered for %.1fs, %v calls failed; after the fix, new code answering in %.2fs (%v failed)",
 		broken.Seconds(), failed, fix.total.Seconds(), fix.failed)
 	if failed+fix.failed != 0 {

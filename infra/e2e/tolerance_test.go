@@ -172,6 +172,7 @@ func TestFaults(t *testing.T) {
 		if failedEnd != failedStart {
 			t.Errorf("%v calls failed during the session, want 0", failedEnd-failedStart)
 		}
+		s.restoreServer(t)
 	})
 }
 
