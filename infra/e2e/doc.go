@@ -9,4 +9,9 @@
 // runs (scripts/smoke). The tests then prove least privilege and Pod Security
 // through the API, run the smoke checks through port-forwards, and inject
 // faults while the client sends calls, each with the target it must meet.
+// With a real Tilt they debug the programs in their pods through Delve and
+// pprof (TestDebugMode), and run the environment under the names of other
+// clusters, two developers side by side included (TestOtherClusters);
+// scripts/bench --loop-example times Tilt's own Go example the way
+// BenchmarkLiveUpdate times this project's loop.
 package e2e
