@@ -103,6 +103,7 @@ func TestDebugMode(t *testing.T) {
 	debugCall(t, s, file, line, "debug-after-edits", fmt.Sprintf("debug-after-edits (edit %d)", s.edits))
 
 	cpuProfile(t, s)
+	heapProfile(t, s)
 
 	// Both programs, as a person switches while Tilt runs: tilt args
 	// replaces every option given before.
@@ -433,6 +434,7 @@ func cpuProfile(t *testing.T, s *tiltSession) {
 		t.Fatal(err)
 	}
 	checkEchoSamples(t, "the button's profile", data)
+
 	for {
 		resp, err := http.Get("http://" + serverPprofUI + "/ui/")
 		if err == nil {
@@ -448,6 +450,36 @@ func cpuProfile(t *testing.T, s *tiltSession) {
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
+}
+
+// heapProfile clicks the server's "Heap profile" button: the profile it
+// saves parses and holds in-use memory samples.
+func heapProfile(t *testing.T, s *tiltSession) {
+	t.Helper()
+	latest := filepath.Join(s.dir, "build", "profiles", "server.pb.gz")
+	clicked := time.Now()
+	s.clickButton(t, "server-heap-profile")
+	for {
+		if info, err := os.Stat(latest); err == nil && info.ModTime().After(clicked) {
+			break
+		}
+		if time.Since(clicked) > 30*time.Second {
+			t.Fatalf("no heap profile in %s within 30s of the click", latest)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	data, err := os.ReadFile(latest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heap, err := profile.ParseData(data)
+	if err != nil {
+		t.Fatalf("the heap profile does not parse: %v", err)
+	}
+	if !slices.ContainsFunc(heap.SampleType, func(st *profile.ValueType) bool { return st.Type == "inuse_space" }) || len(heap.Sample) == 0 {
+		t.Errorf("the heap profile has sample types %v and %d samples, want inuse_space and some", heap.SampleType, len(heap.Sample))
+	}
+	t.Logf("the heap button's profile: %d samples", len(heap.Sample))
 }
 
 // checkEchoSamples parses a CPU profile and checks that samples were taken
