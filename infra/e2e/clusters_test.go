@@ -3,10 +3,9 @@
 package e2e
 
 import (
-	"bytes"
+	"context"
 	"fmt"
 	"maps"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -39,7 +38,7 @@ func TestOtherClusters(t *testing.T) {
 
 	t.Run("a local product under its own name", func(t *testing.T) {
 		kc := kubeconfigAs(t, "k3d-grpc-metrics")
-		out, err := tiltCommand(suite.root, kc, "ci", "--port", "10360", "--timeout", "10m")
+		out, err := tiltCommand(suite.root, tiltTarget{kubeconfig: kc}.env(), "ci", "--port", "10360", "--timeout", "10m")
 		if err != nil {
 			t.Fatalf("tilt ci under context k3d-grpc-metrics, no options: %v\n%s", err, tail(out))
 		}
@@ -55,7 +54,7 @@ func TestOtherClusters(t *testing.T) {
 	t.Run("a remote context is refused", func(t *testing.T) {
 		kc := kubeconfigAs(t, "team-dev")
 		const ns = "echo-refused"
-		out, err := tiltCommand(suite.root, kc, "ci", "--port", "10361", "--timeout", "3m", "--", "--namespace", ns)
+		out, err := tiltCommand(suite.root, tiltTarget{kubeconfig: kc}.env(), "ci", "--port", "10361", "--timeout", "3m", "--", "--namespace", ns)
 		if err == nil {
 			t.Fatalf("tilt ci deployed to context team-dev without --allowed-context:\n%s", tail(out))
 		}
@@ -75,7 +74,7 @@ func TestOtherClusters(t *testing.T) {
 		b := tiltTarget{kubeconfig: kc, ns: "echo-b", port: 10550, offset: 200, options: shared}
 
 		// Developer b's environment, left running by tilt ci.
-		out, err := tiltCommand(suite.root, kc, append([]string{"ci", "--port", fmt.Sprint(b.port), "--timeout", "10m"}, b.args(1, 10)...)...)
+		out, err := tiltCommand(suite.root, tiltTarget{kubeconfig: kc}.env(), append([]string{"ci", "--port", fmt.Sprint(b.port), "--timeout", "10m"}, b.args(1, 10)...)...)
 		t.Cleanup(func() { tiltDown(t, b) })
 		if err != nil {
 			t.Fatalf("tilt ci in %s: %v\n%s", b.ns, err, tail(out))
@@ -106,14 +105,12 @@ func TestOtherClusters(t *testing.T) {
 		// Developer a leaves: Ctrl-C, then tilt down with the same options.
 		s.stop(t)
 		tiltDown(t, a)
-		for began := time.Now(); ; time.Sleep(time.Second) {
+		err = poll(ctx, 3*time.Minute, "namespace "+a.ns+" gone after tilt down", func(ctx context.Context) (bool, string) {
 			_, err := suite.c.client.CoreV1().Namespaces().Get(ctx, a.ns, metav1.GetOptions{})
-			if apierrors.IsNotFound(err) {
-				break
-			}
-			if time.Since(began) > 3*time.Minute {
-				t.Fatalf("namespace %s still there 3m after tilt down: %v", a.ns, err)
-			}
+			return apierrors.IsNotFound(err), fmt.Sprint(err)
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
 		if after := podStates(t, b.ns); !maps.Equal(before, after) {
 			t.Errorf("tilt down of %s changed the pods of %s:\nbefore %v\nafter  %v", a.ns, b.ns, before, after)
@@ -155,23 +152,21 @@ func kubeconfigAs(t *testing.T, name string) string {
 	return path
 }
 
-// tiltCommand runs tilt with args in dir, with KUBECONFIG kubeconfig, and
+// tiltCommand runs tilt with args in dir with the environment env, and
 // returns its output.
-func tiltCommand(dir, kubeconfig string, args ...string) (string, error) {
+func tiltCommand(dir string, env []string, args ...string) (string, error) {
 	cmd := exec.Command(suite.tilt, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	err := cmd.Run()
-	return out.String(), err
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // tiltDown runs tilt down for target, with its options, deleting its
 // namespace too.
 func tiltDown(t *testing.T, target tiltTarget) {
 	t.Helper()
-	out, err := tiltCommand(suite.root, target.kubeconfig, append([]string{"down", "--delete-namespaces"}, target.args(1, 10)...)...)
+	out, err := tiltCommand(suite.root, target.env(), append([]string{"down", "--delete-namespaces"}, target.args(1, 10)...)...)
 	if err != nil {
 		t.Errorf("tilt down of %s: %v\n%s", target.ns, err, tail(out))
 	}
@@ -234,10 +229,10 @@ func checkOwnNamespace(t *testing.T, ns string) {
 	}
 	slices.Sort(want)
 	var up, elsewhere []string
-	for began := time.Now(); time.Since(began) < time.Minute; time.Sleep(2 * time.Second) {
+	err = poll(ctx, time.Minute, ns+"'s Prometheus scraping exactly its pods", func(ctx context.Context) (bool, string) {
 		targets, err := papi.Targets(ctx)
 		if err != nil {
-			continue
+			return false, err.Error()
 		}
 		up, elsewhere = nil, nil
 		for _, tg := range targets.Active {
@@ -251,11 +246,9 @@ func checkOwnNamespace(t *testing.T, ns string) {
 			}
 		}
 		slices.Sort(up)
-		if slices.Equal(up, want) && len(elsewhere) == 0 {
-			break
-		}
-	}
-	if !slices.Equal(up, want) || len(elsewhere) > 0 {
+		return slices.Equal(up, want) && len(elsewhere) == 0, ""
+	})
+	if err != nil {
 		t.Errorf("%s: Prometheus scrapes %v up, targets in other namespaces %v; want exactly its pods %v", ns, up, elsewhere, want)
 	}
 	servers, err := suite.c.runningPodsIn(ctx, ns, "server")

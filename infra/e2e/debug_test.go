@@ -147,18 +147,20 @@ func debugClient(t *testing.T, s *tiltSession) {
 	// Tilt forwards the new pod's ports once it runs, and Delve answers
 	// once it has started the client.
 	var dlv *rpc2.RPCClient
-	for began := time.Now(); ; time.Sleep(500 * time.Millisecond) {
+	err := poll(t.Context(), time.Minute, "attach to the client's Delve at "+clientDelve+" and halt it", func(context.Context) (bool, string) {
 		conn, err := net.DialTimeout("tcp", clientDelve, 5*time.Second)
-		if err == nil {
-			dlv = rpc2.NewClientFromConn(conn)
-			if _, err = dlv.Halt(); err == nil {
-				break
-			}
+		if err != nil {
+			return false, err.Error()
+		}
+		dlv = rpc2.NewClientFromConn(conn)
+		if _, err := dlv.Halt(); err != nil {
 			conn.Close()
+			return false, err.Error()
 		}
-		if time.Since(began) > time.Minute {
-			t.Fatalf("attach to the client's Delve at %s and halt it: %v", clientDelve, err)
-		}
+		return true, ""
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	const fn = "main.(*caller).call"
 	bp, err := dlv.CreateBreakpoint(&api.Breakpoint{FunctionName: fn})
@@ -393,17 +395,17 @@ func cpuProfile(t *testing.T, s *tiltSession) {
 		"--rps", "1000", "-z", "60s", "-c", "8", serverGRPC)
 	defer ghz.Stop(time.Second)
 	// Calling: the server's count of answered calls grows by ghz's rate.
-	answered := func() float64 {
-		mfs, err := proctest.Scrape("http://" + serverMetrics + "/metrics")
-		if err != nil {
-			return 0
-		}
-		return proctest.Value(mfs, "echo_requests_total", map[string]string{"result": "ok"})
+	metrics := "http://" + serverMetrics + "/metrics"
+	n0, err := answeredCalls(metrics)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for n0, began := answered(), time.Now(); answered() < n0+300; time.Sleep(200 * time.Millisecond) {
-		if time.Since(began) > 30*time.Second {
-			t.Fatalf("ghz is not calling through %s:\n%s", serverGRPC, ghz.Output())
-		}
+	err = poll(t.Context(), 30*time.Second, "ghz calling through "+serverGRPC, func(context.Context) (bool, string) {
+		n, err := answeredCalls(metrics)
+		return err == nil && n >= n0+300, fmt.Sprintf("%v calls answered, %v before (%v)", n, n0, err)
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, ghz.Output())
 	}
 
 	resp, err := http.Get("http://" + serverPprof + "/debug/pprof/profile?seconds=10")
@@ -417,62 +419,49 @@ func cpuProfile(t *testing.T, s *tiltSession) {
 	}
 	checkEchoSamples(t, "the profile taken by hand", data)
 
-	clicked := time.Now()
-	s.clickButton(t, "server-cpu-profile")
-	latest := filepath.Join(s.dir, "build", "profiles", "server.pb.gz")
-	for {
-		if info, err := os.Stat(latest); err == nil && info.ModTime().After(clicked) {
-			break
+	checkEchoSamples(t, "the button's profile", s.clickForProfile(t, "server-cpu-profile", 40*time.Second))
+
+	err = poll(t.Context(), 90*time.Second, "pprof's web UI at "+serverPprofUI+" serving the profile", func(context.Context) (bool, string) {
+		resp, err := http.Get("http://" + serverPprofUI + "/ui/")
+		if err != nil {
+			return false, err.Error()
 		}
-		if time.Since(clicked) > 40*time.Second {
-			t.Fatalf("no profile in %s within 40s of the click:\n%s", latest, s.tilt(t, "logs", "server"))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	data, err = os.ReadFile(latest)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte("Echo")), resp.Status
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkEchoSamples(t, "the button's profile", data)
+	t.Logf("server-pprof serves the button's profile at http://%s/ui/", serverPprofUI)
+}
 
-	for {
-		resp, err := http.Get("http://" + serverPprofUI + "/ui/")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte("Echo")) {
-				t.Logf("server-pprof serves the button's profile at http://%s/ui/", serverPprofUI)
-				return
-			}
-		}
-		if time.Since(clicked) > 90*time.Second {
-			t.Fatalf("pprof's web UI at %s does not serve the profile (%v)", serverPprofUI, err)
-		}
-		time.Sleep(500 * time.Millisecond)
+// clickForProfile clicks a profile button of the server and returns the
+// profile it saved as the latest, once it is there.
+func (s *tiltSession) clickForProfile(t *testing.T, button string, timeout time.Duration) []byte {
+	t.Helper()
+	latest := filepath.Join(s.dir, "build", "profiles", "server.pb.gz")
+	clicked := time.Now()
+	s.clickButton(t, button)
+	err := poll(t.Context(), timeout, "a new profile in "+latest+" after the click on "+button, func(context.Context) (bool, string) {
+		info, err := os.Stat(latest)
+		return err == nil && info.ModTime().After(clicked), fmt.Sprint(err)
+	})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, s.tilt(t, "logs", "server"))
 	}
+	data, err := os.ReadFile(latest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // heapProfile clicks the server's "Heap profile" button: the profile it
 // saves parses and holds in-use memory samples.
 func heapProfile(t *testing.T, s *tiltSession) {
 	t.Helper()
-	latest := filepath.Join(s.dir, "build", "profiles", "server.pb.gz")
-	clicked := time.Now()
-	s.clickButton(t, "server-heap-profile")
-	for {
-		if info, err := os.Stat(latest); err == nil && info.ModTime().After(clicked) {
-			break
-		}
-		if time.Since(clicked) > 30*time.Second {
-			t.Fatalf("no heap profile in %s within 30s of the click", latest)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	data, err := os.ReadFile(latest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	heap, err := profile.ParseData(data)
+	heap, err := profile.ParseData(s.clickForProfile(t, "server-heap-profile", 30*time.Second))
 	if err != nil {
 		t.Fatalf("the heap profile does not parse: %v", err)
 	}

@@ -69,13 +69,12 @@ func BenchmarkTiltExampleGo(b *testing.B) {
 		resp.Body.Close()
 		return resp.Header.Get("X-Edit"), nil
 	}
-	for began := time.Now(); ; time.Sleep(time.Second) {
-		if _, err := edition(); err == nil {
-			break
-		}
-		if time.Since(began) > 10*time.Minute {
-			b.Fatalf("the example does not answer on %s:\n%s", page, tilt.Output())
-		}
+	err = poll(b.Context(), 10*time.Minute, "the example answering on "+page, func(context.Context) (bool, string) {
+		_, err := edition()
+		return err == nil, fmt.Sprint(err)
+	})
+	if err != nil {
+		b.Fatalf("%v\n%s", err, tilt.Output())
 	}
 	time.Sleep(5 * time.Second) // the first deploy settles
 	served := followExample(b)

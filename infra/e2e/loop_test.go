@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -276,11 +277,8 @@ func (s *tiltSession) waitReady(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		cmd := exec.Command(suite.tilt, "wait", "--for=condition=Ready", "--timeout=1m",
+		out, err := tiltCommand(s.dir, s.target.env(), "wait", "--for=condition=Ready", "--timeout=1m",
 			"uiresource/server", "uiresource/client", "--port", fmt.Sprint(s.target.port))
-		cmd.Dir = s.dir
-		cmd.Env = s.target.env()
-		out, err := cmd.CombinedOutput()
 		if err == nil {
 			return
 		}
@@ -300,14 +298,11 @@ func (s *tiltSession) waitReady(t testing.TB, timeout time.Duration) {
 // The first argument is the subcommand; Tiltfile options may follow "--".
 func (s *tiltSession) tilt(t testing.TB, args ...string) []byte {
 	t.Helper()
-	cmd := exec.Command(suite.tilt, append([]string{args[0], "--port", fmt.Sprint(s.target.port)}, args[1:]...)...)
-	cmd.Dir = s.dir
-	cmd.Env = s.target.env()
-	out, err := cmd.CombinedOutput()
+	out, err := tiltCommand(s.dir, s.target.env(), append([]string{args[0], "--port", fmt.Sprint(s.target.port)}, args[1:]...)...)
 	if err != nil {
 		t.Fatalf("tilt %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	return out
+	return []byte(out)
 }
 
 // commitAndWrite makes content the new version of path: first a commit in
@@ -449,11 +444,25 @@ func (p *podProbe) state(program string) (revision string, answering bool) {
 			}
 		}
 	}
-	answered := map[string]string{"result": "ok"}
 	if program == "server" {
-		return revision, proctest.Value(mfs, "echo_requests_total", answered) >= 1
+		return revision, answered(mfs) >= 1
 	}
-	return revision, proctest.Value(mfs, "echo_client_calls_total", answered) >= 1
+	return revision, proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}) >= 1
+}
+
+// answered is the server's count of echo calls it answered, in a scrape.
+func answered(mfs map[string]*dto.MetricFamily) float64 {
+	return proctest.Value(mfs, "echo_requests_total", map[string]string{"result": "ok"})
+}
+
+// answeredCalls scrapes a server's metrics at url for its count of answered
+// echo calls.
+func answeredCalls(url string) (float64, error) {
+	mfs, err := proctest.Scrape(url)
+	if err != nil {
+		return 0, err
+	}
+	return answered(mfs), nil
 }
 
 // callCounter reads the client's echo_client_calls_total through a

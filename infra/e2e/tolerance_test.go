@@ -12,8 +12,6 @@ import (
 	"github.com/prometheus/common/model"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-
-	"example.com/grpc-metrics/infra/proctest"
 )
 
 // quiet is how long without a new failed call ends a fault's failure window.
@@ -223,18 +221,11 @@ func waitCallsReachEveryServer(t *testing.T) time.Duration {
 	if err != nil {
 		t.Fatal(err)
 	}
-	answered := func(url string) (float64, error) {
-		mfs, err := proctest.Scrape(url)
-		if err != nil {
-			return 0, err
-		}
-		return proctest.Value(mfs, "echo_requests_total", map[string]string{"result": "ok"}), nil
-	}
 	for _, p := range pods {
 		url := "http://" + suite.c.portForward(t, p.Name, 9000).addr[9000] + "/metrics"
 		n0 := -1.0
 		err := poll(t.Context(), 2*time.Minute, "the client calls "+p.Name, func(context.Context) (bool, string) {
-			n, err := answered(url)
+			n, err := answeredCalls(url)
 			if err != nil {
 				return false, err.Error()
 			}

@@ -99,12 +99,7 @@ func NewDebugServer(log *zap.Logger) *DebugServer {
 }
 
 // Serve serves on lis until Close; it returns nil after Close.
-func (d *DebugServer) Serve(lis net.Listener) error {
-	if err := d.srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve debug: %w", err)
-	}
-	return nil
-}
+func (d *DebugServer) Serve(lis net.Listener) error { return serveHTTP(d.srv, lis, "debug") }
 
 // Close stops the listener and cuts the profiles in progress: a restart
 // must not wait for a 30-second profile to finish.

@@ -78,9 +78,13 @@ func NewMetricsServer(log *zap.Logger, reg *prometheus.Registry) *MetricsServer 
 func (m *MetricsServer) SetReady(ready bool) { m.ready.Store(ready) }
 
 // Serve serves on lis until Shutdown; it returns nil after a shutdown.
-func (m *MetricsServer) Serve(lis net.Listener) error {
-	if err := m.srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve metrics: %w", err)
+func (m *MetricsServer) Serve(lis net.Listener) error { return serveHTTP(m.srv, lis, "metrics") }
+
+// serveHTTP serves srv on lis until it is shut down or closed, which is no
+// error; what names the listener in any other.
+func serveHTTP(srv *http.Server, lis net.Listener, what string) error {
+	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", what, err)
 	}
 	return nil
 }
