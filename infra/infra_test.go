@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -20,8 +21,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/kustomize/api/hasher"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
+	kyaml "sigs.k8s.io/kustomize/kyaml/yaml"
 	"sigs.k8s.io/yaml"
 
 	"example.com/grpc-metrics/infra"
@@ -142,7 +145,7 @@ func TestTreesBuildAndDecodeStrictly(t *testing.T) {
 			if len(tr.namespaces) != 1 || tr.namespaces[0].Name != namespace {
 				t.Fatalf("want exactly the namespace %q, got %d namespaces", namespace, len(tr.namespaces))
 			}
-			want := []string{"server", "client", "prometheus", "grafana"}
+			want := []string{"server", "client", "prometheus", "jaeger", "grafana"}
 			if dir == "app" || dir == "operator" {
 				want = []string{"server", "client"}
 			}
@@ -520,38 +523,93 @@ func TestPrometheusRBACIsLeastPrivilege(t *testing.T) {
 	}
 }
 
-func TestConfigMapsAreMountedByFixedNameWithoutSubPath(t *testing.T) {
+// traceIDLabel is the exemplar label of the programs' latency histograms
+// (platform.TraceIDKey), which Grafana's exemplar links read.
+const traceIDLabel = "trace_id"
+
+// TestConfigMapsRollOnlyWhatDoesNotReload: a ConfigMap whose files its
+// program re-reads (Prometheus, Grafana) has a fixed name and is mounted
+// without subPath, so an edit reaches the running pod; one read only at
+// start (Jaeger's file, the programs' environment) carries kustomize's
+// content hash in its name, so an edit rolls the Deployments that use it.
+func TestConfigMapsRollOnlyWhatDoesNotReload(t *testing.T) {
+	reloads := map[string]bool{"prometheus": true, "grafana": true}
 	tr := mustBuild(t, ".")
-	want := map[string]string{
-		"prometheus-config":           "prometheus",
-		"grafana-datasources":         "grafana",
-		"grafana-dashboard-providers": "grafana",
-		"grafana-dashboards":          "grafana",
-	}
-	var got []string
-	for name := range tr.configMaps {
-		got = append(got, name)
-	}
-	slices.Sort(got)
-	wantNames := []string{"grafana-dashboard-providers", "grafana-dashboards", "grafana-datasources", "prometheus-config"}
-	if diff := cmp.Diff(wantNames, got); diff != "" {
-		t.Fatalf("ConfigMap names (-want +got), a hash suffix would roll the Deployments on every edit:\n%s", diff)
-	}
-	for cm, deployment := range want {
-		pod := tr.deployments[deployment].Spec.Template.Spec
-		i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool {
-			return v.ConfigMap != nil && v.ConfigMap.Name == cm
-		})
-		if i < 0 {
-			t.Errorf("deployment/%s does not mount ConfigMap %s", deployment, cm)
+	for name, cm := range tr.configMaps {
+		users := configMapUsers(tr, name)
+		if len(users) == 0 {
+			t.Errorf("ConfigMap %s: no Deployment reads it", name)
 			continue
 		}
-		for _, m := range pod.Containers[0].VolumeMounts {
-			if m.Name == pod.Volumes[i].Name && m.SubPath != "" {
-				t.Errorf("deployment/%s mounts ConfigMap %s with subPath: the kubelet never refreshes it", deployment, cm)
+		hashed := hashSuffixed(t, tr.raw["configmap/"+name])
+		for _, u := range users {
+			switch {
+			case reloads[u.deployment] && (hashed || u.subPath):
+				t.Errorf("deployment/%s reloads ConfigMap %s, which must keep one name and be mounted without subPath", u.deployment, name)
+			case !reloads[u.deployment] && !hashed:
+				t.Errorf("deployment/%s reads ConfigMap %s only at start: its name must carry the content hash (labels %v)", u.deployment, name, cm.Labels)
 			}
 		}
 	}
+}
+
+// configMapUser is a Deployment that reads a ConfigMap, mounted (subPath or
+// not) or as its environment.
+type configMapUser struct {
+	deployment string
+	subPath    bool
+}
+
+// configMapUsers returns the Deployments of tr that read the ConfigMap name.
+func configMapUsers(tr *tree, name string) []configMapUser {
+	var out []configMapUser
+	for dn, d := range tr.deployments {
+		pod := d.Spec.Template.Spec
+		for _, v := range pod.Volumes {
+			if v.ConfigMap == nil || v.ConfigMap.Name != name {
+				continue
+			}
+			u := configMapUser{deployment: dn}
+			for _, c := range pod.Containers {
+				for _, m := range c.VolumeMounts {
+					u.subPath = u.subPath || m.Name == v.Name && m.SubPath != ""
+				}
+			}
+			out = append(out, u)
+		}
+		for _, c := range pod.Containers {
+			for _, e := range c.EnvFrom {
+				if e.ConfigMapRef != nil && e.ConfigMapRef.Name == name {
+					out = append(out, configMapUser{deployment: dn})
+				}
+			}
+		}
+	}
+	return out
+}
+
+// hashSuffixed reports whether the ConfigMap's name ends in the hash of its
+// content that kustomize appends: name-HASH, HASH computed on the object
+// named name.
+func hashSuffixed(t *testing.T, raw []byte) bool {
+	t.Helper()
+	node, err := kyaml.Parse(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := node.GetName()
+	i := strings.LastIndex(name, "-")
+	if i < 0 {
+		return false
+	}
+	if err := node.SetName(name[:i]); err != nil {
+		t.Fatal(err)
+	}
+	h, err := (&hasher.Hasher{}).Hash(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h == name[i+1:]
 }
 
 func mountPath(t *testing.T, d *appsv1.Deployment, configMap string) string {
@@ -724,6 +782,7 @@ func TestGrafanaProvisioning(t *testing.T) {
 				TimeInterval                string `json:"timeInterval"`
 				ExemplarTraceIDDestinations []struct {
 					Name            string `json:"name"`
+					DatasourceUID   string `json:"datasourceUid"`
 					URL             string `json:"url"`
 					URLDisplayLabel string `json:"urlDisplayLabel"`
 				} `json:"exemplarTraceIdDestinations"`
@@ -733,22 +792,44 @@ func TestGrafanaProvisioning(t *testing.T) {
 	if err := yaml.UnmarshalStrict([]byte(tr.configMaps["grafana-datasources"].Data["datasources.yaml"]), &ds); err != nil {
 		t.Fatalf("datasources.yaml: %v", err)
 	}
-	if len(ds.Datasources) != 1 {
-		t.Fatalf("datasources = %d, want 1", len(ds.Datasources))
+	uids := map[string]string{} // uid -> type
+	for _, d := range ds.Datasources {
+		uids[d.UID] = d.Type
+		// Each URL names a Service port of the tree.
+		host, port, _ := strings.Cut(strings.TrimPrefix(d.URL, "http://"), ":")
+		svc := tr.services[host]
+		if svc == nil || !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return fmt.Sprint(p.Port) == port }) {
+			t.Errorf("datasource %s: URL %s names no Service port of the manifests", d.Name, d.URL)
+		}
 	}
-	got := ds.Datasources[0]
-	if got.Type != "prometheus" || got.UID != "prometheus" || got.URL != "http://prometheus:9090" {
-		t.Errorf("datasource = %+v, want type prometheus, uid prometheus, url http://prometheus:9090", got)
+	if uids["prometheus"] != "prometheus" {
+		t.Errorf("no Prometheus datasource of uid prometheus, which the dashboards name: %v", uids)
 	}
-	// An exemplar's request_id opens the Tilt UI's log filtered to it; $$ is
-	// a literal $ in provisioning files (they expand environment variables).
-	dests := got.JSONData.ExemplarTraceIDDestinations
-	wantURL := "http://localhost:10350/r/(all)/overview?term=$${__value.raw}"
-	if len(dests) != 1 || dests[0].Name != "request_id" || dests[0].URL != wantURL {
-		t.Errorf("exemplar destinations = %+v, want one on label request_id to %s", dests, wantURL)
+	// Every exemplar of a latency panel leads on: to a trace in a provisioned
+	// tracing datasource, or to a URL whose variables Grafana's container
+	// defines ($$ is a literal $).
+	var toTraces bool
+	for _, d := range ds.Datasources {
+		for _, dest := range d.JSONData.ExemplarTraceIDDestinations {
+			if dest.Name != traceIDLabel {
+				t.Errorf("exemplar destination %+v: label %q, want the programs' %q", dest, dest.Name, traceIDLabel)
+			}
+			if dest.DatasourceUID != "" {
+				toTraces = toTraces || uids[dest.DatasourceUID] == "jaeger"
+				if uids[dest.DatasourceUID] == "" {
+					t.Errorf("exemplar destination %+v names no provisioned datasource", dest)
+				}
+				continue
+			}
+			for _, v := range regexp.MustCompile(`\$\$|\$\{?([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(dest.URL, -1) {
+				if v[1] != "" && env(c, v[1]) == "" {
+					t.Errorf("exemplar destination URL %s: $%s is not set on Grafana's container", dest.URL, v[1])
+				}
+			}
+		}
 	}
-	if s := tr.services["prometheus"]; s == nil || s.Spec.Ports[0].Port != 9090 {
-		t.Error("the datasource URL names service prometheus port 9090, which the manifests do not define")
+	if !toTraces {
+		t.Errorf("no exemplar destination leads to the Jaeger datasource")
 	}
 
 	var providers struct {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 
 	"example.com/grpc-metrics/infra"
 )
@@ -43,10 +44,17 @@ func TestPrometheusRuleIsTheRulesFile(t *testing.T) {
 func TestOperatorOverlay(t *testing.T) {
 	base, op := mustBuild(t, "base"), mustBuild(t, "operator")
 
-	// The app is the same as infra/base's.
+	// The app is the same as infra/base's but for where its spans go: each
+	// tree's own tracing settings.
 	for _, name := range []string{"server", "client"} {
-		if diff := cmp.Diff(base.deployments[name], op.deployments[name]); diff != "" {
+		b, o := tracingSettings(t, base, name), tracingSettings(t, op, name)
+		if diff := cmp.Diff(b, o); diff != "" {
 			t.Errorf("deployment/%s differs from infra/base (-base +operator):\n%s", name, diff)
+		}
+	}
+	for _, tr := range []*tree{base, op} {
+		if settings := tr.configMaps[envFromName(tr.deployments["server"])]; settings == nil || settings.Data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "" {
+			t.Errorf("the server's tracing settings %v name no OTLP endpoint", settings)
 		}
 	}
 	for id := range op.raw {
@@ -115,4 +123,29 @@ func TestOperatorOverlay(t *testing.T) {
 	if len(cm.Data) != len(files) {
 		t.Errorf("configmap/grafana-dashboards holds %d files, dashboards/ %d", len(cm.Data), len(files))
 	}
+}
+
+// envFromName is the ConfigMap whose keys are d's environment.
+func envFromName(d *appsv1.Deployment) string {
+	for _, e := range d.Spec.Template.Spec.Containers[0].EnvFrom {
+		if e.ConfigMapRef != nil {
+			return e.ConfigMapRef.Name
+		}
+	}
+	return ""
+}
+
+// tracingSettings returns a copy of deployment name of tr in which the
+// ConfigMap of its environment is named "tracing settings": two trees'
+// Deployments compare equal when only those differ.
+func tracingSettings(t *testing.T, tr *tree, name string) *appsv1.Deployment {
+	t.Helper()
+	d := tr.deployments[name].DeepCopy()
+	for i, e := range d.Spec.Template.Spec.Containers[0].EnvFrom {
+		if e.ConfigMapRef == nil || tr.configMaps[e.ConfigMapRef.Name] == nil {
+			t.Fatalf("deployment/%s: environment from %+v, not a ConfigMap of the tree", name, e)
+		}
+		d.Spec.Template.Spec.Containers[0].EnvFrom[i].ConfigMapRef.Name = "tracing settings"
+	}
+	return d
 }

@@ -386,7 +386,7 @@ func cpuNanos(pid int) (int64, error) {
 // ghz runs ghz against addr with args and returns its JSON report.
 func ghz(ctx context.Context, b binaries, root, addr string, args ...string) (ghzReport, error) {
 	argv := append([]string{"--insecure", "--proto", filepath.Join(root, "proto", "foo.proto"), "--call", "foo.Foo/echo",
-		"-d", `{"name":"world"}`, "-m", `{"x-request-id":"bench-{{.RequestNumber}}"}`, "--format", "json"}, args...)
+		"-d", `{"name":"world"}`, "--format", "json"}, args...)
 	cmd := exec.CommandContext(ctx, b.ghz, append(argv, addr)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

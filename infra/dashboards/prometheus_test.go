@@ -42,7 +42,7 @@ const (
 	liveDeadline     = 90 * time.Second // for every query to return data; ~10s is typical
 	startTimeout     = 30 * time.Second // for a process to log the address it listens on
 	namespace        = "echo"           // the namespace of the pods the test stands in for
-	requestIDLabel   = "request_id"     // the exemplar label of the latency histograms (platform.RequestIDKey)
+	traceIDLabel     = "trace_id"       // the exemplar label of the latency histograms and the log field (platform.TraceIDKey)
 )
 
 var (
@@ -142,7 +142,7 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 		"__rate_interval": liveRateInterval,
 		"__interval":      liveInterval,
 		"__range":         "5m",
-	}, requestIDLabel)
+	}, traceIDLabel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,13 +180,13 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 	}
 	t.Logf("%d checks, %d failed, after %v of scraping", len(checks), len(failed), time.Since(began).Round(100*time.Millisecond))
 
-	t.Run("one request id from the client's log to the exemplars", func(t *testing.T) {
+	t.Run("one trace id from the client's log to the exemplars", func(t *testing.T) {
 		followOneCall(t, papi, filepath.Join(dir, "client"), grpcAddr, server, failClient)
 	})
 }
 
 // followOneCall stops the failing client, lets a short-lived one fail a few
-// calls, and follows the last failure's request id: from that client's log
+// calls, and follows the last failure's trace id: from that client's log
 // to the server's log, to the exemplar of the server's error latency in its
 // OpenMetrics output, to Prometheus's exemplar API.
 func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, server, failClient *proctest.Process) {
@@ -201,13 +201,13 @@ func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, se
 	if len(failures) == 0 {
 		t.Fatal("the client logged no failed call")
 	}
-	id, _ := failures[len(failures)-1][requestIDLabel].(string)
+	id, _ := failures[len(failures)-1][traceIDLabel].(string)
 	if id == "" {
-		t.Fatalf("the client's failure line has no %s: %v", requestIDLabel, failures[len(failures)-1])
+		t.Fatalf("the client's failure line has no %s: %v", traceIDLabel, failures[len(failures)-1])
 	}
 
-	if !slices.ContainsFunc(server.LogLines("call refused"), func(l map[string]any) bool { return l[requestIDLabel] == id }) {
-		t.Errorf("the server logged no refused call with %s %s", requestIDLabel, id)
+	if !slices.ContainsFunc(server.LogLines("call refused"), func(l map[string]any) bool { return l[traceIDLabel] == id }) {
+		t.Errorf("the server logged no refused call with %s %s", traceIDLabel, id)
 	}
 
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+server.Addr(t, "metrics", startTimeout)+"/metrics", nil)
@@ -224,7 +224,7 @@ func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, se
 	if err != nil {
 		t.Fatal(err)
 	}
-	exemplar := fmt.Sprintf(`# {%s="%s"}`, requestIDLabel, id)
+	exemplar := fmt.Sprintf(`# {%s="%s"}`, traceIDLabel, id)
 	found := false
 	for line := range strings.Lines(string(body)) {
 		found = found || strings.HasPrefix(line, "echo_request_duration_seconds_bucket{") && strings.Contains(line, `result="error"`) && strings.Contains(line, exemplar)
@@ -242,13 +242,13 @@ func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, se
 			}
 			for _, r := range results {
 				for _, e := range r.Exemplars {
-					stored = stored || string(e.Labels[requestIDLabel]) == id
+					stored = stored || string(e.Labels[traceIDLabel]) == id
 				}
 			}
 		}
 		return stored
 	})
-	t.Logf("request id %s: in the client's log, the server's log, the server's OpenMetrics exemplar and Prometheus's exemplar API", id)
+	t.Logf("trace id %s: in the client's log, the server's log, the server's OpenMetrics exemplar and Prometheus's exemplar API", id)
 }
 
 // prometheusListening finds the address in Prometheus's "Listening on" log line.

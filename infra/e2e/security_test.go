@@ -32,7 +32,7 @@ func (a access) String() string {
 
 // TestLeastPrivilege asks the authorizer (SubjectAccessReview) what each
 // service account may do: Prometheus only reads what its discovery needs in
-// its own namespace; the programs and Grafana have no API rights at all.
+// its own namespace; the programs, Jaeger and Grafana have no API rights at all.
 func TestLeastPrivilege(t *testing.T) {
 	var cases []access
 	discovery := []struct{ group, resource string }{{"discovery.k8s.io", "endpointslices"}, {"", "services"}, {"", "pods"}}
@@ -51,7 +51,7 @@ func TestLeastPrivilege(t *testing.T) {
 		access{"prometheus", "list", "", "pods", "kube-system", false},
 		access{"prometheus", "list", "", "pods", "default", false},
 	)
-	for _, sa := range []string{"server", "client", "grafana"} {
+	for _, sa := range []string{"server", "client", "jaeger", "grafana"} {
 		for _, r := range append(discovery, struct{ group, resource string }{"", "secrets"}, struct{ group, resource string }{"", "configmaps"}) {
 			for _, v := range []string{"get", "list"} {
 				cases = append(cases, access{sa, v, r.group, r.resource, namespace, false})

@@ -31,7 +31,7 @@ const smokeTimeout = 2 * time.Minute
 // TestSmoke checks a running environment end to end: echo answers through a
 // port-forward to every server pod, Prometheus scrapes every server and
 // client pod, every dashboard query and every rule returns data, and Grafana
-// serves the datasource and every dashboard.
+// serves the datasources (Prometheus, Jaeger) and every dashboard.
 func TestSmoke(t *testing.T) {
 	ctx := t.Context()
 	t.Run("echo", func(t *testing.T) {
@@ -87,6 +87,14 @@ func TestSmoke(t *testing.T) {
 		}
 		if err := getJSON(ctx, base+"/api/datasources/proxy/uid/prometheus/api/v1/query?query=up", &q); err != nil || q.Status != "success" {
 			t.Errorf("grafana datasource uid prometheus: status %q, %v", q.Status, err)
+		}
+		// And the Jaeger datasource, which exemplars link to, holds both programs' traces.
+		var services struct {
+			Data []string `json:"data"`
+		}
+		if err := getJSON(ctx, base+"/api/datasources/proxy/uid/jaeger/api/services", &services); err != nil ||
+			!slices.Contains(services.Data, "server") || !slices.Contains(services.Data, "client") {
+			t.Errorf("grafana datasource uid jaeger: services %v, %v; want server and client", services.Data, err)
 		}
 		boards, err := dashboards.Load(filepath.Join(suite.root, "dashboards"))
 		if err != nil {
@@ -149,7 +157,7 @@ func dataChecks(t *testing.T, papi promv1.API) []promcheck.Check {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checks, err := promcheck.Panels(t.Context(), papi, boards, map[string]string{"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}, "request_id")
+	checks, err := promcheck.Panels(t.Context(), papi, boards, map[string]string{"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}, "trace_id")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"golang.org/x/sync/errgroup"
@@ -28,10 +30,11 @@ type caller struct {
 	cfg     Config
 	log     *zap.Logger
 	limiter *rate.Limiter
+	tracer  trace.Tracer
 	calls   *prometheus.CounterVec // echo_client_calls_total{result}
 }
 
-func newCaller(client foopb.FooClient, cfg Config, log *zap.Logger, reg prometheus.Registerer) *caller {
+func newCaller(client foopb.FooClient, cfg Config, log *zap.Logger, reg prometheus.Registerer, tracer trace.Tracer) *caller {
 	calls := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
 		Name: "echo_client_calls_total",
 		Help: "Echo calls made by the client, by result.",
@@ -45,6 +48,7 @@ func newCaller(client foopb.FooClient, cfg Config, log *zap.Logger, reg promethe
 		// A burst of one keeps the calls evenly spaced.
 		limiter: rate.NewLimiter(rate.Limit(cfg.Rate), 1),
 		calls:   calls,
+		tracer:  tracer,
 	}
 }
 
@@ -64,13 +68,16 @@ func (c *caller) run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// call makes one echo call, under a new request id, and accounts for its
-// result. The id goes to the server as x-request-id and is logged with every
-// failure (and every call at debug level), so a call's client and server log
-// lines and its exemplars share it.
+// call makes one echo call and accounts for its result. The call is a span
+// of its own, the root of its trace: the client span of each attempt
+// (retries included) is its child, and the server's span theirs. Its trace
+// id is in the client's exemplars and in the log line of a failure (and of
+// every call at debug level), so both programs' lines of a call, its
+// exemplars and its trace share one id.
 func (c *caller) call(ctx context.Context) {
-	callCtx, id := platform.OutgoingRequestID(ctx)
-	callCtx, cancel := context.WithTimeout(callCtx, c.cfg.Timeout)
+	ctx, span := c.tracer.Start(ctx, "call echo")
+	defer span.End()
+	callCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
 	reply, err := c.client.Echo(callCtx, &foopb.EchoRequest{Name: c.cfg.Name})
@@ -80,12 +87,13 @@ func (c *caller) call(ctx context.Context) {
 		}
 		c.calls.WithLabelValues(resultError).Inc()
 		st := status.Convert(err)
-		c.log.Warn("echo failed", zap.String(platform.RequestIDKey, id), zap.Stringer("code", st.Code()),
-			zap.String("message", st.Message()), zap.Duration("elapsed", time.Since(start)))
+		span.SetStatus(codes.Error, st.Message())
+		c.log.Warn("echo failed", append(platform.TraceFields(ctx), zap.Stringer("code", st.Code()),
+			zap.String("message", st.Message()), zap.Duration("elapsed", time.Since(start)))...)
 		return
 	}
 	c.calls.WithLabelValues(resultOK).Inc()
 	if ce := c.log.Check(zapcore.DebugLevel, "echo"); ce != nil {
-		ce.Write(zap.String(platform.RequestIDKey, id), zap.Int("reply_bytes", len(reply.GetMessage())), zap.Duration("elapsed", time.Since(start)))
+		ce.Write(append(platform.TraceFields(ctx), zap.Int("reply_bytes", len(reply.GetMessage())), zap.Duration("elapsed", time.Since(start)))...)
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -9,23 +10,37 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/platform"
 )
 
 // fakeServer answers echo, failing for names that start with "fail" and
-// blocking until the call ends for "block".
+// blocking until the call ends for "block". It keeps the traceparent of
+// each call it gets.
 type fakeServer struct {
 	foopb.UnimplementedFooServer
+	traceparents chan string
 }
 
-func (fakeServer) Echo(ctx context.Context, req *foopb.EchoRequest) (*foopb.EchoReply, error) {
+func (f fakeServer) Echo(ctx context.Context, req *foopb.EchoRequest) (*foopb.EchoReply, error) {
+	if f.traceparents != nil {
+		f.traceparents <- strings.Join(metadata.ValueFromIncomingContext(ctx, "traceparent"), ",")
+	}
 	switch {
 	case strings.HasPrefix(req.GetName(), "fail"):
 		return nil, status.Error(codes.InvalidArgument, "bad name")
@@ -36,16 +51,32 @@ func (fakeServer) Echo(ctx context.Context, req *foopb.EchoRequest) (*foopb.Echo
 	return &foopb.EchoReply{Message: req.GetName()}, nil
 }
 
-func fakeClient(t *testing.T) foopb.FooClient {
+// testTracing returns the client's tracing as run creates it with no OTLP
+// endpoint, plus a recorder of the spans it ends.
+func testTracing(t *testing.T) (*platform.Tracing, *tracetest.SpanRecorder) {
+	t.Helper()
+	spans := tracetest.NewSpanRecorder()
+	tracing, err := platform.NewTracing(context.Background(), "client", zaptest.NewLogger(t), sdktrace.WithSpanProcessor(spans))
+	if err != nil {
+		t.Fatalf("NewTracing: %v", err)
+	}
+	t.Cleanup(func() { tracing.Shutdown() }) //nolint:errcheck // nothing is exported
+	return tracing, spans
+}
+
+// fakeClient connects to srv over bufconn the way run connects to the
+// server: through the client's tracing stats handler.
+func fakeClient(t *testing.T, srv fakeServer, tracing *platform.Tracing) foopb.FooClient {
 	t.Helper()
 	lis := bufconn.Listen(1 << 16)
 	s := grpc.NewServer()
-	foopb.RegisterFooServer(s, fakeServer{})
+	foopb.RegisterFooServer(s, srv)
 	go s.Serve(lis) //nolint:errcheck // ends with Stop
 	t.Cleanup(s.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufnet",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithStatsHandler(tracing.ClientHandler()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +102,8 @@ func TestCallCountsResults(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			cfg := Config{Rate: 1, Concurrency: 1, Name: tt.reqName, Timeout: tt.timeout}
-			c := newCaller(fakeClient(t), cfg, zaptest.NewLogger(t), reg)
+			tracing, _ := testTracing(t)
+			c := newCaller(fakeClient(t, fakeServer{}, tracing), cfg, zaptest.NewLogger(t), reg, tracing.Tracer("client"))
 			ctx, cancel := context.WithCancel(t.Context())
 			if tt.cancelled {
 				time.AfterFunc(20*time.Millisecond, cancel)
@@ -91,7 +123,8 @@ func TestCallCountsResults(t *testing.T) {
 func TestRunKeepsRateAndStops(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	cfg := Config{Rate: 200, Concurrency: 4, Name: "world", Timeout: time.Second}
-	c := newCaller(fakeClient(t), cfg, zaptest.NewLogger(t), reg)
+	tracing, _ := testTracing(t)
+	c := newCaller(fakeClient(t, fakeServer{}, tracing), cfg, zaptest.NewLogger(t), reg, tracing.Tracer("client"))
 	ctx, cancel := context.WithTimeout(t.Context(), 250*time.Millisecond)
 	defer cancel()
 	start := time.Now()
@@ -110,5 +143,58 @@ func TestRunKeepsRateAndStops(t *testing.T) {
 	}
 	if errs := testutil.ToFloat64(c.calls.WithLabelValues(resultError)); errs != 0 {
 		t.Errorf("calls{result=error} = %v, want 0", errs)
+	}
+}
+
+// TestCallTrace: each call is a trace of its own, whose root is the call's
+// span and whose client span sends the server its traceparent; a failed
+// call's warning names that trace and span.
+func TestCallTrace(t *testing.T) {
+	for _, name := range []string{"world", "fail"} {
+		t.Run(name, func(t *testing.T) {
+			tracing, spans := testTracing(t)
+			srv := fakeServer{traceparents: make(chan string, 1)}
+			core, logs := observer.New(zapcore.InfoLevel)
+			cfg := Config{Rate: 1, Concurrency: 1, Name: name, Timeout: time.Second}
+			c := newCaller(fakeClient(t, srv, tracing), cfg, zap.New(core), prometheus.NewRegistry(), tracing.Tracer("client"))
+			c.call(t.Context())
+
+			var root, client sdktrace.ReadOnlySpan
+			for _, s := range spans.Ended() {
+				switch s.SpanKind() {
+				case trace.SpanKindInternal:
+					root = s
+				case trace.SpanKindClient:
+					client = s
+				}
+			}
+			if root == nil || client == nil || len(spans.Ended()) != 2 {
+				t.Fatalf("spans %v, want the call's and one client span", spans.Ended())
+			}
+			if root.Parent().IsValid() || client.Parent().SpanID() != root.SpanContext().SpanID() || client.SpanContext().TraceID() != root.SpanContext().TraceID() {
+				t.Errorf("client span %v (parent %v) is not the child of the call's root span %v", client.SpanContext(), client.Parent(), root.SpanContext())
+			}
+			want := fmt.Sprintf("00-%s-%s-01", client.SpanContext().TraceID(), client.SpanContext().SpanID())
+			if got := <-srv.traceparents; got != want {
+				t.Errorf("the server got traceparent %q, want %q", got, want)
+			}
+			warnings := logs.FilterMessage("echo failed").All()
+			if name == "world" {
+				if len(warnings) != 0 {
+					t.Errorf("a successful call logged %v", warnings)
+				}
+				return
+			}
+			if len(warnings) != 1 {
+				t.Fatalf("%d warnings of the failed call, want 1: %v", len(warnings), logs.All())
+			}
+			fields := warnings[0].ContextMap()
+			if fields[platform.TraceIDKey] != root.SpanContext().TraceID().String() || fields[platform.SpanIDKey] != root.SpanContext().SpanID().String() {
+				t.Errorf("warning fields %v, want trace_id %s and span_id %s", fields, root.SpanContext().TraceID(), root.SpanContext().SpanID())
+			}
+			if root.Status().Code != otelcodes.Error {
+				t.Errorf("the failed call's span has status %v, want Error", root.Status())
+			}
+		})
 	}
 }

@@ -54,7 +54,7 @@ var reconnectBackoff = backoff.Config{
 // its servers, or that lost them all, failing for up to 30s.
 const dnsResolutionInterval = 2 * time.Second
 
-// exemplarInterval spaces the request-id exemplars of the client's latency
+// exemplarInterval spaces the trace-id exemplars of the client's latency
 // histogram (see platform.ExemplarSampler).
 const exemplarInterval = 100 * time.Millisecond
 
@@ -68,6 +68,15 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
+	tracing, err := platform.NewTracing(ctx, "client", log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tracing.Shutdown(); err != nil {
+			log.Warn("the last spans were not exported", zap.Error(err))
+		}
+	}()
 	reg := platform.NewRegistry("echo_client")
 	clMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(
 		grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
@@ -91,6 +100,7 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			Time:    10 * time.Second, // the shortest grpc-go allows
 			Timeout: 2 * time.Second,
 		}),
+		grpc.WithStatsHandler(tracing.ClientHandler()),
 		grpc.WithChainUnaryInterceptor(interceptors...),
 		// While no server is reachable (every pod restarting at once after
 		// a live update, or a single server restarting), a call waits for
@@ -118,7 +128,7 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 	}
 	log.Info("listening", fields...)
 	metrics := platform.NewMetricsServer(log, reg)
-	c := newCaller(foopb.NewFooClient(conn), cfg, log, reg)
+	c := newCaller(foopb.NewFooClient(conn), cfg, log, reg, tracing.Tracer("client"))
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return metrics.Serve(metricsLis) })

@@ -10,6 +10,8 @@ import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
@@ -49,6 +51,19 @@ func benchLogger(b *testing.B, lvl zapcore.Level) *zap.Logger {
 	return log
 }
 
+// benchTracing is the server's tracing as it runs with an OTLP endpoint, its
+// batches handed to an exporter that drops them: the cost of a span up to
+// its export.
+func benchTracing(b *testing.B) *platform.Tracing {
+	b.Helper()
+	tracing, err := platform.NewTracing(b.Context(), "server", zap.NewNop(), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	if err != nil {
+		b.Fatalf("NewTracing: %v", err)
+	}
+	b.Cleanup(func() { tracing.Shutdown() }) //nolint:errcheck // nothing is exported
+	return tracing
+}
+
 // serveBufconn serves s over bufconn until the benchmark ends and returns a
 // client of it.
 func serveBufconn(b *testing.B, s *grpc.Server) foopb.FooClient {
@@ -84,10 +99,10 @@ func BenchmarkEchoCall(b *testing.B) {
 	}{
 		{name: "server=bare", start: bareServer},
 		{name: "server=ours", start: func(b *testing.B) *grpc.Server {
-			return newGRPCServer(cfg, benchLogger(b, zapcore.InfoLevel), prometheus.NewRegistry()).Server
+			return newGRPCServer(cfg, benchLogger(b, zapcore.InfoLevel), prometheus.NewRegistry(), benchTracing(b)).Server
 		}},
 		{name: "server=ours-debug", start: func(b *testing.B) *grpc.Server {
-			return newGRPCServer(cfg, benchLogger(b, zapcore.DebugLevel), prometheus.NewRegistry()).Server
+			return newGRPCServer(cfg, benchLogger(b, zapcore.DebugLevel), prometheus.NewRegistry(), benchTracing(b)).Server
 		}},
 	}
 	for _, v := range variants {
@@ -129,6 +144,11 @@ func BenchmarkEchoCallPart(b *testing.B) {
 			var inFlight atomic.Int64
 			return withUnary(callInterceptor(benchLogger(b, zapcore.InfoLevel), cfg.SlowCall, &inFlight))
 		}},
+		{name: "part=tracing", start: func(b *testing.B) *grpc.Server {
+			s := grpc.NewServer(grpc.StatsHandler(benchTracing(b).ServerHandler()))
+			foopb.RegisterFooServer(s, bareEcho{})
+			return s
+		}},
 		{name: "part=recovery", start: func(*testing.B) *grpc.Server {
 			return withUnary(recovery.UnaryServerInterceptor())
 		}},
@@ -138,7 +158,7 @@ func BenchmarkEchoCallPart(b *testing.B) {
 			return s
 		}},
 		{name: "part=ours", start: func(b *testing.B) *grpc.Server {
-			return newGRPCServer(cfg, benchLogger(b, zapcore.InfoLevel), prometheus.NewRegistry()).Server
+			return newGRPCServer(cfg, benchLogger(b, zapcore.InfoLevel), prometheus.NewRegistry(), benchTracing(b)).Server
 		}},
 	}
 	for _, v := range variants {

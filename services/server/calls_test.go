@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
@@ -38,7 +38,8 @@ func TestCallInterceptor(t *testing.T) {
 			core, logs := observer.New(zapcore.DebugLevel)
 			var inFlight atomic.Int64
 			icpt := callInterceptor(zap.New(core), 20*time.Millisecond, &inFlight)
-			ctx := metadata.NewIncomingContext(t.Context(), metadata.Pairs(platform.RequestIDHeader, "req-7"))
+			sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{0: 0xab, 15: 7}, SpanID: trace.SpanID{7: 9}})
+			ctx := trace.ContextWithSpanContext(t.Context(), sc)
 			ctx = peer.NewContext(ctx, &peer.Peer{Addr: &net.TCPAddr{IP: net.IPv4(10, 0, 0, 9), Port: 4242}})
 			info := &grpc.UnaryServerInfo{FullMethod: "/foo.Foo/echo"}
 			handler := func(ctx context.Context, _ any) (any, error) {
@@ -70,7 +71,7 @@ func TestCallInterceptor(t *testing.T) {
 				t.Errorf("logged %v %q, want %v %q", e.Level, e.Message, tt.wantLevel, tt.wantMsg)
 			}
 			fields := e.ContextMap()
-			want := map[string]any{platform.RequestIDKey: "req-7", "method": "/foo.Foo/echo", "peer": "10.0.0.9:4242", "code": status.Code(tt.err).String()}
+			want := map[string]any{platform.TraceIDKey: "ab000000000000000000000000000007", platform.SpanIDKey: "0000000000000009", "method": "/foo.Foo/echo", "peer": "10.0.0.9:4242", "code": status.Code(tt.err).String()}
 			for k, v := range want {
 				if got := fields[k]; got != v {
 					t.Errorf("field %s = %v, want %v", k, got, v)

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"example.com/grpc-metrics/proto/foopb"
-	"example.com/grpc-metrics/services/internal/platform"
 )
 
 // seriesCounts returns, for each metric family in g, the number of series
@@ -73,7 +72,7 @@ func TestMetricsCardinality(t *testing.T) {
 	calls := 0
 
 	// send makes n calls cycling over distinct names (one in ten too long, an
-	// INVALID_ARGUMENT) and distinct request ids, plus a call to a method that
+	// INVALID_ARGUMENT) and distinct trace ids, plus a call to a method that
 	// does not exist, all labelled by prefix.
 	send := func(prefix string, n, names int) {
 		t.Helper()
@@ -84,7 +83,8 @@ func TestMetricsCardinality(t *testing.T) {
 				name = strings.Repeat("x", 17) + name
 				wantCode = codes.InvalidArgument
 			}
-			ctx := metadata.AppendToOutgoingContext(testContext(t), platform.RequestIDHeader, fmt.Sprintf("%s-%d", prefix, i))
+			// Each call its own trace, as the caller's traceparent says.
+			ctx := metadata.AppendToOutgoingContext(testContext(t), "traceparent", fmt.Sprintf("00-%032x-%016x-01", calls+1, i+1))
 			if _, err := client.Echo(ctx, &foopb.EchoRequest{Name: name}); status.Code(err) != wantCode {
 				t.Fatalf("Echo(%q) = %v, want code %v", name, err, wantCode)
 			}

@@ -26,7 +26,7 @@ type Config struct {
 	MaxConnAge      time.Duration      `envconfig:"MAX_CONNECTION_AGE" default:"1m" desc:"connections are closed gracefully after this long, so clients resolve the server's name again and spread over new pods"`
 	ShutdownDelay   time.Duration      `envconfig:"SHUTDOWN_DELAY" default:"0s" desc:"after SIGTERM, time spent NOT_SERVING before draining, so load balancers stop sending calls"`
 	ShutdownTimeout time.Duration      `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long calls in progress may take to finish at shutdown before they are cancelled"`
-	SlowCall        time.Duration      `envconfig:"SLOW_CALL" default:"100ms" desc:"a successful call that takes this long or longer is logged (warn) with its request id"`
+	SlowCall        time.Duration      `envconfig:"SLOW_CALL" default:"100ms" desc:"a successful call that takes this long or longer is logged (warn) with its trace id"`
 	DebugPort       platform.DebugPort `envconfig:"DEBUG_PORT" desc:"TCP port of the debug listener (net/http/pprof), on loopback only; unset or empty: no debug listener"`
 	Log             platform.LogConfig `envconfig:"LOG"`
 }

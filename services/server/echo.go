@@ -71,13 +71,13 @@ func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 	}
 }
 
-// observe accounts for one finished call. The exemplar's request id is the
-// call's (callInterceptor gives every call one), so it leads to the call's
-// log lines. Every failure carries one; successes as the sampler allows.
+// observe accounts for one finished call. The exemplar's trace id is the
+// call's, so it leads to the call's trace and log lines. Every failure
+// carries one; successes as the sampler allows.
 func (m *echoMetrics) observe(ctx context.Context, start time.Time, failed bool) {
 	seconds := time.Since(start).Seconds()
 	if failed {
-		observe(m.errDuration, seconds, platform.RequestIDExemplar(ctx))
+		observe(m.errDuration, seconds, platform.TraceExemplar(ctx))
 		m.errRequests.Inc()
 		return
 	}

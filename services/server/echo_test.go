@@ -16,6 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
@@ -49,8 +52,30 @@ func startServer(t *testing.T, cfg Config) (*grpcServer, *prometheus.Registry, *
 // startServerLogging is startServer with the server's logger.
 func startServerLogging(t *testing.T, cfg Config, log *zap.Logger) (*grpcServer, *prometheus.Registry, *grpc.ClientConn) {
 	t.Helper()
+	srv, reg, conn, _ := startServerTracing(t, cfg, log)
+	return srv, reg, conn
+}
+
+// testTracing returns the server's tracing as run creates it with no OTLP
+// endpoint, plus a recorder of the spans it ends.
+func testTracing(t testing.TB, log *zap.Logger) (*platform.Tracing, *tracetest.SpanRecorder) {
+	t.Helper()
+	spans := tracetest.NewSpanRecorder()
+	tracing, err := platform.NewTracing(context.Background(), "server", log, sdktrace.WithSpanProcessor(spans))
+	if err != nil {
+		t.Fatalf("NewTracing: %v", err)
+	}
+	t.Cleanup(func() { tracing.Shutdown() }) //nolint:errcheck // nothing is exported
+	return tracing, spans
+}
+
+// startServerTracing is startServerLogging that also returns the recorder
+// of the server's spans.
+func startServerTracing(t *testing.T, cfg Config, log *zap.Logger) (*grpcServer, *prometheus.Registry, *grpc.ClientConn, *tracetest.SpanRecorder) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	srv := newGRPCServer(cfg, log, reg)
+	tracing, spans := testTracing(t, log)
+	srv := newGRPCServer(cfg, log, reg, tracing)
 	lis := bufconn.Listen(1 << 20)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
@@ -67,7 +92,7 @@ func startServerLogging(t *testing.T, cfg Config, log *zap.Logger) (*grpcServer,
 		t.Fatalf("NewClient: %v", err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return srv, reg, conn
+	return srv, reg, conn, spans
 }
 
 func testContext(t *testing.T) context.Context {
@@ -317,43 +342,83 @@ grpc_server_handled_total{grpc_code="OK",grpc_method="echo",grpc_service="foo.Fo
 	}
 }
 
-func TestEchoExemplars(t *testing.T) {
-	randomID := regexp.MustCompile(`^[0-9a-f]{16}$`)
+// TestEchoTraces: each call has a server span, the child of the caller's
+// span when it sent a valid traceparent, and the latency exemplars of the
+// echo histogram and of grpc_server_handling_seconds name its trace.
+func TestEchoTraces(t *testing.T) {
+	const (
+		callerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+		callerSpan  = "00f067aa0ba902b7"
+	)
 	tests := []struct {
-		name   string
-		header string // x-request-id sent, none when empty
-		want   *regexp.Regexp
+		name        string
+		traceparent string // sent as is; none when empty
+		wantTrace   string // the server span's trace id; "" for a new one
+		wantParent  string // the server span's parent span id
+		wantSpan    bool   // a span recorded (the caller's sampling decision is kept)
 	}{
-		{name: "no header", want: randomID},
-		{name: "caller's id", header: "req-42", want: regexp.MustCompile(`^req-42$`)},
-		{name: "id with a space", header: "req 42", want: randomID},
-		{name: "id too long", header: strings.Repeat("a", 65), want: randomID},
-		{name: "longest id", header: strings.Repeat("a", 64), want: regexp.MustCompile(`^a{64}$`)},
+		{name: "no traceparent", wantSpan: true},
+		{name: "caller's sampled trace", traceparent: "00-" + callerTrace + "-" + callerSpan + "-01", wantTrace: callerTrace, wantParent: callerSpan, wantSpan: true},
+		{name: "caller's unsampled trace", traceparent: "00-" + callerTrace + "-" + callerSpan + "-00"},
+		{name: "malformed traceparent", traceparent: "00-" + callerTrace + "-nothex-01", wantSpan: true},
+		{name: "all-zero trace id", traceparent: "00-00000000000000000000000000000000-" + callerSpan + "-01", wantSpan: true},
 	}
+	traceID := regexp.MustCompile(`^[0-9a-f]{32}$`)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, reg, conn := startServer(t, testConfig())
+			_, reg, conn, spans := startServerTracing(t, testConfig(), zaptest.NewLogger(t))
 			ctx := testContext(t)
-			if tt.header != "" {
-				ctx = metadata.AppendToOutgoingContext(ctx, platform.RequestIDHeader, tt.header)
+			if tt.traceparent != "" {
+				ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", tt.traceparent)
 			}
 			if _, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: "n"}); err != nil {
 				t.Fatalf("Echo: %v", err)
 			}
-			ids := exemplarLabels(t, reg, resultOK, platform.RequestIDKey)
-			if len(ids) != 1 {
-				t.Fatalf("%s exemplars of echo_request_duration_seconds{result=ok} = %q, want one", platform.RequestIDKey, ids)
+			ended := spansNamed(spans, "foo.Foo/echo")
+			echoIDs := exemplarLabels(t, reg, "echo_request_duration_seconds", resultOK)
+			grpcIDs := exemplarLabels(t, reg, "grpc_server_handling_seconds", "")
+			if !tt.wantSpan {
+				if len(ended) != 0 || len(echoIDs) != 0 || len(grpcIDs) != 0 {
+					t.Errorf("unsampled call: spans %v, exemplars %q and %q; want none", ended, echoIDs, grpcIDs)
+				}
+				return
 			}
-			if !tt.want.MatchString(ids[0]) {
-				t.Errorf("%s = %q, want a match of %s", platform.RequestIDKey, ids[0], tt.want)
+			if len(ended) != 1 {
+				t.Fatalf("%d server spans foo.Foo/echo, want 1", len(ended))
+			}
+			span := ended[0]
+			got := span.SpanContext().TraceID().String()
+			if tt.wantTrace != "" && got != tt.wantTrace || !traceID.MatchString(got) || got == "00000000000000000000000000000000" {
+				t.Errorf("server span's trace id = %s, want %q (empty: a new one)", got, tt.wantTrace)
+			}
+			if parent := span.Parent().SpanID().String(); tt.wantParent != "" && parent != tt.wantParent || tt.wantParent == "" && span.Parent().IsValid() {
+				t.Errorf("server span's parent = %s, want %q (empty: none)", parent, tt.wantParent)
+			}
+			if span.SpanKind() != trace.SpanKindServer {
+				t.Errorf("span kind = %v, want server", span.SpanKind())
+			}
+			want := []string{got}
+			if !slices.Equal(echoIDs, want) || !slices.Equal(grpcIDs, want) {
+				t.Errorf("%s exemplars: echo_request_duration_seconds %q, grpc_server_handling_seconds %q; want %q in each", platform.TraceIDKey, echoIDs, grpcIDs, want)
 			}
 		})
 	}
 }
 
-// exemplarLabels returns the values of exemplar label name on the buckets of
-// echo_request_duration_seconds{result=result}.
-func exemplarLabels(t *testing.T, reg prometheus.Gatherer, result, name string) []string {
+// spansNamed returns the ended spans called name.
+func spansNamed(r *tracetest.SpanRecorder, name string) []sdktrace.ReadOnlySpan {
+	var out []sdktrace.ReadOnlySpan
+	for _, s := range r.Ended() {
+		if s.Name() == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// exemplarLabels returns the trace ids of the exemplars on the buckets of
+// the histogram metric, of its series with the given result ("" for all).
+func exemplarLabels(t *testing.T, reg prometheus.Gatherer, metric, result string) []string {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -361,16 +426,16 @@ func exemplarLabels(t *testing.T, reg prometheus.Gatherer, result, name string) 
 	}
 	var got []string
 	for _, mf := range mfs {
-		if mf.GetName() != "echo_request_duration_seconds" {
+		if mf.GetName() != metric {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == "result" && l.GetValue() == result }) {
+			if result != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == "result" && l.GetValue() == result }) {
 				continue
 			}
 			for _, b := range m.GetHistogram().GetBucket() {
 				for _, l := range b.GetExemplar().GetLabel() {
-					if l.GetName() == name {
+					if l.GetName() == platform.TraceIDKey {
 						got = append(got, l.GetValue())
 					}
 				}
@@ -540,30 +605,35 @@ func TestEchoExemplarSampling(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	s := &echoServer{maxNameBytes: 16, metrics: newEchoMetrics(reg)}
 	s.metrics.exemplars = platform.NewExemplarSampler(time.Hour) // no second exemplar of a success until the test says so
-	call := func(id, name string) {
+	// call makes a call in the trace numbered n; sampled or not, as the
+	// caller decided.
+	call := func(n byte, sampled bool, name string) string {
 		t.Helper()
-		// The context the server's first interceptor gives a call whose
-		// caller sent this id.
-		ctx := platform.IncomingRequestID(metadata.NewIncomingContext(t.Context(), metadata.Pairs(platform.RequestIDHeader, id)))
-		s.Echo(ctx, &foopb.EchoRequest{Name: name}) //nolint:errcheck // failures are part of the test
+		sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: trace.TraceID{15: n}, SpanID: trace.SpanID{7: n}})
+		if sampled {
+			sc = sc.WithTraceFlags(trace.FlagsSampled)
+		}
+		s.Echo(trace.ContextWithSpanContext(t.Context(), sc), &foopb.EchoRequest{Name: name}) //nolint:errcheck // failures are part of the test
+		return sc.TraceID().String()
 	}
-	call("first", "n")
-	call("second", "n") // within the interval: no exemplar
-	call("bad-1", strings.Repeat("x", 17))
-	call("bad-2", strings.Repeat("x", 17)) // failures always carry one
+	unsampled := call(1, false, "n") // leads to no trace: no exemplar
+	first := call(2, true, "n")
+	second := call(3, true, "n") // within the interval: no exemplar
+	bad1 := call(4, true, strings.Repeat("x", 17))
+	bad2 := call(5, false, strings.Repeat("x", 17)) // failures always carry one: their id is in the logs
 
-	if got := exemplarLabels(t, reg, resultOK, platform.RequestIDKey); !slices.Equal(got, []string{"first"}) {
-		t.Errorf("exemplars of successes = %q, want only %q", got, "first")
+	if got := exemplarLabels(t, reg, "echo_request_duration_seconds", resultOK); !slices.Equal(got, []string{first}) {
+		t.Errorf("exemplars of successes = %q, want only %q (not the unsampled %q)", got, first, unsampled)
 	}
 	// Each bucket keeps its newest exemplar; the two failures may fall in one
 	// bucket or in two.
-	if got := exemplarLabels(t, reg, resultError, platform.RequestIDKey); !slices.Contains(got, "bad-2") || slices.ContainsFunc(got, func(id string) bool { return id != "bad-1" && id != "bad-2" }) {
-		t.Errorf("exemplars of failures = %q, want %q and at most %q besides", got, "bad-2", "bad-1")
+	if got := exemplarLabels(t, reg, "echo_request_duration_seconds", resultError); !slices.Contains(got, bad2) || slices.ContainsFunc(got, func(id string) bool { return id != bad1 && id != bad2 }) {
+		t.Errorf("exemplars of failures = %q, want %q and at most %q besides", got, bad2, bad1)
 	}
 	s.metrics.exemplars = platform.NewExemplarSampler(0) // the interval has passed
-	call("third", "n")
-	if got := exemplarLabels(t, reg, resultOK, platform.RequestIDKey); !slices.Contains(got, "third") || slices.Contains(got, "second") {
-		t.Errorf("exemplars of successes after the interval = %q, want %q (and never %q)", got, "third", "second")
+	third := call(6, true, "n")
+	if got := exemplarLabels(t, reg, "echo_request_duration_seconds", resultOK); !slices.Contains(got, third) || slices.Contains(got, second) {
+		t.Errorf("exemplars of successes after the interval = %q, want %q (and never %q)", got, third, second)
 	}
 }
 

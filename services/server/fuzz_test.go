@@ -73,7 +73,8 @@ func FuzzConfig(f *testing.F) {
 			if cfg.GRPCPort < 0 || cfg.GRPCPort > 65535 || cfg.MetricsPort < 0 || cfg.MetricsPort > 65535 {
 				t.Fatalf("accepted ports %d and %d", cfg.GRPCPort, cfg.MetricsPort)
 			}
-			newGRPCServer(cfg, zap.NewNop(), prometheus.NewRegistry()).Stop()
+			tracing, _ := testTracing(t, zap.NewNop())
+			newGRPCServer(cfg, zap.NewNop(), prometheus.NewRegistry(), tracing).Stop()
 			return
 		}
 		named := false

@@ -35,12 +35,13 @@ type grpcServer struct {
 	calls  atomic.Int64 // unary calls being handled, of every service (callInterceptor)
 }
 
-// newGRPCServer builds the gRPC server: foo.Foo behind the request-id and
-// call-log, metrics and panic-recovery interceptors (plus per-call debug
-// logging when the level is debug), the health service (NOT_SERVING until
-// setServing) and, when enabled, reflection. reg receives the echo and the
-// standard grpc_server_* metrics.
-func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpcServer {
+// newGRPCServer builds the gRPC server: foo.Foo behind the tracing stats
+// handler (each call's server span, whose ids its log lines and exemplars
+// carry) and the call-log, metrics and panic-recovery interceptors (plus
+// per-call debug logging when the level is debug), the health service
+// (NOT_SERVING until setServing) and, when enabled, reflection. reg receives
+// the echo and the standard grpc_server_* metrics.
+func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer, tracing *platform.Tracing) *grpcServer {
 	srvMetrics := newServerMetrics(reg)
 	exemplars := platform.NewExemplarSampler(exemplarInterval)
 	gs := &grpcServer{}
@@ -65,6 +66,7 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer) *grpc
 	stream = append(stream, recovery.StreamServerInterceptor(recovery.WithRecoveryHandler(panicked)))
 
 	s := grpc.NewServer(
+		grpc.StatsHandler(tracing.ServerHandler()),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			// Clients balance over the pods they resolved when they connected;

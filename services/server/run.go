@@ -28,13 +28,21 @@ type listeners struct {
 
 // run listens on the configured ports and serves until ctx ends.
 func run(ctx context.Context, cfg Config, log *zap.Logger) error {
+	tracing, err := platform.NewTracing(ctx, "server", log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := tracing.Shutdown(); err != nil {
+			log.Warn("the last spans were not exported", zap.Error(err))
+		}
+	}()
 	reg := platform.NewRegistry("echo_server")
-	srv := newGRPCServer(cfg, log, reg)
+	srv := newGRPCServer(cfg, log, reg, tracing)
 	metrics := platform.NewMetricsServer(log, reg)
 
 	var lc net.ListenConfig
 	var lis listeners
-	var err error
 	if lis.grpc, err = lc.Listen(ctx, "tcp", net.JoinHostPort("", strconv.Itoa(cfg.GRPCPort))); err != nil {
 		return fmt.Errorf("listen for gRPC: %w", err)
 	}

@@ -64,7 +64,8 @@ func TestShutdownSequence(t *testing.T) {
 	core, logs := observer.New(zap.InfoLevel)
 	log := zap.New(core)
 	reg := prometheus.NewRegistry()
-	srv := newGRPCServer(cfg, log, reg)
+	tracing, _ := testTracing(t, log)
+	srv := newGRPCServer(cfg, log, reg, tracing)
 	entered := make(chan struct{}, 1)
 	srv.RegisterService(blockingService(entered), struct{}{})
 	metrics := platform.NewMetricsServer(log, reg)
@@ -178,9 +179,10 @@ func serving(t *testing.T, cfg Config) (grpcAddr string, shutdown func() time.Du
 	grpcLis, metricsLis := loopbackListener(t), loopbackListener(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	tracing, _ := testTracing(t, log)
 	served := make(chan error, 1)
 	go func() {
-		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg), platform.NewMetricsServer(log, reg), listeners{grpc: grpcLis, metrics: metricsLis})
+		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg, tracing), platform.NewMetricsServer(log, reg), listeners{grpc: grpcLis, metrics: metricsLis})
 	}()
 	return grpcLis.Addr().String(), func() time.Duration {
 		t.Helper()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc/codes"
@@ -105,18 +106,19 @@ func zapLevel(lvl logging.Level) zapcore.Level {
 	}
 }
 
-// RPCLogOptions logs every finished call at debug level with its request
-// id, method, code and duration.
+// RPCLogOptions logs every finished call at debug level with its trace and
+// span ids, method, code and duration.
 func RPCLogOptions() []logging.Option {
 	return []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }),
 		logging.WithDurationField(logging.DurationToDurationField),
 		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
-			if id := RequestID(ctx); id != "" {
-				return logging.Fields{RequestIDKey, id}
+			sc := trace.SpanContextFromContext(ctx)
+			if !sc.IsValid() {
+				return nil
 			}
-			return nil
+			return logging.Fields{TraceIDKey, sc.TraceID().String(), SpanIDKey, sc.SpanID().String()}
 		}),
 	}
 }

@@ -1,0 +1,326 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"example.com/grpc-metrics/proto/foopb"
+)
+
+// jaegerTrace is a trace as Jaeger's HTTP API, which its UI reads, gives it.
+type jaegerTrace struct {
+	TraceID   string       `json:"traceID"`
+	Spans     []jaegerSpan `json:"spans"`
+	Processes map[string]struct {
+		ServiceName string `json:"serviceName"`
+	} `json:"processes"`
+}
+
+// jaegerSpan is a span of a jaegerTrace.
+type jaegerSpan struct {
+	SpanID        string `json:"spanID"`
+	OperationName string `json:"operationName"`
+	ProcessID     string `json:"processID"`
+	References    []struct {
+		RefType string `json:"refType"`
+		SpanID  string `json:"spanID"`
+	} `json:"references"`
+	Tags []struct {
+		Key   string `json:"key"`
+		Value any    `json:"value"`
+	} `json:"tags"`
+}
+
+// jaegerTraces is the answer of /api/traces and /api/traces/ID.
+type jaegerTraces struct {
+	Data []jaegerTrace `json:"data"`
+}
+
+// spanKind is the span.kind tag of span i.
+func (tr jaegerTrace) spanKind(i int) string {
+	for _, tag := range tr.Spans[i].Tags {
+		if tag.Key == "span.kind" {
+			return fmt.Sprint(tag.Value)
+		}
+	}
+	return ""
+}
+
+// service is the service of span i.
+func (tr jaegerTrace) service(i int) string { return tr.Processes[tr.Spans[i].ProcessID].ServiceName }
+
+// clientAndServer reports whether the trace holds a client span of the
+// client and a server span of the server that is its child.
+func (tr jaegerTrace) clientAndServer() bool {
+	for i := range tr.Spans {
+		if tr.service(i) != "server" || tr.spanKind(i) != "server" {
+			continue
+		}
+		for _, ref := range tr.Spans[i].References {
+			for j := range tr.Spans {
+				if ref.RefType == "CHILD_OF" && tr.Spans[j].SpanID == ref.SpanID && tr.service(j) == "client" && tr.spanKind(j) == "client" {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// jaegerAPI returns the base URL of Jaeger's API through a port-forward to
+// its pod.
+func jaegerAPI(t *testing.T) string {
+	t.Helper()
+	pods, err := suite.c.readyPods(t.Context(), "jaeger")
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("no ready jaeger pod (%v)", err)
+	}
+	return "http://" + suite.c.portForward(t, pods[0].Name, 16686).addr[16686]
+}
+
+// getTrace fetches trace id from Jaeger; ok is false until Jaeger has it.
+func getTrace(ctx context.Context, base, id string) (jaegerTrace, bool) {
+	var got jaegerTraces
+	if err := getJSON(ctx, base+"/api/traces/"+id, &got); err != nil || len(got.Data) == 0 {
+		return jaegerTrace{}, false
+	}
+	return got.Data[0], true
+}
+
+// TestTraces follows calls from the programs to Jaeger, and from a
+// Prometheus exemplar to its trace; it deletes Jaeger under load and
+// measures its memory under the client's load and a Load burst.
+func TestTraces(t *testing.T) {
+	ctx := t.Context()
+	jaeger := jaegerAPI(t)
+	pods, err := suite.c.readyPods(ctx, "server")
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("no ready server pod (%v)", err)
+	}
+	serverAddr := suite.c.portForward(t, pods[0].Name, 20000).addr[20000]
+	conn, err := grpc.NewClient(serverAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// call makes one call with the test's own traceparent.
+	call := func(name string, code codes.Code) string {
+		t.Helper()
+		traceID := fmt.Sprintf("%016x%016x", time.Now().UnixNano(), uint64(len(name)))
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		cctx = metadata.AppendToOutgoingContext(cctx, "traceparent", "00-"+traceID+"-00f067aa0ba902b7-01")
+		if _, err := foopb.NewFooClient(conn).Echo(cctx, &foopb.EchoRequest{Name: name}); status.Code(err) != code {
+			t.Fatalf("Echo: %v, want code %v", err, code)
+		}
+		return traceID
+	}
+
+	t.Run("a caller's traceparent reaches Jaeger", func(t *testing.T) {
+		id := call("traced", codes.OK)
+		began := time.Now()
+		var tr jaegerTrace
+		err := poll(ctx, 10*time.Second, "trace "+id+" in Jaeger", func(ctx context.Context) (bool, string) {
+			var ok bool
+			tr, ok = getTrace(ctx, jaeger, id)
+			return ok, ""
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.IndexFunc(tr.Spans, func(s jaegerSpan) bool { return s.OperationName == "foo.Foo/echo" })
+		if i < 0 || tr.service(i) != "server" || tr.spanKind(i) != "server" {
+			t.Fatalf("trace %s: %+v, want the server's span foo.Foo/echo", id, tr)
+		}
+		t.Logf("trace %s in Jaeger %v after the call", id, time.Since(began).Round(100*time.Millisecond))
+	})
+
+	t.Run("a refused call's trace id is in the server's log line", func(t *testing.T) {
+		id := call(strings.Repeat("x", 2000), codes.InvalidArgument)
+		err := poll(ctx, 10*time.Second, "the server's log line of refused call "+id, func(ctx context.Context) (bool, string) {
+			return slices.ContainsFunc(logLines(ctx, t, pods[0].Name, "call refused"), func(l map[string]any) bool { return l["trace_id"] == id }), ""
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+
+	t.Run("an exemplar of the client leads to its trace", func(t *testing.T) {
+		papi := prometheusAPI(t)
+		var tr jaegerTrace
+		var id string
+		err := poll(ctx, 2*time.Minute, "an exemplar of grpc_client_handling_seconds whose trace Jaeger has", func(ctx context.Context) (bool, string) {
+			results, err := papi.QueryExemplars(ctx, `grpc_client_handling_seconds_bucket{job="client"}`, time.Now().Add(-2*time.Minute), time.Now())
+			if err != nil {
+				return false, err.Error()
+			}
+			for _, r := range results {
+				for _, e := range r.Exemplars {
+					id = string(e.Labels["trace_id"])
+					var ok bool
+					if tr, ok = getTrace(ctx, jaeger, id); ok && tr.clientAndServer() {
+						return true, ""
+					}
+				}
+			}
+			return false, fmt.Sprintf("last exemplar's trace %q: %d spans", id, len(tr.Spans))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("exemplar trace_id %s: %d spans in Jaeger, the client's client span and the server's span its child", id, len(tr.Spans))
+	})
+
+	t.Run("Jaeger deleted under load", func(t *testing.T) {
+		ensureClientRate(t)
+		calls := newCallCounter(t, namespace)
+		old, err := suite.c.readyPods(ctx, "jaeger")
+		if err != nil || len(old) != 1 {
+			t.Fatalf("want one ready jaeger pod (%v)", err)
+		}
+		ok0, failed0 := calls.read(t)
+		if err := suite.c.client.CoreV1().Pods(namespace).Delete(ctx, old[0].Name, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitGone(t, old[0].Name)
+		if err := suite.c.waitRollout(ctx, "jaeger", 3*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		back := time.Now()
+		api := jaegerAPI(t)
+		err = poll(ctx, time.Minute, "the client's traces in the new Jaeger", func(ctx context.Context) (bool, string) {
+			var got jaegerTraces
+			err := getJSON(ctx, fmt.Sprintf("%s/api/traces?service=client&limit=5&start=%d", api, back.UnixMicro()), &got)
+			return err == nil && slices.ContainsFunc(got.Data, jaegerTrace.clientAndServer), fmt.Sprint(err)
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		ok1, failed1 := calls.read(t)
+		t.Logf("Jaeger deleted and back: %v calls ok, %v failed; traces flow again %v after its pod was ready",
+			ok1-ok0, failed1-failed0, time.Since(back).Round(100*time.Millisecond))
+		if failed1 != failed0 || ok1 <= ok0 {
+			t.Errorf("%v calls failed (%v ok) while Jaeger was gone, want 0", failed1-failed0, ok1-ok0)
+		}
+	})
+
+	t.Run("Jaeger's memory under load", func(t *testing.T) {
+		ensureClientRate(t)
+		pods, err := suite.c.readyPods(ctx, "jaeger")
+		if err != nil || len(pods) != 1 {
+			t.Fatalf("want one ready jaeger pod (%v)", err)
+		}
+		limit := pods[0].Spec.Containers[0].Resources.Limits.Memory().Value()
+		// A Load burst as the Tilt button sends it: 200 calls/s for 30s,
+		// on top of the client's calls.
+		ghz, err := exec.Command("go", "-C", filepath.Join(suite.root, "infra"), "tool", "-n", "ghz").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		burst := exec.CommandContext(ctx, strings.TrimSpace(string(ghz)), "--insecure", "--call", "foo.Foo/echo",
+			"-d", `{"name":"load"}`, "--rps", "200", "-z", "30s", "-c", "8", serverAddr)
+		if err := burst.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- burst.Wait() }()
+		var peak int64
+		for running := true; running; {
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("ghz: %v", err)
+				}
+				running = false
+			case <-time.After(2 * time.Second):
+			}
+			if ws, err := workingSet(ctx, pods[0]); err == nil {
+				peak = max(peak, ws)
+			}
+		}
+		for range 15 { // the store keeps growing up to its bound after the burst
+			time.Sleep(2 * time.Second)
+			if ws, err := workingSet(ctx, pods[0]); err == nil {
+				peak = max(peak, ws)
+			}
+		}
+		t.Logf("Jaeger's working set: peak %.0f MiB of its %.0f MiB limit, client at %d calls/s plus 200 calls/s for 30s", float64(peak)/(1<<20), float64(limit)/(1<<20), suite.rate)
+		if peak == 0 || peak >= limit {
+			t.Errorf("Jaeger's peak working set %d bytes, want above 0 and below its limit %d", peak, limit)
+		}
+		if restarts := pods[0].Status.ContainerStatuses[0].RestartCount; restarts != 0 {
+			t.Errorf("Jaeger restarted %d times", restarts)
+		}
+	})
+}
+
+// workingSet reads the container's working set from the kubelet's summary
+// API, through the API server.
+func workingSet(ctx context.Context, pod corev1.Pod) (int64, error) {
+	data, err := suite.c.client.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", pod.Spec.NodeName, "proxy/stats/summary").DoRaw(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var summary struct {
+		Pods []struct {
+			PodRef struct {
+				Name, Namespace string
+			} `json:"podRef"`
+			Containers []struct {
+				Name   string `json:"name"`
+				Memory struct {
+					WorkingSetBytes int64 `json:"workingSetBytes"`
+				} `json:"memory"`
+			} `json:"containers"`
+		} `json:"pods"`
+	}
+	if err := json.Unmarshal(data, &summary); err != nil {
+		return 0, err
+	}
+	for _, p := range summary.Pods {
+		if p.PodRef.Name == pod.Name && p.PodRef.Namespace == pod.Namespace && len(p.Containers) > 0 {
+			return p.Containers[0].Memory.WorkingSetBytes, nil
+		}
+	}
+	return 0, fmt.Errorf("pod %s not in the node's summary", pod.Name)
+}
+
+// logLines returns the JSON log lines of the pod whose message is msg.
+func logLines(ctx context.Context, t *testing.T, pod, msg string) []map[string]any {
+	t.Helper()
+	since := int64(600)
+	data, err := suite.c.client.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{SinceSeconds: &since}).DoRaw(ctx)
+	if err != nil {
+		t.Logf("logs of %s: %v", pod, err)
+		return nil
+	}
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(string(data)))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var line map[string]any
+		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == msg {
+			out = append(out, line)
+		}
+	}
+	return out
+}
