@@ -107,6 +107,19 @@ func (s *OTLPSink) Spans() []Span {
 	return append([]Span(nil), s.got...)
 }
 
+// Count returns how many spans of service were received so far.
+func (s *OTLPSink) Count(service string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, sp := range s.got {
+		if sp.Service == service {
+			n++
+		}
+	}
+	return n
+}
+
 // Trace returns the spans received so far of the trace id.
 func (s *OTLPSink) Trace(id string) []Span {
 	var out []Span

@@ -1,0 +1,141 @@
+// Command baseline serves foo.Foo as the load benchmark's baselines
+// (scripts/bench) do, built like the server:
+//
+//	-stack bare      grpc-go and nothing else: no interceptor, no metric, no
+//	                 span, no log line per call
+//	-stack defaults  what a user assembles from the ecosystem's defaults:
+//	                 go-grpc-middleware's Prometheus interceptors with the
+//	                 handling-time histogram, otelgrpc's stats handler, and the
+//	                 OpenTelemetry SDK sampling every call and exporting in
+//	                 batches over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT
+//
+// Both also serve grpc.health.v1, SERVING from the start, so the benchmark
+// can wait for them as it waits for the server.
+//
+// Usage: baseline [-stack bare|defaults] [-addr 127.0.0.1:20100]   (port 0: any free port, logged)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"example.com/grpc-metrics/proto/foopb"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:20100", "TCP address of the gRPC listener")
+	stack := flag.String("stack", "bare", "bare, or defaults: the ecosystem's metrics and tracing with their defaults")
+	flag.Parse()
+	if *stack != "bare" && *stack != "defaults" {
+		fmt.Fprintf(os.Stderr, "baseline: -stack %q: use bare or defaults\n", *stack)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *addr, *stack); err != nil {
+		fmt.Fprintln(os.Stderr, "baseline:", err)
+		os.Exit(1)
+	}
+}
+
+// echo replies with the name it was sent.
+type echo struct {
+	foopb.UnimplementedFooServer
+}
+
+var _ foopb.FooServer = echo{}
+
+func (echo) Echo(_ context.Context, req *foopb.EchoRequest) (*foopb.EchoReply, error) {
+	return &foopb.EchoReply{Message: req.GetName()}, nil
+}
+
+// run serves on addr until ctx ends, then stops at once.
+func run(ctx context.Context, addr, stack string) error {
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	var opts []grpc.ServerOption
+	var register func(*grpc.Server)
+	metrics := ""
+	if stack == "defaults" {
+		o, reg, shutdown, metricsAddr, err := defaults(ctx)
+		if err != nil {
+			return err
+		}
+		defer shutdown()
+		opts, register, metrics = o, reg, fmt.Sprintf(",\"metrics\":%q", metricsAddr)
+	}
+	// The line the benchmark reads the addresses from, as the programs log it.
+	fmt.Fprintf(os.Stderr, "{\"msg\":\"listening\",\"grpc\":%q%s}\n", lis.Addr().String(), metrics)
+	s := grpc.NewServer(opts...)
+	foopb.RegisterFooServer(s, echo{})
+	healthpb.RegisterHealthServer(s, health.NewServer()) // "" is SERVING
+	if register != nil {
+		register(s)
+	}
+	go func() {
+		<-ctx.Done()
+		s.Stop()
+	}()
+	if err := s.Serve(lis); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// defaults sets up the ecosystem's instrumentation as its documentation
+// shows it: global tracer provider and propagators, the interceptors' and
+// stats handler's default options, /metrics on a free loopback port.
+func defaults(ctx context.Context) (opts []grpc.ServerOption, register func(*grpc.Server), shutdown func(), metricsAddr string, err error) {
+	exp, err := otlptracehttp.New(ctx)
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+
+	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m)
+	mlis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, nil, "", err
+	}
+	srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(mlis) //nolint:errcheck // ends with Close
+
+	opts = []grpc.ServerOption{
+		grpc.StatsHandler(otelgrpc.NewServerHandler()),
+		grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(m.StreamServerInterceptor()),
+	}
+	shutdown = func() {
+		srv.Close() //nolint:errcheck // closing listeners only
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		tp.Shutdown(sctx) //nolint:errcheck // a benchmark's last batch
+	}
+	return opts, func(s *grpc.Server) { m.InitializeMetrics(s) }, shutdown, mlis.Addr().String(), nil
+}

@@ -1,0 +1,206 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"example.com/grpc-metrics/infra/proctest"
+)
+
+// withServers runs the sections that measure the servers running: the CPU
+// per call, the throughput and, after that load, the scrape and memory. Ours
+// and the ecosystem's defaults export their spans to an OTLP receiver in
+// this process, whose work is not the servers'.
+func withServers(ctx context.Context, s settings, bin binaries, rep *report) error {
+	sink, err := proctest.StartOTLPSink()
+	if err != nil {
+		return err
+	}
+	defer sink.Stop()
+	// Batches every 100ms: the spans are counted soon after the calls.
+	exporting := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + sink.Endpoint(), "OTEL_BSP_SCHEDULE_DELAY=100"}
+	ours, err := startProgram(ctx, bin.server, "grpc", append([]string{"SERVER_GRPC_PORT=0", "SERVER_METRICS_PORT=0"}, exporting...))
+	if err != nil {
+		return err
+	}
+	defer ours.stop()
+	bare, err := startProgram(ctx, bin.baseline, "grpc", nil, "-stack", "bare", "-addr", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer bare.stop()
+	metricsURL := "http://" + ours.addrs["metrics"] + "/metrics"
+	fresh, err := scrapeAll(metricsURL)
+	if err != nil {
+		return err
+	}
+	idleOurs, idleBare := rss(ours.Pid(), "VmRSS"), rss(bare.Pid(), "VmRSS")
+
+	if s.runs("cpu") {
+		defaults, err := startProgram(ctx, bin.baseline, "grpc", append([]string{"OTEL_SERVICE_NAME=defaults"}, exporting...), "-stack", "defaults", "-addr", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		defer defaults.stop()
+		section(fmt.Sprintf("cpu: server CPU per call at %d calls/s, %d calls a run, %d rounds, ours, the ecosystem's defaults and bare in turn", s.rate, s.calls, s.rounds))
+		targets := []target{{"ours", ours, "server"}, {"defaults", defaults, "defaults"}, {"bare", bare, ""}}
+		if err := cpuPerCall(ctx, s, bin, targets, sink, rep); err != nil {
+			return err
+		}
+	}
+	if s.runs("throughput") {
+		section(fmt.Sprintf("throughput: ghz -c %d for %v, %d rounds (noise-bound on a shared 2-core machine: secondary)", s.concurrency, s.duration, s.rounds))
+		if err := throughput(ctx, s, bin, ours, bare, rep); err != nil {
+			return err
+		}
+	} else if s.runs("scrape") || s.runs("memory") {
+		// The load the scrape and the peak memory are measured after.
+		section(fmt.Sprintf("load: ghz -c %d for %v on each server", s.concurrency, s.duration))
+		for _, p := range []*program{ours, bare} {
+			r, err := ghz(ctx, bin, s.root, p.addrs["grpc"], "-c", strconv.Itoa(s.concurrency), "-z", s.duration.String(), "--duration-stop", "ignore")
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%8.0f calls/s, %d failed\n", r.RPS, r.failed())
+		}
+	}
+	if s.runs("scrape") {
+		if err := scrapeSection(metricsURL, fresh, rep); err != nil {
+			return err
+		}
+	}
+	if s.runs("memory") {
+		return memorySection(ctx, s, bin, ours, bare, idleOurs, idleBare, rep)
+	}
+	return nil
+}
+
+// target is one server measured.
+type target struct {
+	name    string
+	prog    *program
+	service string // the service name of its spans; "" when it exports none
+}
+
+// rotate yields the targets of each round in turn, the order rotated every
+// round so that none always runs on a machine warmed by another.
+func rotate(rounds int, targets []target, f func(round int, t target) error) error {
+	for i := range rounds {
+		for j := range targets {
+			if err := f(i, targets[(i+j)%len(targets)]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// cpuPerCall measures each target's CPU time per call at a fixed rate, the
+// headline, and checks that the tracing ones exported a span per call.
+func cpuPerCall(ctx context.Context, s settings, b binaries, targets []target, sink *proctest.OTLPSink, rep *report) error {
+	sent := map[string]int{}
+	// Warm each: connections, goroutines, the first exemplars and batches.
+	for _, t := range targets {
+		if _, err := ghz(ctx, b, s.root, t.prog.addrs["grpc"], "-n", "2000", "-c", "8", "--rps", strconv.Itoa(s.rate)); err != nil {
+			return err
+		}
+		sent[t.name] += 2000
+	}
+	perCall := map[string][]float64{}
+	err := rotate(s.rounds, targets, func(round int, t target) error {
+		before, err := cpuNanos(t.prog.Pid())
+		if err != nil {
+			return err
+		}
+		r, err := ghz(ctx, b, s.root, t.prog.addrs["grpc"], "-n", strconv.Itoa(s.calls), "-c", "8", "--rps", strconv.Itoa(s.rate))
+		if err != nil {
+			return err
+		}
+		after, err := cpuNanos(t.prog.Pid())
+		if err != nil {
+			return err
+		}
+		if r.failed() > 0 || r.Count != s.calls {
+			return fmt.Errorf("%s: %d calls, %d failed, want %d and none", t.name, r.Count, r.failed(), s.calls)
+		}
+		sent[t.name] += r.Count
+		us := float64(after-before) / float64(r.Count) / 1e3
+		perCall[t.name] = append(perCall[t.name], us)
+		fmt.Printf("round %d %-8s  %6.2f µs CPU per call  (%.0f calls/s achieved)\n", round+1, t.name, us, r.RPS)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// ratio returns a's figure over b's, round by round.
+	ratio := func(a, b string) []float64 {
+		var out []float64
+		for i := range perCall[a] {
+			out = append(out, perCall[a][i]/perCall[b][i])
+		}
+		return out
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "\tmedian\tmin\tmax")
+	for _, t := range targets {
+		lo, hi := minMax(perCall[t.name])
+		fmt.Fprintf(w, "%s µs/call\t%.2f\t%.2f\t%.2f\n", t.name, median(perCall[t.name]), lo, hi)
+	}
+	for _, pair := range [][2]string{{"ours", "defaults"}, {"ours", "bare"}, {"defaults", "bare"}} {
+		r := ratio(pair[0], pair[1])
+		lo, hi := minMax(r)
+		fmt.Fprintf(w, "%s/%s (per round)\t%.3f\t%.3f\t%.3f\n", pair[0], pair[1], median(r), lo, hi)
+	}
+	w.Flush()
+	// The spans of the last calls arrive within a batch or two.
+	time.Sleep(time.Second)
+	for _, t := range targets {
+		if t.service == "" {
+			continue
+		}
+		spans := sink.Count(t.service)
+		fmt.Printf("%s exported %d spans for %d calls (%.3f a call)\n", t.name, spans, sent[t.name], float64(spans)/float64(sent[t.name]))
+		if spans < sent[t.name] {
+			return fmt.Errorf("%s exported %d spans for %d calls: the comparison is void", t.name, spans, sent[t.name])
+		}
+	}
+	fmt.Println("target: ours/defaults <= 1.00 (ours adds native histograms, exemplars, the echo metrics and the call log)")
+	od, ob := ratio("ours", "defaults"), ratio("ours", "bare")
+	lo, hi := minMax(od)
+	rep.add("CPU per call µs, ours / defaults / bare (median)", fmt.Sprintf("%.2f / %.2f / %.2f", median(perCall["ours"]), median(perCall["defaults"]), median(perCall["bare"])))
+	rep.add("CPU per call ours/defaults, median [min, max] (target <= 1.00)", fmt.Sprintf("%.3f [%.3f, %.3f]", median(od), lo, hi))
+	lo, hi = minMax(ob)
+	rep.add("CPU per call ours/bare, median [min, max]", fmt.Sprintf("%.3f [%.3f, %.3f]", median(ob), lo, hi))
+	return nil
+}
+
+func throughput(ctx context.Context, s settings, b binaries, ours, bare *program, rep *report) error {
+	type result struct{ rps, p50, p99 []float64 }
+	results := map[string]*result{"ours": {}, "bare": {}}
+	err := rotate(s.rounds, []target{{name: "ours", prog: ours}, {name: "bare", prog: bare}}, func(round int, t target) error {
+		r, err := ghz(ctx, b, s.root, t.prog.addrs["grpc"], "-c", strconv.Itoa(s.concurrency), "-z", s.duration.String(), "--duration-stop", "ignore")
+		if err != nil {
+			return err
+		}
+		res := results[t.name]
+		res.rps, res.p50, res.p99 = append(res.rps, r.RPS), append(res.p50, r.percentileMs(50)), append(res.p99, r.percentileMs(99))
+		fmt.Printf("round %d %-4s  %8.0f calls/s  p50 %.2f ms  p99 %.2f ms  %d failed\n", round+1, t.name, r.RPS, r.percentileMs(50), r.percentileMs(99), r.failed())
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	var ratios []float64
+	for i := range results["ours"].rps {
+		ratios = append(ratios, results["ours"].rps[i]/results["bare"].rps[i])
+	}
+	lo, hi := minMax(ratios)
+	fmt.Printf("ours/bare calls/s per round: median %.3f [%.3f, %.3f]\n", median(ratios), lo, hi)
+	rep.add("throughput ours/bare, median [min, max] (noise-bound)", fmt.Sprintf("%.3f [%.3f, %.3f]", median(ratios), lo, hi))
+	rep.add("throughput calls/s ours / bare (median)", fmt.Sprintf("%.0f / %.0f", median(results["ours"].rps), median(results["bare"].rps)))
+	return nil
+}

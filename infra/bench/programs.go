@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"example.com/grpc-metrics/infra/proctest"
+)
+
+// binaries built for the run.
+type binaries struct {
+	server, client, baseline, serverTest, ghz string
+}
+
+func build(ctx context.Context, root, dir string) (binaries, error) {
+	b := binaries{
+		server: filepath.Join(dir, "server"), client: filepath.Join(dir, "client"),
+		baseline: filepath.Join(dir, "baseline"), serverTest: filepath.Join(dir, "server.test"),
+	}
+	goos, goarch := "GOOS="+runtime.GOOS, "GOARCH="+runtime.GOARCH
+	steps := []struct {
+		dir  string
+		env  []string
+		argv []string
+	}{
+		{root, []string{goos, goarch}, []string{"scripts/build", "server", b.server}},
+		{root, []string{goos, goarch}, []string{"scripts/build", "client", b.client}},
+		// The baselines are built like the server: static, trimmed, stripped.
+		{filepath.Join(root, "infra"), []string{"CGO_ENABLED=0"}, []string{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", b.baseline, "./bench/baseline"}},
+		{root, nil, []string{"go", "test", "-c", "-o", b.serverTest, "./services/server"}},
+	}
+	for _, st := range steps {
+		cmd := exec.CommandContext(ctx, st.argv[0], st.argv[1:]...)
+		cmd.Dir, cmd.Env = st.dir, append(os.Environ(), st.env...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return b, fmt.Errorf("%s: %w\n%s", strings.Join(st.argv, " "), err, out)
+		}
+	}
+	cmd := exec.CommandContext(ctx, "go", "tool", "-n", "ghz")
+	cmd.Dir = filepath.Join(root, "infra")
+	out, err := cmd.Output()
+	if err != nil {
+		return b, fmt.Errorf("go tool -n ghz: %w", err)
+	}
+	b.ghz = strings.TrimSpace(string(out))
+	fmt.Println("built server, client, baseline and server.test; ghz pinned in infra/go.mod")
+	return b, nil
+}
+
+// program is a running server or client whose addresses came from its log.
+type program struct {
+	*proctest.Process
+	addrs map[string]string
+}
+
+func (p *program) stop() { p.Stop(15 * time.Second) }
+
+// startProgram runs path and waits for its "listening" log line, which
+// must name the listener key.
+func startProgram(_ context.Context, path, key string, env []string, args ...string) (*program, error) {
+	proc, err := proctest.Run("", path, env, args...)
+	if err != nil {
+		return nil, err
+	}
+	p := &program{Process: proc, addrs: map[string]string{}}
+	addr, err := proc.WaitAddr(key, 10*time.Second)
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	p.addrs[key] = addr
+	// The same line names the metrics listener, if the program has one.
+	if addr, err := proc.WaitAddr("metrics", 0); err == nil {
+		p.addrs["metrics"] = addr
+	}
+	return p, nil
+}
+
+// cpuNanos is the CPU time (user and system) of every thread of pid, in ns,
+// from the scheduler's statistics.
+func cpuNanos(pid int) (int64, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		f := strings.Fields(string(data))
+		if len(f) == 0 {
+			continue
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("schedstat: %w", err)
+		}
+		total += ns
+	}
+	return total, nil
+}
+
+// ghz runs ghz against addr with args and returns its JSON report.
+func ghz(ctx context.Context, b binaries, root, addr string, args ...string) (ghzReport, error) {
+	argv := append([]string{"--insecure", "--proto", filepath.Join(root, "proto", "foo.proto"), "--call", "foo.Foo/echo",
+		"-d", `{"name":"world"}`, "--format", "json"}, args...)
+	cmd := exec.CommandContext(ctx, b.ghz, append(argv, addr)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return ghzReport{}, fmt.Errorf("ghz: %w: %s", err, stderr.String())
+	}
+	var r ghzReport
+	if err := json.Unmarshal(out, &r); err != nil {
+		return r, fmt.Errorf("ghz report: %w", err)
+	}
+	return r, nil
+}
+
+// ghzReport is the part of ghz's JSON report the bench reads.
+type ghzReport struct {
+	Count         int                `json:"count"`
+	RPS           float64            `json:"rps"`
+	StatusCodeDst map[string]int     `json:"statusCodeDistribution"`
+	Latency       []ghzLatencyDetail `json:"latencyDistribution"`
+}
+
+type ghzLatencyDetail struct {
+	Percentage int   `json:"percentage"`
+	Latency    int64 `json:"latency"` // ns
+}
+
+func (r ghzReport) failed() int {
+	n := 0
+	for code, c := range r.StatusCodeDst {
+		if code != "OK" {
+			n += c
+		}
+	}
+	return n
+}
+
+func (r ghzReport) percentileMs(p int) float64 {
+	for _, l := range r.Latency {
+		if l.Percentage == p {
+			return float64(l.Latency) / 1e6
+		}
+	}
+	return 0
+}

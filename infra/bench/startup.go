@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// innerLoop reports the binaries' sizes, exec to SERVING of ours and bare,
+// and the server's rebuild after a one-line edit; with -compare REV, that
+// rebuild of the tree at REV too, the two alternating.
+func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *report) error {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "binary\tMiB")
+	sizes := map[string]float64{}
+	for name, path := range map[string]string{"server": b.server, "client": b.client, "baseline": b.baseline} {
+		st, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		sizes[name] = float64(st.Size()) / (1 << 20)
+	}
+	for _, name := range []string{"server", "client", "baseline"} {
+		fmt.Fprintf(w, "%s\t%.1f\n", name, sizes[name])
+	}
+	w.Flush()
+	rep.add("binary MiB server, client (bare)", fmt.Sprintf("%.1f, %.1f (%.1f)", sizes["server"], sizes["client"], sizes["baseline"]))
+
+	starts := map[string][]float64{}
+	err := rotate(s.starts, []target{{name: "ours"}, {name: "bare"}}, func(_ int, t target) error {
+		path, env, args := b.server, []string{"SERVER_GRPC_PORT=0", "SERVER_METRICS_PORT=0"}, []string(nil)
+		if t.name == "bare" {
+			path, env, args = b.baseline, nil, []string{"-stack", "bare", "-addr", "127.0.0.1:0"}
+		}
+		ms, err := startToServing(ctx, path, env, args)
+		if err != nil {
+			return err
+		}
+		starts[t.name] = append(starts[t.name], ms)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("exec to SERVING, median of %d: ours %.1f ms, bare %.1f ms\n", s.starts, median(starts["ours"]), median(starts["bare"]))
+	rep.add("exec to SERVING ms, ours (bare)", fmt.Sprintf("%.1f (%.1f)", median(starts["ours"]), median(starts["bare"])))
+
+	// Rebuild after a one-line edit, warm cache, in copies of the sources so
+	// the working tree is never touched.
+	trees := []target{{name: "working tree"}}
+	srcs := map[string]string{"working tree": filepath.Join(dir, "src")}
+	if err := copySources(ctx, s.root, srcs["working tree"]); err != nil {
+		return err
+	}
+	if s.compare != "" {
+		trees = append(trees, target{name: s.compare})
+		srcs[s.compare] = filepath.Join(dir, "src-"+s.compare)
+		if err := exportSources(ctx, s.root, s.compare, srcs[s.compare]); err != nil {
+			return err
+		}
+	}
+	rebuilds := map[string][]float64{}
+	edits := map[string]int{}
+	err = rotate(s.edits+1, trees, func(round int, t target) error {
+		ms, err := rebuild(ctx, srcs[t.name], edits[t.name], filepath.Join(dir, "rebuilt"))
+		edits[t.name]++
+		if err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		if round > 0 { // the first warms the cache
+			rebuilds[t.name] = append(rebuilds[t.name], ms)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, t := range trees {
+		lo, hi := minMax(rebuilds[t.name])
+		fmt.Printf("rebuild after a one-line edit (scripts/build server, warm cache), %s: median %.0f ms [%.0f, %.0f] of %d\n",
+			t.name, median(rebuilds[t.name]), lo, hi, len(rebuilds[t.name]))
+	}
+	rep.add("rebuild after a one-line edit ms", fmt.Sprintf("%.0f", median(rebuilds["working tree"])))
+	if s.compare != "" {
+		var ratios []float64
+		for i := range rebuilds[s.compare] {
+			ratios = append(ratios, rebuilds["working tree"][i]/rebuilds[s.compare][i])
+		}
+		lo, hi := minMax(ratios)
+		fmt.Printf("working tree / %s, edit by edit: median %.3f [%.3f, %.3f]\n", s.compare, median(ratios), lo, hi)
+		rep.add("rebuild ms, working tree / "+s.compare+" (median ratio [min, max])", fmt.Sprintf("%.0f / %.0f (%.3f [%.3f, %.3f])",
+			median(rebuilds["working tree"]), median(rebuilds[s.compare]), median(ratios), lo, hi))
+	}
+	return nil
+}
+
+// buildSources are what scripts/build server reads.
+var buildSources = []string{"go.mod", "go.sum", "proto", "services", "scripts/build"}
+
+// copySources copies the build's sources of the working tree root to dst.
+func copySources(ctx context.Context, root, dst string) error {
+	for _, p := range buildSources {
+		to := filepath.Join(dst, p)
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			return err
+		}
+		if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(root, p), to).CombinedOutput(); err != nil {
+			return fmt.Errorf("copy %s: %w %s", p, err, out)
+		}
+	}
+	return nil
+}
+
+// exportSources writes the build's sources at git revision rev to dst.
+func exportSources(ctx context.Context, root, rev, dst string) error {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	archive := exec.CommandContext(ctx, "git", append([]string{"-C", root, "archive", "--format=tar", rev}, buildSources...)...)
+	untar := exec.CommandContext(ctx, "tar", "-x", "-C", dst)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	untar.Stdin = pipe
+	if err := archive.Start(); err != nil {
+		return err
+	}
+	if out, err := untar.CombinedOutput(); err != nil {
+		return fmt.Errorf("extract %s: %w %s", rev, err, out)
+	}
+	if err := archive.Wait(); err != nil {
+		return fmt.Errorf("git archive %s: %w", rev, err)
+	}
+	return nil
+}
+
+// rebuild appends a comment to the server's echo.go in src (edit n) and
+// times scripts/build server, in ms.
+func rebuild(ctx context.Context, src string, n int, out string) (float64, error) {
+	f := filepath.Join(src, "services", "server", "echo.go")
+	data, err := os.ReadFile(f)
+	if err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(f, fmt.Appendf(data, "\n// edit %d\n", n), 0o644); err != nil {
+		return 0, err
+	}
+	cmd := exec.CommandContext(ctx, "scripts/build", "server", out)
+	cmd.Dir = src
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("rebuild: %w\n%s", err, out)
+	}
+	return float64(time.Since(start).Milliseconds()), nil
+}
+
+// startToServing times exec to the first SERVING answer of grpc.health.v1.
+func startToServing(ctx context.Context, path string, env, args []string) (float64, error) {
+	start := time.Now()
+	p, err := startProgram(ctx, path, "grpc", env, args...)
+	if err != nil {
+		return 0, err
+	}
+	defer p.stop()
+	conn, err := grpc.NewClient(p.addrs["grpc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	hc := healthpb.NewHealthClient(conn)
+	for time.Since(start) < 10*time.Second {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		resp, err := hc.Check(cctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return float64(time.Since(start).Microseconds()) / 1000, nil
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return 0, errors.New("not SERVING within 10s")
+}
