@@ -18,12 +18,6 @@ import (
 	"example.com/grpc-metrics/services/internal/platform"
 )
 
-// Values of the result label of echo_client_calls_total.
-const (
-	resultOK    = "ok"
-	resultError = "error"
-)
-
 // caller sends echo calls at a steady rate from a fixed number of workers.
 type caller struct {
 	client  foopb.FooClient
@@ -39,8 +33,8 @@ func newCaller(client foopb.FooClient, cfg Config, log *zap.Logger, reg promethe
 		Name: "echo_client_calls_total",
 		Help: "Echo calls made by the client, by result.",
 	}, []string{"result"})
-	calls.WithLabelValues(resultOK)
-	calls.WithLabelValues(resultError)
+	calls.WithLabelValues(platform.ResultOK)
+	calls.WithLabelValues(platform.ResultError)
 	return &caller{
 		client: client,
 		cfg:    cfg,
@@ -85,14 +79,14 @@ func (c *caller) call(ctx context.Context) {
 		if ctx.Err() != nil {
 			return // the caller is stopping; not a failure of the server
 		}
-		c.calls.WithLabelValues(resultError).Inc()
+		c.calls.WithLabelValues(platform.ResultError).Inc()
 		st := status.Convert(err)
 		span.SetStatus(codes.Error, st.Message())
 		c.log.Warn("echo failed", append(platform.TraceFields(ctx), zap.Stringer("code", st.Code()),
 			zap.String("message", st.Message()), zap.Duration("elapsed", time.Since(start)))...)
 		return
 	}
-	c.calls.WithLabelValues(resultOK).Inc()
+	c.calls.WithLabelValues(platform.ResultOK).Inc()
 	if ce := c.log.Check(zapcore.DebugLevel, "echo"); ce != nil {
 		ce.Write(append(platform.TraceFields(ctx), zap.Int("reply_bytes", len(reply.GetMessage())), zap.Duration("elapsed", time.Since(start)))...)
 	}

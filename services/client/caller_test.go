@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -20,13 +19,12 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"example.com/grpc-metrics/proto/foopb"
 	"example.com/grpc-metrics/services/internal/platform"
+	"example.com/grpc-metrics/services/internal/platform/platformtest"
 )
 
 // fakeServer answers echo, failing for names that start with "fail" and
@@ -64,24 +62,13 @@ func testTracing(t *testing.T) (*platform.Tracing, *tracetest.SpanRecorder) {
 	return tracing, spans
 }
 
-// fakeClient connects to srv over bufconn the way run connects to the
+// fakeClient connects to srv in process the way run connects to the
 // server: through the client's tracing stats handler.
 func fakeClient(t *testing.T, srv fakeServer, tracing *platform.Tracing) foopb.FooClient {
 	t.Helper()
-	lis := bufconn.Listen(1 << 16)
 	s := grpc.NewServer()
 	foopb.RegisterFooServer(s, srv)
-	go s.Serve(lis) //nolint:errcheck // ends with Stop
-	t.Cleanup(s.Stop)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithStatsHandler(tracing.ClientHandler()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return foopb.NewFooClient(conn)
+	return foopb.NewFooClient(platformtest.Dial(t, s, grpc.WithStatsHandler(tracing.ClientHandler())))
 }
 
 func TestCallCountsResults(t *testing.T) {
@@ -110,10 +97,10 @@ func TestCallCountsResults(t *testing.T) {
 			}
 			c.call(ctx)
 			cancel()
-			if got := testutil.ToFloat64(c.calls.WithLabelValues(resultOK)); got != tt.wantOK {
+			if got := testutil.ToFloat64(c.calls.WithLabelValues(platform.ResultOK)); got != tt.wantOK {
 				t.Errorf("calls{result=ok} = %v, want %v", got, tt.wantOK)
 			}
-			if got := testutil.ToFloat64(c.calls.WithLabelValues(resultError)); got != tt.wantError {
+			if got := testutil.ToFloat64(c.calls.WithLabelValues(platform.ResultError)); got != tt.wantError {
 				t.Errorf("calls{result=error} = %v, want %v", got, tt.wantError)
 			}
 		})
@@ -137,11 +124,11 @@ func TestRunKeepsRateAndStops(t *testing.T) {
 	}
 	// The limiter (burst 1) allows one call at once and then one every 5ms:
 	// never more, however fast the server; fewer only on a loaded machine.
-	got := testutil.ToFloat64(c.calls.WithLabelValues(resultOK))
+	got := testutil.ToFloat64(c.calls.WithLabelValues(platform.ResultOK))
 	if limit := 1 + cfg.Rate*elapsed.Seconds(); got < 1 || got > limit {
 		t.Errorf("calls{result=ok} after %v at %v/s = %v, want between 1 and %.1f", elapsed, cfg.Rate, got, limit)
 	}
-	if errs := testutil.ToFloat64(c.calls.WithLabelValues(resultError)); errs != 0 {
+	if errs := testutil.ToFloat64(c.calls.WithLabelValues(platform.ResultError)); errs != 0 {
 		t.Errorf("calls{result=error} = %v, want 0", errs)
 	}
 }

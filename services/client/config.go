@@ -10,19 +10,14 @@ const envPrefix = "CLIENT"
 
 // Config is the client's configuration, read from CLIENT_* variables.
 type Config struct {
-	ServerAddr  string             `envconfig:"SERVER_ADDR" default:"localhost:20000" desc:"gRPC target of the server, such as host:port or dns:///name:port (round_robin balances over every address the name resolves to)"`
-	Rate        float64            `envconfig:"RATE" default:"1" desc:"echo calls per second, over all workers"`
-	Concurrency int                `envconfig:"CONCURRENCY" default:"1" desc:"calls in flight at most (workers)"`
-	Name        string             `envconfig:"NAME" default:"world" desc:"name sent in each echo request"`
-	Timeout     time.Duration      `envconfig:"TIMEOUT" default:"1s" desc:"deadline of each call, retries included"`
-	Duration    time.Duration      `envconfig:"DURATION" default:"0s" desc:"stop calling and exit after this long; 0 calls until SIGINT or SIGTERM"`
-	MetricsPort int                `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
-	DebugPort   platform.DebugPort `envconfig:"DEBUG_PORT" desc:"TCP port of the debug listener (net/http/pprof), on loopback only; unset or empty: no debug listener"`
-	Log         platform.LogConfig `envconfig:"LOG"`
+	ServerAddr  string        `envconfig:"SERVER_ADDR" default:"localhost:20000" desc:"gRPC target of the server, such as host:port or dns:///name:port (round_robin balances over every address the name resolves to)"`
+	Rate        float64       `envconfig:"RATE" default:"1" desc:"echo calls per second, over all workers"`
+	Concurrency int           `envconfig:"CONCURRENCY" default:"1" desc:"calls in flight at most (workers)"`
+	Name        string        `envconfig:"NAME" default:"world" desc:"name sent in each echo request"`
+	Timeout     time.Duration `envconfig:"TIMEOUT" default:"1s" desc:"deadline of each call, retries included"`
+	Duration    time.Duration `envconfig:"DURATION" default:"0s" desc:"stop calling and exit after this long; 0 calls until SIGINT or SIGTERM"`
+	platform.Common
 }
-
-// Logging returns the logger settings.
-func (c Config) Logging() platform.LogConfig { return c.Log }
 
 // maxRate bounds CLIENT_RATE: far above what one client can send, low enough
 // to catch a typo.
@@ -45,8 +40,5 @@ func (c Config) Validate() error {
 	if c.Duration < 0 {
 		return &platform.FieldError{Key: envPrefix + "_DURATION", Value: c.Duration, Reason: "must not be negative"}
 	}
-	if err := platform.CheckPort(envPrefix+"_METRICS_PORT", c.MetricsPort); err != nil {
-		return err
-	}
-	return c.DebugPort.Check(envPrefix+"_DEBUG_PORT", map[string]int{envPrefix + "_METRICS_PORT": c.MetricsPort})
+	return c.Common.Check(envPrefix, map[string]int{})
 }

@@ -1,7 +1,7 @@
 // Command client calls foo.Foo/echo continuously, at a configured rate and
 // concurrency, and exports Prometheus metrics about its calls. It is
-// configured only through CLIENT_* environment variables (run it with --help
-// for the list).
+// configured only through environment variables: CLIENT_* (run it with
+// --help for the list) and OpenTelemetry's OTEL_*.
 package main
 
 import (
@@ -11,5 +11,8 @@ import (
 )
 
 func main() {
-	os.Exit(platform.Main("client", envPrefix, os.Args[1:], os.Stdout, os.Stderr, run))
+	ctx, stop := platform.SignalContext()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(platform.ExitCode(err))
 }

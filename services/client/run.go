@@ -3,15 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"net"
-	"strconv"
+	"io"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -54,40 +52,54 @@ var reconnectBackoff = backoff.Config{
 // its servers, or that lost them all, failing for up to 30s.
 const dnsResolutionInterval = 2 * time.Second
 
-// exemplarInterval spaces the trace-id exemplars of the client's latency
-// histogram (see platform.ExemplarSampler).
-const exemplarInterval = 100 * time.Millisecond
-
-// metricsShutdownTimeout bounds the wait for a scrape in progress at exit.
-const metricsShutdownTimeout = 5 * time.Second
-
-// run calls the server until ctx ends, or for cfg.Duration when set.
-func run(ctx context.Context, cfg Config, log *zap.Logger) error {
+// run starts the client with the CLIENT_* configuration and calls the
+// server until ctx ends, or for CLIENT_DURATION when set.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg Config
+	p, err := platform.Start(ctx, "client", envPrefix, &cfg, args, stdout, stderr)
+	if err != nil {
+		return err
+	}
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
-	tracing, err := platform.NewTracing(ctx, "client", log)
+	conn, err := dial(cfg, p)
 	if err != nil {
-		return err
+		return p.Stop(err)
 	}
-	defer func() {
-		if err := tracing.Shutdown(); err != nil {
-			log.Warn("the last spans were not exported", zap.Error(err))
-		}
-	}()
-	reg := platform.NewRegistry("echo_client")
-	clMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
-		platform.NativeHistogram,
-	))
-	reg.MustRegister(clMetrics)
+	defer conn.Close()
+	metrics := platform.NewMetricsServer(p.Log, p.Registry)
+	var open platform.Listeners
+	metricsLis := open.Listen(ctx, "metrics", cfg.MetricsPort)
+	debugLis := open.Debug(ctx, cfg.DebugPort)
+	if err := open.Err(p.Log); err != nil {
+		return p.Stop(err)
+	}
 
-	exemplars := platform.NewExemplarSampler(exemplarInterval)
+	c := newCaller(foopb.NewFooClient(conn), cfg, p.Log, p.Registry, p.Tracing.Tracer("client"))
+	calls, stopCalls := context.WithCancel(ctx)
+	defer stopCalls()
+	metrics.SetReady(true)
+	p.Log.Info("calling echo", zap.String("target", cfg.ServerAddr), zap.Float64("rate", cfg.Rate), zap.Int("concurrency", cfg.Concurrency))
+	return p.Stop(platform.Serve(ctx,
+		platform.Actor{Run: func() error { return c.run(calls) }, Stop: func(error) { stopCalls() }},
+		metrics.Actor(metricsLis),
+		platform.DebugActor(p.Log, debugLis),
+	))
+}
+
+// dial creates the client's connection to cfg.ServerAddr: round robin over
+// every address the target resolves to, retries, quick reconnection, each
+// call traced and measured (grpc_client_* with trace-id exemplars).
+func dial(cfg Config, p *platform.Program) (*grpc.ClientConn, error) {
+	clMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(platform.HandlingTime...))
+	p.Registry.MustRegister(clMetrics)
+	exemplars := platform.NewExemplarSampler(platform.ExemplarInterval)
 	interceptors := []grpc.UnaryClientInterceptor{clMetrics.UnaryClientInterceptor(grpcprom.WithExemplarFromContext(exemplars.Exemplar))}
-	if log.Core().Enabled(zapcore.DebugLevel) { // its fields cost even when not written
-		interceptors = append(interceptors, logging.UnaryClientInterceptor(platform.InterceptorLogger(log), platform.RPCLogOptions()...))
+	if p.Log.Core().Enabled(zapcore.DebugLevel) { // its fields cost even when not written
+		interceptors = append(interceptors, logging.UnaryClientInterceptor(platform.InterceptorLogger(p.Log), platform.RPCLogOptions()...))
 	}
 	dns.SetMinResolutionInterval(dnsResolutionInterval)
 	conn, err := grpc.NewClient(cfg.ServerAddr,
@@ -100,7 +112,7 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 			Time:    10 * time.Second, // the shortest grpc-go allows
 			Timeout: 2 * time.Second,
 		}),
-		grpc.WithStatsHandler(tracing.ClientHandler()),
+		grpc.WithStatsHandler(p.Tracing.ClientHandler()),
 		grpc.WithChainUnaryInterceptor(interceptors...),
 		// While no server is reachable (every pod restarting at once after
 		// a live update, or a single server restarting), a call waits for
@@ -108,49 +120,7 @@ func run(ctx context.Context, cfg Config, log *zap.Logger) error {
 		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
 	)
 	if err != nil {
-		return fmt.Errorf("create gRPC client for %q: %w", cfg.ServerAddr, err)
+		return nil, fmt.Errorf("create gRPC client for %q: %w", cfg.ServerAddr, err)
 	}
-	defer conn.Close()
-
-	var lc net.ListenConfig
-	metricsLis, err := lc.Listen(ctx, "tcp", net.JoinHostPort("", strconv.Itoa(cfg.MetricsPort)))
-	if err != nil {
-		return fmt.Errorf("listen for metrics: %w", err)
-	}
-	debugLis, err := platform.ListenDebug(ctx, cfg.DebugPort)
-	if err != nil {
-		metricsLis.Close()
-		return err
-	}
-	fields := []zap.Field{zap.Stringer("metrics", metricsLis.Addr())}
-	if debugLis != nil {
-		fields = append(fields, zap.Stringer("debug", debugLis.Addr()))
-	}
-	log.Info("listening", fields...)
-	metrics := platform.NewMetricsServer(log, reg)
-	c := newCaller(foopb.NewFooClient(conn), cfg, log, reg, tracing.Tracer("client"))
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return metrics.Serve(metricsLis) })
-	if debugLis != nil {
-		debug := platform.NewDebugServer(log)
-		g.Go(func() error { return debug.Serve(debugLis) })
-		g.Go(func() error {
-			<-gctx.Done()
-			return debug.Close()
-		})
-	}
-	g.Go(func() error {
-		log.Info("calling echo", zap.String("target", cfg.ServerAddr), zap.Float64("rate", cfg.Rate), zap.Int("concurrency", cfg.Concurrency))
-		return c.run(gctx)
-	})
-	g.Go(func() error {
-		<-gctx.Done()
-		metrics.SetReady(false)
-		sctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
-		defer cancel()
-		return metrics.Shutdown(sctx)
-	})
-	metrics.SetReady(true)
-	return g.Wait()
+	return conn, nil
 }

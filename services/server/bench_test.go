@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
 	"os"
 	"sync/atomic"
 	"testing"
@@ -15,11 +14,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
 
 	"example.com/grpc-metrics/proto/foopb"
 	"example.com/grpc-metrics/services/internal/platform"
+	"example.com/grpc-metrics/services/internal/platform/platformtest"
 )
 
 // The micro benchmarks of one echo call, run by scripts/bench and reported in
@@ -62,23 +60,6 @@ func benchTracing(b *testing.B) *platform.Tracing {
 	}
 	b.Cleanup(func() { tracing.Shutdown() }) //nolint:errcheck // nothing is exported
 	return tracing
-}
-
-// serveBufconn serves s over bufconn until the benchmark ends and returns a
-// client of it.
-func serveBufconn(b *testing.B, s *grpc.Server) foopb.FooClient {
-	b.Helper()
-	lis := bufconn.Listen(1 << 20)
-	go s.Serve(lis)
-	b.Cleanup(s.Stop)
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatalf("NewClient: %v", err)
-	}
-	b.Cleanup(func() { conn.Close() })
-	return foopb.NewFooClient(conn)
 }
 
 // BenchmarkEchoCall is one echo call from a client to a server over bufconn
@@ -136,7 +117,7 @@ func BenchmarkEchoCallPart(b *testing.B) {
 		{name: "part=bare", start: bareServer},
 		{name: "part=grpcprom", start: func(*testing.B) *grpc.Server {
 			m := newServerMetrics(prometheus.NewRegistry())
-			s := withUnary(m.UnaryServerInterceptor(grpcprom.WithExemplarFromContext(platform.NewExemplarSampler(exemplarInterval).Exemplar)))
+			s := withUnary(m.UnaryServerInterceptor(grpcprom.WithExemplarFromContext(platform.NewExemplarSampler(platform.ExemplarInterval).Exemplar)))
 			m.InitializeMetrics(s)
 			return s
 		}},
@@ -168,7 +149,7 @@ func BenchmarkEchoCallPart(b *testing.B) {
 
 // benchCalls serves s over bufconn and times echo calls to it.
 func benchCalls(b *testing.B, s *grpc.Server) {
-	client := serveBufconn(b, s)
+	client := foopb.NewFooClient(platformtest.Dial(b, s))
 	ctx := b.Context()
 	req := &foopb.EchoRequest{Name: "world"}
 	b.ReportAllocs()

@@ -18,32 +18,24 @@ const minMaxConnAge = time.Second
 
 // Config is the server's configuration, read from SERVER_* variables.
 type Config struct {
-	GRPCPort        int                `envconfig:"GRPC_PORT" default:"20000" desc:"TCP port of the gRPC listener"`
-	MetricsPort     int                `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
-	Reflection      bool               `envconfig:"REFLECTION" default:"true" desc:"serve gRPC server reflection (for grpcurl and ghz)"`
-	MaxNameBytes    int                `envconfig:"MAX_NAME_BYTES" default:"1024" desc:"longest name accepted by echo, in bytes; longer gets INVALID_ARGUMENT"`
-	MaxRecvMsgBytes int                `envconfig:"MAX_RECV_MSG_BYTES" default:"16384" desc:"largest request message accepted, in bytes; larger gets RESOURCE_EXHAUSTED"`
-	MaxConnAge      time.Duration      `envconfig:"MAX_CONNECTION_AGE" default:"1m" desc:"connections are closed gracefully after this long, so clients resolve the server's name again and spread over new pods"`
-	ShutdownDelay   time.Duration      `envconfig:"SHUTDOWN_DELAY" default:"0s" desc:"after SIGTERM, time spent NOT_SERVING before draining, so load balancers stop sending calls"`
-	ShutdownTimeout time.Duration      `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long calls in progress may take to finish at shutdown before they are cancelled"`
-	SlowCall        time.Duration      `envconfig:"SLOW_CALL" default:"100ms" desc:"a successful call that takes this long or longer is logged (warn) with its trace id"`
-	DebugPort       platform.DebugPort `envconfig:"DEBUG_PORT" desc:"TCP port of the debug listener (net/http/pprof), on loopback only; unset or empty: no debug listener"`
-	Log             platform.LogConfig `envconfig:"LOG"`
+	GRPCPort        int           `envconfig:"GRPC_PORT" default:"20000" desc:"TCP port of the gRPC listener"`
+	Reflection      bool          `envconfig:"REFLECTION" default:"true" desc:"serve gRPC server reflection (for grpcurl and ghz)"`
+	MaxNameBytes    int           `envconfig:"MAX_NAME_BYTES" default:"1024" desc:"longest name accepted by echo, in bytes; longer gets INVALID_ARGUMENT"`
+	MaxRecvMsgBytes int           `envconfig:"MAX_RECV_MSG_BYTES" default:"16384" desc:"largest request message accepted, in bytes; larger gets RESOURCE_EXHAUSTED"`
+	MaxConnAge      time.Duration `envconfig:"MAX_CONNECTION_AGE" default:"1m" desc:"connections are closed gracefully after this long, so clients resolve the server's name again and spread over new pods"`
+	ShutdownDelay   time.Duration `envconfig:"SHUTDOWN_DELAY" default:"0s" desc:"after SIGTERM, time spent NOT_SERVING before draining, so load balancers stop sending calls"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"10s" desc:"how long calls in progress may take to finish at shutdown before they are cancelled"`
+	SlowCall        time.Duration `envconfig:"SLOW_CALL" default:"100ms" desc:"a successful call that takes this long or longer is logged (warn) with its trace id"`
+	platform.Common
 }
-
-// Logging returns the logger settings.
-func (c Config) Logging() platform.LogConfig { return c.Log }
 
 // Validate reports the first setting that is out of range.
 func (c Config) Validate() error {
 	if err := platform.CheckPort(envPrefix+"_GRPC_PORT", c.GRPCPort); err != nil {
 		return err
 	}
-	if err := platform.CheckPort(envPrefix+"_METRICS_PORT", c.MetricsPort); err != nil {
+	if err := c.Common.Check(envPrefix, map[string]int{envPrefix + "_GRPC_PORT": c.GRPCPort}); err != nil {
 		return err
-	}
-	if c.GRPCPort == c.MetricsPort && c.GRPCPort != 0 {
-		return &platform.FieldError{Key: envPrefix + "_METRICS_PORT", Value: c.MetricsPort, Reason: "the same port as " + envPrefix + "_GRPC_PORT"}
 	}
 	if c.MaxNameBytes < 1 {
 		return &platform.FieldError{Key: envPrefix + "_MAX_NAME_BYTES", Value: c.MaxNameBytes, Reason: "must be at least 1"}
@@ -64,7 +56,7 @@ func (c Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return &platform.FieldError{Key: envPrefix + "_SHUTDOWN_TIMEOUT", Value: c.ShutdownTimeout, Reason: "must be positive"}
 	}
-	return c.DebugPort.Check(envPrefix+"_DEBUG_PORT", map[string]int{envPrefix + "_GRPC_PORT": c.GRPCPort, envPrefix + "_METRICS_PORT": c.MetricsPort})
+	return nil
 }
 
 // requestBytes is the wire size of an EchoRequest whose name is n bytes long:

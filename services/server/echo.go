@@ -13,17 +13,9 @@ import (
 	"example.com/grpc-metrics/services/internal/platform"
 )
 
-// Label values of the echo metrics. api names the RPC, as in the original
-// example; result is "ok" or "error".
-const (
-	apiEcho     = "echo"
-	resultOK    = "ok"
-	resultError = "error"
-)
-
-// exemplarInterval spaces the latency exemplars of successful calls (see
-// platform.ExemplarSampler). Failed calls always carry one.
-const exemplarInterval = 100 * time.Millisecond
+// apiEcho is the api label of the echo metrics: the RPC, as in the original
+// example. Their result label is platform.ResultOK or platform.ResultError.
+const apiEcho = "echo"
 
 // observerWithExemplars is a histogram series, which takes both kinds of
 // observation.
@@ -59,21 +51,21 @@ func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 	// Every series exists from the start, so rate() and the dashboards see
 	// zeros, not gaps.
 	return &echoMetrics{
-		okDuration:  duration.WithLabelValues(apiEcho, resultOK).(observerWithExemplars),
-		errDuration: duration.WithLabelValues(apiEcho, resultError).(observerWithExemplars),
-		okRequests:  requests.WithLabelValues(apiEcho, resultOK),
-		errRequests: requests.WithLabelValues(apiEcho, resultError),
+		okDuration:  duration.WithLabelValues(apiEcho, platform.ResultOK).(observerWithExemplars),
+		errDuration: duration.WithLabelValues(apiEcho, platform.ResultError).(observerWithExemplars),
+		okRequests:  requests.WithLabelValues(apiEcho, platform.ResultOK),
+		errRequests: requests.WithLabelValues(apiEcho, platform.ResultError),
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
 			Name: "echo_requests_in_flight",
 			Help: "Echo calls being handled right now.",
 		}),
-		exemplars: platform.NewExemplarSampler(exemplarInterval),
+		exemplars: platform.NewExemplarSampler(platform.ExemplarInterval),
 	}
 }
 
 // observe accounts for one finished call. The exemplar's trace id is the
 // call's, so it leads to the call's trace and log lines. Every failure
-// carries one; successes as the sampler allows.
+// carries one; successes as the sampler allows (ExemplarInterval).
 func (m *echoMetrics) observe(ctx context.Context, start time.Time, failed bool) {
 	seconds := time.Since(start).Seconds()
 	if failed {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"regexp"
 	"runtime"
 	"slices"
@@ -25,21 +24,20 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 
 	"example.com/grpc-metrics/proto/foopb"
 	"example.com/grpc-metrics/services/internal/platform"
+	"example.com/grpc-metrics/services/internal/platform/platformtest"
 )
 
 // testConfig is the default configuration with small limits.
 func testConfig() Config {
-	return Config{GRPCPort: 1, MetricsPort: 2, Reflection: true, MaxNameBytes: 16, MaxRecvMsgBytes: 64, MaxConnAge: time.Minute,
-		ShutdownTimeout: time.Second, SlowCall: 100 * time.Millisecond}
+	return Config{GRPCPort: 1, Reflection: true, MaxNameBytes: 16, MaxRecvMsgBytes: 64, MaxConnAge: time.Minute,
+		ShutdownTimeout: time.Second, SlowCall: 100 * time.Millisecond, Common: platform.Common{MetricsPort: 2}}
 }
 
 // startServer serves a server built from cfg over bufconn and returns it, its
@@ -76,22 +74,7 @@ func startServerTracing(t *testing.T, cfg Config, log *zap.Logger) (*grpcServer,
 	reg := prometheus.NewRegistry()
 	tracing, spans := testTracing(t, log)
 	srv := newGRPCServer(cfg, log, reg, tracing)
-	lis := bufconn.Listen(1 << 20)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	t.Cleanup(func() {
-		srv.Stop()
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatalf("NewClient: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := platformtest.Dial(t, srv.Server)
 	return srv, reg, conn, spans
 }
 
@@ -154,7 +137,7 @@ func TestEchoBadInput(t *testing.T) {
 		})
 	}
 	// Only the long names reached the handler; the oversized message did not.
-	if got := echoRequests(t, reg, resultError); got != 2 {
+	if got := echoRequests(t, reg, platform.ResultError); got != 2 {
 		t.Errorf("echo_requests_total{result=error} = %v, want 2", got)
 	}
 }
@@ -259,7 +242,7 @@ func TestEchoMalformedRequests(t *testing.T) {
 		t.Errorf("echo_requests_total has %d series, want 2", got)
 	}
 	// Only the warm-up call reached the handler.
-	for result, want := range map[string]float64{resultOK: 1, resultError: 0} {
+	for result, want := range map[string]float64{platform.ResultOK: 1, platform.ResultError: 0} {
 		if got := echoRequests(t, reg, result); got != want {
 			t.Errorf("echo_requests_total{result=%s} = %v after malformed requests, want %v: they must not reach the handler", result, got, want)
 		}
@@ -324,7 +307,7 @@ echo_requests_total{api="echo",result="ok"} 5
 		t.Error(err)
 	}
 	counts := histogramCounts(t, reg, "echo_request_duration_seconds")
-	if diff := cmp.Diff(map[string]uint64{resultOK: okCalls, resultError: badCalls}, counts); diff != "" {
+	if diff := cmp.Diff(map[string]uint64{platform.ResultOK: okCalls, platform.ResultError: badCalls}, counts); diff != "" {
 		t.Errorf("echo_request_duration_seconds sample counts by result (-want +got):\n%s", diff)
 	}
 	grpcWant := `
@@ -375,7 +358,7 @@ func TestEchoTraces(t *testing.T) {
 				t.Fatalf("Echo: %v", err)
 			}
 			ended := spansNamed(spans, "foo.Foo/echo")
-			echoIDs := exemplarLabels(t, reg, "echo_request_duration_seconds", resultOK)
+			echoIDs := exemplarLabels(t, reg, "echo_request_duration_seconds", platform.ResultOK)
 			grpcIDs := exemplarLabels(t, reg, "grpc_server_handling_seconds", "")
 			if !tt.wantSpan {
 				if len(ended) != 0 || len(echoIDs) != 0 || len(grpcIDs) != 0 {
@@ -622,17 +605,17 @@ func TestEchoExemplarSampling(t *testing.T) {
 	bad1 := call(4, true, strings.Repeat("x", 17))
 	bad2 := call(5, false, strings.Repeat("x", 17)) // failures always carry one: their id is in the logs
 
-	if got := exemplarLabels(t, reg, "echo_request_duration_seconds", resultOK); !slices.Equal(got, []string{first}) {
+	if got := exemplarLabels(t, reg, "echo_request_duration_seconds", platform.ResultOK); !slices.Equal(got, []string{first}) {
 		t.Errorf("exemplars of successes = %q, want only %q (not the unsampled %q)", got, first, unsampled)
 	}
 	// Each bucket keeps its newest exemplar; the two failures may fall in one
 	// bucket or in two.
-	if got := exemplarLabels(t, reg, "echo_request_duration_seconds", resultError); !slices.Contains(got, bad2) || slices.ContainsFunc(got, func(id string) bool { return id != bad1 && id != bad2 }) {
+	if got := exemplarLabels(t, reg, "echo_request_duration_seconds", platform.ResultError); !slices.Contains(got, bad2) || slices.ContainsFunc(got, func(id string) bool { return id != bad1 && id != bad2 }) {
 		t.Errorf("exemplars of failures = %q, want %q and at most %q besides", got, bad2, bad1)
 	}
 	s.metrics.exemplars = platform.NewExemplarSampler(0) // the interval has passed
 	third := call(6, true, "n")
-	if got := exemplarLabels(t, reg, "echo_request_duration_seconds", resultOK); !slices.Contains(got, third) || slices.Contains(got, second) {
+	if got := exemplarLabels(t, reg, "echo_request_duration_seconds", platform.ResultOK); !slices.Contains(got, third) || slices.Contains(got, second) {
 		t.Errorf("exemplars of successes after the interval = %q, want %q (and never %q)", got, third, second)
 	}
 }

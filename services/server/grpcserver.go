@@ -43,7 +43,7 @@ type grpcServer struct {
 // the echo and the standard grpc_server_* metrics.
 func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer, tracing *platform.Tracing) *grpcServer {
 	srvMetrics := newServerMetrics(reg)
-	exemplars := platform.NewExemplarSampler(exemplarInterval)
+	exemplars := platform.NewExemplarSampler(platform.ExemplarInterval)
 	gs := &grpcServer{}
 
 	panicked := func(p any) error {
@@ -100,11 +100,7 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer, traci
 // go-grpc-middleware's provider in reg, with the handling-time histogram
 // native and classic.
 func newServerMetrics(reg prometheus.Registerer) *grpcprom.ServerMetrics {
-	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-		// From a fast local echo to a call stuck behind a slow peer.
-		grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
-		platform.NativeHistogram,
-	))
+	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(platform.HandlingTime...))
 	reg.MustRegister(m)
 	return m
 }

@@ -1,7 +1,7 @@
 // Command server serves the foo.Foo echo service over gRPC, with the gRPC
 // health and reflection services, and Prometheus metrics on a separate HTTP
-// listener. It is configured only through SERVER_* environment variables
-// (run it with --help for the list).
+// listener. It is configured only through environment variables: SERVER_*
+// (run it with --help for the list) and OpenTelemetry's OTEL_*.
 package main
 
 import (
@@ -11,5 +11,8 @@ import (
 )
 
 func main() {
-	os.Exit(platform.Main("server", envPrefix, os.Args[1:], os.Stdout, os.Stderr, run))
+	ctx, stop := platform.SignalContext()
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(platform.ExitCode(err))
 }

@@ -8,10 +8,39 @@ import (
 	"github.com/kelseyhightower/envconfig"
 )
 
-// Config is a program's configuration: an envconfig struct that checks itself.
+// Config is a program's configuration: an envconfig struct that embeds
+// Common and checks itself.
 type Config interface {
 	Validate() error
 	Logging() LogConfig
+}
+
+// Common is the configuration every program has: its metrics and debug
+// listeners and its logger, read from PREFIX_METRICS_PORT, PREFIX_DEBUG_PORT
+// and PREFIX_LOG_*.
+type Common struct {
+	MetricsPort int       `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
+	DebugPort   DebugPort `envconfig:"DEBUG_PORT" desc:"TCP port of the debug listener (net/http/pprof), on loopback only; unset or empty: no debug listener"`
+	Log         LogConfig `envconfig:"LOG"`
+}
+
+// Logging returns the logger settings.
+func (c Common) Logging() LogConfig { return c.Log }
+
+// Check reports the first of the common settings that is out of range, or
+// that takes a port of the program's own (keyed by variable name).
+func (c Common) Check(prefix string, ports map[string]int) error {
+	key := prefix + "_METRICS_PORT"
+	if err := CheckPort(key, c.MetricsPort); err != nil {
+		return err
+	}
+	for k, port := range ports {
+		if port == c.MetricsPort && port != 0 {
+			return &FieldError{Key: key, Value: c.MetricsPort, Reason: "the same port as " + k}
+		}
+	}
+	ports[key] = c.MetricsPort
+	return c.DebugPort.Check(prefix+"_DEBUG_PORT", ports)
 }
 
 // ErrHelp is returned by LoadConfig when the arguments ask for the usage text.

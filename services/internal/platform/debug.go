@@ -1,9 +1,7 @@
 package platform
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -59,22 +57,6 @@ func (p DebugPort) Check(key string, others map[string]int) error {
 	return nil
 }
 
-// ListenDebug opens the debug listener on the loopback interface only:
-// profiles reveal the program's insides, so they are reached through a
-// port-forward (kubectl's and Tilt's connect to the pod's loopback), never
-// from the pod network. It returns nil when p is off.
-func ListenDebug(ctx context.Context, p DebugPort) (net.Listener, error) {
-	if !p.On {
-		return nil, nil
-	}
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Port)))
-	if err != nil {
-		return nil, fmt.Errorf("listen for debug: %w", err)
-	}
-	return lis, nil
-}
-
 // DebugServer serves net/http/pprof under /debug/pprof/ on its own listener.
 type DebugServer struct {
 	srv *http.Server
@@ -104,3 +86,13 @@ func (d *DebugServer) Serve(lis net.Listener) error { return serveHTTP(d.srv, li
 // Close stops the listener and cuts the profiles in progress: a restart
 // must not wait for a 30-second profile to finish.
 func (d *DebugServer) Close() error { return d.srv.Close() }
+
+// DebugActor serves pprof on lis until the program stops; none when lis is
+// nil (the debug listener is off).
+func DebugActor(log *zap.Logger, lis net.Listener) Actor {
+	if lis == nil {
+		return Actor{}
+	}
+	d := NewDebugServer(log)
+	return Actor{Run: func() error { return d.Serve(lis) }, Stop: func(error) { d.Close() }} //nolint:errcheck // closing listeners only
+}

@@ -3,13 +3,17 @@ package platform
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestDebugPortDecode(t *testing.T) {
@@ -63,32 +67,50 @@ func TestDebugPortCheck(t *testing.T) {
 	}
 }
 
-func TestListenDebug(t *testing.T) {
-	lis, err := ListenDebug(t.Context(), DebugPort{})
-	if lis != nil || err != nil {
-		t.Fatalf("ListenDebug(off) = %v, %v; want no listener", lis, err)
+// TestListeners: the debug listener is on loopback only, or none when off;
+// a listener that fails is named, and those opened before it are closed.
+func TestListeners(t *testing.T) {
+	var open Listeners
+	if lis := open.Debug(t.Context(), DebugPort{}); lis != nil {
+		t.Fatalf("Debug(off) = %v, want no listener", lis.Addr())
 	}
-	lis, err = ListenDebug(t.Context(), DebugPort{Port: 0, On: true})
-	if err != nil {
+	metrics := open.Listen(t.Context(), "metrics", 0)
+	debug := open.Debug(t.Context(), DebugPort{Port: 0, On: true})
+	core, logs := observer.New(zapcore.InfoLevel)
+	if err := open.Err(zap.New(core)); err != nil {
 		t.Fatal(err)
 	}
-	defer lis.Close()
-	if ip := lis.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+	defer metrics.Close()
+	defer debug.Close()
+	if ip := debug.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
 		t.Errorf("debug listener on %v, want loopback only", ip)
 	}
-	// The port is taken: a second listener on it fails with the listener named.
-	taken := DebugPort{Port: lis.Addr().(*net.TCPAddr).Port, On: true}
-	if l2, err := ListenDebug(t.Context(), taken); err == nil {
-		l2.Close()
-		t.Error("a second debug listener on a taken port succeeded")
-	} else if !strings.HasPrefix(err.Error(), "listen for debug: ") {
-		t.Errorf("error %q does not say which listener failed", err)
+	fields := logs.FilterMessage("listening").All()[0].ContextMap()
+	if fields["metrics"] != metrics.Addr().String() || fields["debug"] != debug.Addr().String() {
+		t.Errorf("listening line %v, want the metrics and debug addresses", fields)
+	}
+
+	// The debug port is taken: the error names the debug listener, and the
+	// metrics listener opened before it is closed.
+	var again Listeners
+	first := again.Listen(t.Context(), "metrics", 0)
+	taken := DebugPort{Port: debug.Addr().(*net.TCPAddr).Port, On: true}
+	if lis := again.Debug(t.Context(), taken); lis != nil {
+		t.Fatal("a second debug listener on a taken port succeeded")
+	}
+	err := again.Err(zap.NewNop())
+	if err == nil || !strings.HasPrefix(err.Error(), "listen for debug: ") {
+		t.Errorf("Err = %v, want the debug listener named", err)
+	}
+	if _, err := first.Accept(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("the metrics listener opened before the failure accepts (%v), want it closed", err)
 	}
 }
 
 func TestDebugServer(t *testing.T) {
-	lis, err := ListenDebug(t.Context(), DebugPort{On: true})
-	if err != nil {
+	var open Listeners
+	lis := open.Debug(t.Context(), DebugPort{On: true})
+	if err := open.Err(zap.NewNop()); err != nil {
 		t.Fatal(err)
 	}
 	d := NewDebugServer(zaptest.NewLogger(t))

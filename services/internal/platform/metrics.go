@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	versioncollector "github.com/prometheus/client_golang/prometheus/collectors/version"
@@ -38,10 +39,29 @@ type MetricsServer struct {
 
 // Tuning of the metrics listener.
 const (
-	readHeaderTimeout = 5 * time.Second  // a scrape sends a few hundred bytes of headers
-	writeTimeout      = 30 * time.Second // longer than any Prometheus scrape timeout
-	idleTimeout       = 2 * time.Minute  // Prometheus keeps its connection between 5s scrapes
+	readHeaderTimeout      = 5 * time.Second  // a scrape sends a few hundred bytes of headers
+	writeTimeout           = 30 * time.Second // longer than any Prometheus scrape timeout
+	idleTimeout            = 2 * time.Minute  // Prometheus keeps its connection between 5s scrapes
+	metricsShutdownTimeout = 5 * time.Second  // a scrape in progress at exit may finish
 )
+
+// Values of the result label of the echo metrics of both programs.
+const (
+	ResultOK    = "ok"
+	ResultError = "error"
+)
+
+// ExemplarInterval spaces the latency exemplars of successful calls in both
+// programs (see ExemplarSampler).
+const ExemplarInterval = 100 * time.Millisecond
+
+// HandlingTime is the histogram of go-grpc-middleware's gRPC metrics on both
+// sides: from a fast local echo to a call stuck behind a slow peer, native
+// as well as classic.
+var HandlingTime = []grpcprom.HistogramOption{
+	grpcprom.WithHistogramBuckets([]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}),
+	NativeHistogram,
+}
 
 // NewMetricsServer builds the HTTP server for reg. /readyz answers 503 until
 // SetReady(true); /healthz answers 200 while the process runs.
@@ -79,6 +99,21 @@ func (m *MetricsServer) SetReady(ready bool) { m.ready.Store(ready) }
 
 // Serve serves on lis until Shutdown; it returns nil after a shutdown.
 func (m *MetricsServer) Serve(lis net.Listener) error { return serveHTTP(m.srv, lis, "metrics") }
+
+// Actor serves on lis; its stop lets a scrape in progress finish.
+func (m *MetricsServer) Actor(lis net.Listener) Actor {
+	return Actor{
+		Run: func() error { return m.Serve(lis) },
+		Stop: func(error) {
+			m.SetReady(false)
+			ctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
+			defer cancel()
+			if err := m.Shutdown(ctx); err != nil {
+				m.log.Warn("metrics listener", zap.Error(err))
+			}
+		},
+	}
+}
 
 // serveHTTP serves srv on lis until it is shut down or closed, which is no
 // error; what names the listener in any other.

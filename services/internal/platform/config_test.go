@@ -1,0 +1,58 @@
+package platform_test
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"example.com/grpc-metrics/services/internal/platform"
+	"example.com/grpc-metrics/services/internal/platform/platformtest"
+)
+
+// testConfig is a program's configuration: a port of its own, and Common.
+type testConfig struct {
+	Port int `envconfig:"PORT" default:"1000" desc:"the program's own port"`
+	platform.Common
+}
+
+func (c testConfig) Validate() error {
+	return c.Common.Check("TEST", map[string]int{"TEST_PORT": c.Port})
+}
+
+// TestCommonConfigErrors: the settings every program has.
+func TestCommonConfigErrors(t *testing.T) {
+	platformtest.ConfigErrors(t, "TEST", func() platform.Config { return &testConfig{} }, []platformtest.ConfigCase{
+		{Name: "metrics port too large", Env: map[string]string{"TEST_METRICS_PORT": "70000"}, WantErr: `TEST_METRICS_PORT=70000: not a TCP port (0-65535, 0 for any free port)`},
+		{Name: "metrics port is the program's", Env: map[string]string{"TEST_METRICS_PORT": "1000"}, WantErr: `TEST_METRICS_PORT=1000: the same port as TEST_PORT`},
+		{Name: "debug port not a number", Env: map[string]string{"TEST_DEBUG_PORT": "pprof"}, WantErr: `TEST_DEBUG_PORT="pprof": not a whole number (a TCP port, or empty for no debug listener)`},
+		{Name: "debug port out of range", Env: map[string]string{"TEST_DEBUG_PORT": "65536"}, WantErr: `TEST_DEBUG_PORT=65536: not a TCP port (0-65535, 0 for any free port)`},
+		{Name: "debug port is the program's", Env: map[string]string{"TEST_DEBUG_PORT": "1000"}, WantErr: `TEST_DEBUG_PORT=1000: the same port as TEST_PORT`},
+		{Name: "debug port is the metrics port", Env: map[string]string{"TEST_DEBUG_PORT": "9000"}, WantErr: `TEST_DEBUG_PORT=9000: the same port as TEST_METRICS_PORT`},
+		{Name: "unknown log level", Env: map[string]string{"TEST_LOG_LEVEL": "loud"}, WantErr: `TEST_LOG_LEVEL="loud": unknown log level (use debug, info, warn or error)`},
+		{Name: "fatal is not a level", Env: map[string]string{"TEST_LOG_LEVEL": "fatal"}, WantErr: `TEST_LOG_LEVEL="fatal": unknown log level (use debug, info, warn or error)`},
+		{Name: "unknown log format", Env: map[string]string{"TEST_LOG_FORMAT": "xml"}, WantErr: `TEST_LOG_FORMAT="xml": unknown log format (use json or console)`},
+	})
+}
+
+// TestConfigArguments: --help prints every variable, with its description,
+// and asks for no start; any other argument is an error.
+func TestConfigArguments(t *testing.T) {
+	var out bytes.Buffer
+	var cfg testConfig
+	if err := platform.LoadConfig("TEST", &cfg, []string{"--help"}, &out); !errors.Is(err, platform.ErrHelp) {
+		t.Fatalf("LoadConfig(--help) = %v, want ErrHelp", err)
+	}
+	for _, want := range []string{"TEST_PORT\n      the program's own port", "TEST_METRICS_PORT\n", "TEST_DEBUG_PORT\n", "TEST_LOG_LEVEL\n", "TEST_LOG_FORMAT\n"} {
+		if !strings.Contains(out.String(), "  "+want) {
+			t.Errorf("--help output lacks %q:\n%s", want, out.String())
+		}
+	}
+	err := platform.LoadConfig("TEST", &cfg, []string{"--port=1"}, &out)
+	if err == nil || !strings.Contains(err.Error(), `unexpected argument "--port=1"`) {
+		t.Errorf("LoadConfig(--port=1) = %v, want an unexpected argument error", err)
+	}
+	if got := platform.ExitCode(&platform.ConfigError{Err: err}); got != 2 {
+		t.Errorf("exit code of a configuration error = %d, want 2", got)
+	}
+}
