@@ -170,7 +170,7 @@ func deployKustomize() error {
 	images := map[string]string{}
 	for _, p := range []string{"server", "client"} {
 		ref := fmt.Sprintf("%s/echo-%s:%s", registry, p, tag)
-		build := []string{"docker", "build", "-q", "-f", "services/" + p + "/Dockerfile", "-t", ref}
+		build := []string{"docker", "build", "-q", "-f", "services/Dockerfile", "--build-arg", "PROGRAM=" + p, "-t", ref}
 		if suite.baseImage != "" {
 			build = append(build, "--build-arg", "BASE_IMAGE="+suite.baseImage)
 		}

@@ -11,10 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
 	"go.uber.org/zap/zaptest/observer"
 	"google.golang.org/grpc"
@@ -49,19 +47,6 @@ func (f fakeServer) Echo(ctx context.Context, req *foopb.EchoRequest) (*foopb.Ec
 	return &foopb.EchoReply{Message: req.GetName()}, nil
 }
 
-// testTracing returns the client's tracing as run creates it with no OTLP
-// endpoint, plus a recorder of the spans it ends.
-func testTracing(t *testing.T) (*platform.Tracing, *tracetest.SpanRecorder) {
-	t.Helper()
-	spans := tracetest.NewSpanRecorder()
-	tracing, err := platform.NewTracing(context.Background(), "client", zaptest.NewLogger(t), sdktrace.WithSpanProcessor(spans))
-	if err != nil {
-		t.Fatalf("NewTracing: %v", err)
-	}
-	t.Cleanup(func() { tracing.Shutdown() }) //nolint:errcheck // nothing is exported
-	return tracing, spans
-}
-
 // fakeClient connects to srv in process the way run connects to the
 // server: through the client's tracing stats handler.
 func fakeClient(t *testing.T, srv fakeServer, tracing *platform.Tracing) foopb.FooClient {
@@ -89,7 +74,7 @@ func TestCallCountsResults(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			cfg := Config{Rate: 1, Concurrency: 1, Name: tt.reqName, Timeout: tt.timeout}
-			tracing, _ := testTracing(t)
+			tracing, _ := platformtest.Tracing(t, "client", zaptest.NewLogger(t))
 			c := newCaller(fakeClient(t, fakeServer{}, tracing), cfg, zaptest.NewLogger(t), reg, tracing.Tracer("client"))
 			ctx, cancel := context.WithCancel(t.Context())
 			if tt.cancelled {
@@ -110,7 +95,7 @@ func TestCallCountsResults(t *testing.T) {
 func TestRunKeepsRateAndStops(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	cfg := Config{Rate: 200, Concurrency: 4, Name: "world", Timeout: time.Second}
-	tracing, _ := testTracing(t)
+	tracing, _ := platformtest.Tracing(t, "client", zaptest.NewLogger(t))
 	c := newCaller(fakeClient(t, fakeServer{}, tracing), cfg, zaptest.NewLogger(t), reg, tracing.Tracer("client"))
 	ctx, cancel := context.WithTimeout(t.Context(), 250*time.Millisecond)
 	defer cancel()
@@ -139,9 +124,9 @@ func TestRunKeepsRateAndStops(t *testing.T) {
 func TestCallTrace(t *testing.T) {
 	for _, name := range []string{"world", "fail"} {
 		t.Run(name, func(t *testing.T) {
-			tracing, spans := testTracing(t)
+			tracing, spans := platformtest.Tracing(t, "client", zaptest.NewLogger(t))
 			srv := fakeServer{traceparents: make(chan string, 1)}
-			core, logs := observer.New(zapcore.InfoLevel)
+			core, logs := observer.New(zap.InfoLevel)
 			cfg := Config{Rate: 1, Concurrency: 1, Name: name, Timeout: time.Second}
 			c := newCaller(fakeClient(t, srv, tracing), cfg, zap.New(core), prometheus.NewRegistry(), tracing.Tracer("client"))
 			c.call(t.Context())

@@ -13,9 +13,9 @@ type Config struct {
 	ServerAddr  string        `envconfig:"SERVER_ADDR" default:"localhost:20000" desc:"gRPC target of the server, such as host:port or dns:///name:port (round_robin balances over every address the name resolves to)"`
 	Rate        float64       `envconfig:"RATE" default:"1" desc:"echo calls per second, over all workers"`
 	Concurrency int           `envconfig:"CONCURRENCY" default:"1" desc:"calls in flight at most (workers)"`
-	Name        string        `envconfig:"NAME" default:"world" desc:"name sent in each echo request"`
 	Timeout     time.Duration `envconfig:"TIMEOUT" default:"1s" desc:"deadline of each call, retries included"`
 	Duration    time.Duration `envconfig:"DURATION" default:"0s" desc:"stop calling and exit after this long; 0 calls until SIGINT or SIGTERM"`
+	Name        string        `envconfig:"NAME" default:"world" desc:"name sent in each echo request"`
 	platform.Common
 }
 

@@ -11,8 +11,5 @@ import (
 )
 
 func main() {
-	ctx, stop := platform.SignalContext()
-	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(platform.ExitCode(err))
+	os.Exit(platform.ExitCode(run(os.Args[1:], os.Stdout, os.Stderr)))
 }

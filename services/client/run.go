@@ -53,10 +53,10 @@ var reconnectBackoff = backoff.Config{
 const dnsResolutionInterval = 2 * time.Second
 
 // run starts the client with the CLIENT_* configuration and calls the
-// server until ctx ends, or for CLIENT_DURATION when set.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// server until SIGINT or SIGTERM, or for CLIENT_DURATION when set.
+func run(args []string, stdout, stderr io.Writer) error {
 	var cfg Config
-	p, err := platform.Start(ctx, "client", envPrefix, &cfg, args, stdout, stderr)
+	ctx, p, err := platform.Start("client", envPrefix, &cfg, args, stdout, stderr)
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"example.com/grpc-metrics/proto/foopb"
 	"example.com/grpc-metrics/services/internal/platform"
+	"example.com/grpc-metrics/services/internal/platform/platformtest"
 )
 
 // FuzzEcho checks the handler on any name: it echoes names within the limit
@@ -73,7 +74,7 @@ func FuzzConfig(f *testing.F) {
 			if cfg.GRPCPort < 0 || cfg.GRPCPort > 65535 || cfg.MetricsPort < 0 || cfg.MetricsPort > 65535 {
 				t.Fatalf("accepted ports %d and %d", cfg.GRPCPort, cfg.MetricsPort)
 			}
-			tracing, _ := testTracing(t, zap.NewNop())
+			tracing, _ := platformtest.Tracing(t, "server", zap.NewNop())
 			newGRPCServer(cfg, zap.NewNop(), prometheus.NewRegistry(), tracing).Stop()
 			return
 		}

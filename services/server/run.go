@@ -12,15 +12,17 @@ import (
 	"example.com/grpc-metrics/services/internal/platform"
 )
 
-// drainPoll is how often the drain looks whether calls are still in flight:
-// a restart in place waits at most this long once the last call is done.
-const drainPoll = 5 * time.Millisecond
+// listeners are the server's listeners; serve owns and closes them.
+type listeners struct {
+	grpc, metrics net.Listener
+	debug         net.Listener // nil unless SERVER_DEBUG_PORT is set
+}
 
 // run starts the server with the SERVER_* configuration and serves until
-// ctx ends.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// SIGINT or SIGTERM.
+func run(args []string, stdout, stderr io.Writer) error {
 	var cfg Config
-	p, err := platform.Start(ctx, "server", envPrefix, &cfg, args, stdout, stderr)
+	ctx, p, err := platform.Start("server", envPrefix, &cfg, args, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -36,12 +38,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return p.Stop(err)
 	}
 	return p.Stop(serve(ctx, cfg, p.Log, srv, metrics, lis))
-}
-
-// listeners are the server's listeners; serve owns and closes them.
-type listeners struct {
-	grpc, metrics net.Listener
-	debug         net.Listener // nil unless SERVER_DEBUG_PORT is set
 }
 
 // serve serves gRPC, metrics and, when it has a listener, pprof until ctx
@@ -85,6 +81,10 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 		platform.DebugActor(log, lis.debug),
 	)
 }
+
+// drainPoll is how often the drain looks whether calls are still in flight:
+// a restart in place waits at most this long once the last call is done.
+const drainPoll = 5 * time.Millisecond
 
 // drain stops srv the way grpc-go's gracefulstop example does, GracefulStop
 // with Stop as the fallback after timeout, and also stops it as soon as no

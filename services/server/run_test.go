@@ -23,6 +23,7 @@ import (
 
 	"example.com/grpc-metrics/proto/foopb"
 	"example.com/grpc-metrics/services/internal/platform"
+	"example.com/grpc-metrics/services/internal/platform/platformtest"
 )
 
 // blockingService is a one-method gRPC service whose calls last until they
@@ -56,32 +57,17 @@ func blockingService(entered chan<- struct{}) *grpc.ServiceDesc {
 // delay, then the drain, which waits for the call, then the forced stop at
 // the timeout. Every goroutine it started is gone afterwards.
 func TestShutdownSequence(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	noLeaks(t)
 
 	const delay, timeout = 300 * time.Millisecond, 300 * time.Millisecond
 	cfg := testConfig()
 	cfg.ShutdownDelay, cfg.ShutdownTimeout = delay, timeout
 	core, logs := observer.New(zap.InfoLevel)
-	log := zap.New(core)
-	reg := prometheus.NewRegistry()
-	tracing, _ := testTracing(t, log)
-	srv := newGRPCServer(cfg, log, reg, tracing)
 	entered := make(chan struct{}, 1)
-	srv.RegisterService(blockingService(entered), struct{}{})
-	metrics := platform.NewMetricsServer(log, reg)
-	grpcLis, metricsLis := loopbackListener(t), loopbackListener(t)
-	readyz := "http://" + metricsLis.Addr().String() + "/readyz"
+	s := startServe(t, cfg, zap.New(core), func(srv *grpcServer) { srv.RegisterService(blockingService(entered), struct{}{}) })
+	readyz := "http://" + s.metrics + "/readyz"
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	served := make(chan error, 1)
-	go func() { served <- serve(ctx, cfg, log, srv, metrics, listeners{grpc: grpcLis, metrics: metricsLis}) }()
-
-	conn, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dial(t, s.grpc)
 	health := healthpb.NewHealthClient(conn)
 	echo := foopb.NewFooClient(conn)
 	callCtx, callCancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -100,7 +86,7 @@ func TestShutdownSequence(t *testing.T) {
 	<-entered
 
 	began := time.Now()
-	cancel()
+	s.stop()
 	// The delay: NOT_SERVING, yet every call is still answered.
 	waitFor(t, "health NOT_SERVING", func() bool {
 		return healthStatus(callCtx, health) == healthpb.HealthCheckResponse_NOT_SERVING
@@ -129,15 +115,7 @@ func TestShutdownSequence(t *testing.T) {
 	if cut < delay+timeout {
 		t.Errorf("the blocking call was cut %v after the signal, before delay + timeout (%v)", cut, delay+timeout)
 	}
-	select {
-	case err := <-served:
-		if err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("serve did not return after the forced stop")
-	}
-	if total := time.Since(began); total > delay+timeout+2*time.Second {
+	if total := s.wait(t); total > delay+timeout+2*time.Second {
 		t.Errorf("shutdown took %v, want about delay + timeout (%v)", total, delay+timeout)
 	}
 
@@ -158,46 +136,62 @@ func TestShutdownWithoutDelay(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.ShutdownDelay, cfg.ShutdownTimeout = 0, 10*time.Second
-	addr, shutdown := serving(t, cfg)
-	conn := dial(t, addr)
+	s := startServe(t, cfg, zaptest.NewLogger(t))
+	conn := dial(t, s.grpc)
 	callCtx, callCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer callCancel()
 	if _, err := foopb.NewFooClient(conn).Echo(callCtx, &foopb.EchoRequest{Name: "x"}); err != nil {
 		t.Fatalf("echo: %v", err)
 	}
-	if took := shutdown(); took > 500*time.Millisecond {
+	s.stop()
+	if took := s.wait(t); took > 500*time.Millisecond {
 		t.Errorf("shutdown with nothing in flight took %v, want well under a second", took)
 	}
 }
 
-// serving runs serve with cfg on loopback listeners. shutdown ends it as a
-// signal does and returns how long serve took to return.
-func serving(t *testing.T, cfg Config) (grpcAddr string, shutdown func() time.Duration) {
+// served is serve running on loopback listeners.
+type served struct {
+	grpc, metrics string // addresses
+	stop          func() // as a signal does
+	began         time.Time
+	done          chan error
+}
+
+// startServe runs serve with cfg on loopback listeners, the server built as
+// run builds it, then changed by each of with.
+func startServe(t *testing.T, cfg Config, log *zap.Logger, with ...func(*grpcServer)) *served {
 	t.Helper()
-	log := zaptest.NewLogger(t)
 	reg := prometheus.NewRegistry()
-	grpcLis, metricsLis := loopbackListener(t), loopbackListener(t)
+	tracing, _ := platformtest.Tracing(t, "server", log)
+	srv := newGRPCServer(cfg, log, reg, tracing)
+	for _, f := range with {
+		f(srv)
+	}
+	lis := listeners{grpc: loopbackListener(t), metrics: loopbackListener(t)}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	tracing, _ := testTracing(t, log)
-	served := make(chan error, 1)
-	go func() {
-		served <- serve(ctx, cfg, log, newGRPCServer(cfg, log, reg, tracing), platform.NewMetricsServer(log, reg), listeners{grpc: grpcLis, metrics: metricsLis})
-	}()
-	return grpcLis.Addr().String(), func() time.Duration {
-		t.Helper()
-		began := time.Now()
+	s := &served{grpc: lis.grpc.Addr().String(), metrics: lis.metrics.Addr().String(), done: make(chan error, 1)}
+	s.stop = func() {
+		s.began = time.Now()
 		cancel()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("serve: %v", err)
-			}
-		case <-time.After(8 * time.Second):
-			t.Fatal("serve did not return")
-		}
-		return time.Since(began)
 	}
+	go func() { s.done <- serve(ctx, cfg, log, srv, platform.NewMetricsServer(log, reg), lis) }()
+	return s
+}
+
+// wait waits for serve to return, without error, and returns how long after
+// stop it did.
+func (s *served) wait(t *testing.T) time.Duration {
+	t.Helper()
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(8 * time.Second):
+		t.Fatal("serve did not return")
+	}
+	return time.Since(s.began)
 }
 
 // noLeaks checks, after every other cleanup of the test, that no goroutine
@@ -277,10 +271,10 @@ func TestShutdownCutsSilentConnections(t *testing.T) {
 
 	cfg := testConfig()
 	cfg.ShutdownDelay, cfg.ShutdownTimeout = 0, 10*time.Second
-	addr, shutdown := serving(t, cfg)
+	s := startServe(t, cfg, zaptest.NewLogger(t))
 
 	// The silent peer: an HTTP/2 client preface and settings, then nothing.
-	silent, err := net.Dial("tcp", addr)
+	silent, err := net.Dial("tcp", s.grpc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +293,7 @@ func TestShutdownCutsSilentConnections(t *testing.T) {
 		t.Fatalf("first frame from the server: %v, want SETTINGS", f)
 	}
 
-	conn := dial(t, addr)
+	conn := dial(t, s.grpc)
 	callCtx, callCancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer callCancel()
 	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(callCtx)
@@ -316,7 +310,8 @@ func TestShutdownCutsSilentConnections(t *testing.T) {
 		t.Fatalf("echo: %v", err)
 	}
 
-	if took := shutdown(); took > 500*time.Millisecond {
+	s.stop()
+	if took := s.wait(t); took > 500*time.Millisecond {
 		t.Errorf("shutdown with a silent connection and an open stream took %v, want well under a second", took)
 	}
 	if _, err := refl.Recv(); status.Code(err) != codes.Unavailable {

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"example.com/grpc-metrics/services/internal/platform"
-	"example.com/grpc-metrics/services/internal/platform/platformtest"
 )
 
 // testConfig is a program's configuration: a port of its own, and Common.
@@ -20,9 +19,14 @@ func (c testConfig) Validate() error {
 	return c.Common.Check("TEST", map[string]int{"TEST_PORT": c.Port})
 }
 
-// TestCommonConfigErrors: the settings every program has.
+// TestCommonConfigErrors: the settings every program has. The programs' own
+// are checked on the real binaries (infra/programs, TestExitCodes).
 func TestCommonConfigErrors(t *testing.T) {
-	platformtest.ConfigErrors(t, "TEST", func() platform.Config { return &testConfig{} }, []platformtest.ConfigCase{
+	tests := []struct {
+		Name    string
+		Env     map[string]string
+		WantErr string
+	}{
 		{Name: "metrics port too large", Env: map[string]string{"TEST_METRICS_PORT": "70000"}, WantErr: `TEST_METRICS_PORT=70000: not a TCP port (0-65535, 0 for any free port)`},
 		{Name: "metrics port is the program's", Env: map[string]string{"TEST_METRICS_PORT": "1000"}, WantErr: `TEST_METRICS_PORT=1000: the same port as TEST_PORT`},
 		{Name: "debug port not a number", Env: map[string]string{"TEST_DEBUG_PORT": "pprof"}, WantErr: `TEST_DEBUG_PORT="pprof": not a whole number (a TCP port, or empty for no debug listener)`},
@@ -32,7 +36,18 @@ func TestCommonConfigErrors(t *testing.T) {
 		{Name: "unknown log level", Env: map[string]string{"TEST_LOG_LEVEL": "loud"}, WantErr: `TEST_LOG_LEVEL="loud": unknown log level (use debug, info, warn or error)`},
 		{Name: "fatal is not a level", Env: map[string]string{"TEST_LOG_LEVEL": "fatal"}, WantErr: `TEST_LOG_LEVEL="fatal": unknown log level (use debug, info, warn or error)`},
 		{Name: "unknown log format", Env: map[string]string{"TEST_LOG_FORMAT": "xml"}, WantErr: `TEST_LOG_FORMAT="xml": unknown log format (use json or console)`},
-	})
+	}
+	for _, tt := range tests {
+		t.Run(tt.Name, func(t *testing.T) {
+			for k, v := range tt.Env {
+				t.Setenv(k, v)
+			}
+			err := platform.LoadConfig("TEST", &testConfig{}, nil, nil)
+			if err == nil || err.Error() != tt.WantErr {
+				t.Errorf("LoadConfig with %v = %v, want %s", tt.Env, err, tt.WantErr)
+			}
+		})
+	}
 }
 
 // TestConfigArguments: --help prints every variable, with its description,

@@ -41,37 +41,30 @@ func ExitCode(err error) int {
 	return exitFailed
 }
 
-// SignalContext returns a context that ends on the first SIGINT or SIGTERM,
-// its cause naming the signal. From then on the default handling is back,
-// so a second signal ends the process at once.
-func SignalContext() (context.Context, context.CancelFunc) {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	context.AfterFunc(ctx, stop)
-	return ctx, stop
-}
-
 // Program is what every program starts with: its logger, its tracing, its
 // metrics registry (the Go runtime, process and build-info collectors).
 type Program struct {
 	Log      *zap.Logger
 	Tracing  *Tracing
 	Registry *prometheus.Registry
+	signals  context.CancelFunc
 }
 
 // Start starts program: it loads cfg from the PREFIX_* environment variables
 // (args may only ask for --help, which prints the variables to stdout and
 // returns ErrHelp), builds the logger, routes grpc-go's own logs through it,
-// sets up tracing from the OTEL_* variables and logs the configuration. It
-// logs when ctx ends. A configuration that cannot be used, printed to
-// stderr, is a *ConfigError.
-func Start(ctx context.Context, program, prefix string, cfg Config, args []string, stdout, stderr io.Writer) (*Program, error) {
-	fail := func(err error) (*Program, error) {
+// sets up tracing from the OTEL_* variables and logs the configuration. The
+// context it returns ends on the first SIGINT or SIGTERM; from then on the
+// default handling is back, so a second signal ends the process at once. A
+// configuration that cannot be used, printed to stderr, is a *ConfigError.
+func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.Writer) (context.Context, *Program, error) {
+	fail := func(err error) (context.Context, *Program, error) {
 		fmt.Fprintf(stderr, "%s: %v\n", program, err)
-		return nil, err
+		return nil, nil, err
 	}
 	if err := LoadConfig(prefix, cfg, args, stdout); err != nil {
 		if errors.Is(err, ErrHelp) {
-			return nil, err
+			return nil, nil, err
 		}
 		return fail(&ConfigError{Err: err})
 	}
@@ -86,21 +79,24 @@ func Start(ctx context.Context, program, prefix string, cfg Config, args []strin
 		grpcLog = grpcLog.WithOptions(zap.IncreaseLevel(zapcore.WarnLevel))
 	}
 	grpclog.SetLoggerV2(zapgrpc.NewLogger(grpcLog))
-	tracing, err := NewTracing(ctx, program, log)
+	tracing, err := NewTracing(context.Background(), program, log)
 	if err != nil {
 		return fail(&ConfigError{Err: err})
 	}
 	log.Info("starting", zap.String("version", version.Version), zap.String("revision", version.Revision),
 		zap.String("config", fmt.Sprintf("%+v", cfg)))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	context.AfterFunc(ctx, func() {
+		stop()
 		log.Info("shutting down; a second signal ends the process at once", zap.NamedError("cause", context.Cause(ctx)))
 	})
-	return &Program{Log: log, Tracing: tracing, Registry: NewRegistry("echo_" + program)}, nil
+	return ctx, &Program{Log: log, Tracing: tracing, Registry: NewRegistry("echo_" + program), signals: stop}, nil
 }
 
 // Stop ends the program: it logs how it ended, exports the spans still
 // queued and returns err, the error the program stopped with.
 func (p *Program) Stop(err error) error {
+	p.signals()
 	if terr := p.Tracing.Shutdown(); terr != nil {
 		p.Log.Warn("the last spans were not exported", zap.Error(terr))
 	}

@@ -1,6 +1,6 @@
 // Package platformtest holds what the programs' tests share: a gRPC
-// connection to a server in the test process (bufconn), and the check of a
-// configuration's errors.
+// connection to a server in the test process (bufconn), and the programs'
+// tracing with its spans recorded.
 package platformtest
 
 import (
@@ -8,6 +8,9 @@ import (
 	"net"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -39,31 +42,15 @@ func Dial(t testing.TB, s *grpc.Server, opts ...grpc.DialOption) *grpc.ClientCon
 	return conn
 }
 
-// ConfigCase is an environment that a configuration must refuse, and the
-// error it must give.
-type ConfigCase struct {
-	Name    string
-	Env     map[string]string
-	WantErr string
-}
-
-// ConfigErrors loads a new configuration from each case's environment
-// (PREFIX_* variables) and checks that it fails with exactly the error the
-// case wants.
-func ConfigErrors(t *testing.T, prefix string, newConfig func() platform.Config, cases []ConfigCase) {
+// Tracing returns program's tracing as it runs with no OTLP endpoint, plus
+// a recorder of the spans it ends.
+func Tracing(t testing.TB, program string, log *zap.Logger) (*platform.Tracing, *tracetest.SpanRecorder) {
 	t.Helper()
-	for _, tt := range cases {
-		t.Run(tt.Name, func(t *testing.T) {
-			for k, v := range tt.Env {
-				t.Setenv(k, v)
-			}
-			err := platform.LoadConfig(prefix, newConfig(), nil, nil)
-			if err == nil {
-				t.Fatalf("LoadConfig succeeded with %v, want error %q", tt.Env, tt.WantErr)
-			}
-			if got := err.Error(); got != tt.WantErr {
-				t.Errorf("LoadConfig error:\n got %s\nwant %s", got, tt.WantErr)
-			}
-		})
+	spans := tracetest.NewSpanRecorder()
+	tracing, err := platform.NewTracing(context.Background(), program, log, sdktrace.WithSpanProcessor(spans))
+	if err != nil {
+		t.Fatalf("NewTracing: %v", err)
 	}
+	t.Cleanup(func() { tracing.Shutdown() }) //nolint:errcheck // nothing is exported
+	return tracing, spans
 }
