@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -84,7 +85,7 @@ func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.
 		return fail(&ConfigError{Err: err})
 	}
 	log.Info("starting", zap.String("version", version.Version), zap.String("revision", version.Revision),
-		zap.String("config", fmt.Sprintf("%+v", cfg)))
+		zap.String("config", strings.TrimPrefix(fmt.Sprintf("%+v", cfg), "&")))
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	context.AfterFunc(ctx, func() {
 		stop()
