@@ -42,7 +42,7 @@ func PrometheusRuleYAML(rules []byte) ([]byte, error) {
 	out = bytes.Replace(out, []byte("  creationTimestamp: null\n"), nil, 1)
 	header := "# The recording and alerting rules of infra/prometheus/rules.yml, as a\n" +
 		"# PrometheusRule. Written by scripts/generate: edit rules.yml, not this file\n" +
-		"# (infra/infra_test.go fails when the two differ).\n"
+		"# (a test of infra/ fails when the two differ).\n"
 	return append([]byte(header), out...), nil
 }
 

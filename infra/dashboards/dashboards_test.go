@@ -149,42 +149,6 @@ func checkExpr(expr string, known map[string]bool) ([]string, error) {
 	return names, errors.Join(errs...)
 }
 
-func TestCheckExpr(t *testing.T) {
-	known := map[string]bool{"echo_requests_total": true}
-	tests := []struct {
-		name    string
-		expr    string
-		want    []string
-		wantErr string
-	}{
-		{name: "rate", expr: `sum by (result) (rate(echo_requests_total{job=~"$job"}[$__rate_interval]))`, want: []string{"echo_requests_total"}},
-		{name: "braced variable", expr: `echo_requests_total{pod=~"${pod}"}`, want: []string{"echo_requests_total"}},
-		{name: "name matcher", expr: `{__name__="echo_requests_total"}`, want: []string{"echo_requests_total"}},
-		{name: "unknown metric", expr: `rate(echo_request_total[$__rate_interval])`, wantErr: `"echo_request_total" is not in`},
-		{name: "fixed range", expr: `rate(echo_requests_total[5m])`, wantErr: "use $__rate_interval"},
-		{name: "name regex", expr: `{__name__=~"echo_.*"}`, wantErr: "exactly"},
-		{name: "syntax error", expr: `sum(rate(echo_requests_total[$__rate_interval])`, wantErr: "parse"},
-		{name: "empty", expr: " ", wantErr: "empty"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := checkExpr(tt.expr, known)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("checkExpr(%q) error = %v, want one containing %q", tt.expr, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("checkExpr(%q) = %v", tt.expr, err)
-			}
-			if !slices.Equal(got, tt.want) {
-				t.Errorf("checkExpr(%q) names = %v, want %v", tt.expr, got, tt.want)
-			}
-		})
-	}
-}
-
 func TestDashboardsHaveFixedUIDs(t *testing.T) {
 	boards := load(t)
 	for file, uid := range wantUIDs {

@@ -329,7 +329,13 @@ func TestEchoTraces(t *testing.T) {
 			if _, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: "n"}); err != nil {
 				t.Fatalf("Echo: %v", err)
 			}
-			ended := spansNamed(spans, "foo.Foo/echo")
+			// The stats handler ends the span once the reply is sent, maybe
+			// after the client has it.
+			var ended []sdktrace.ReadOnlySpan
+			if tt.wantSpan {
+				waitFor(t, "the server span", func() bool { return len(spansNamed(spans, "foo.Foo/echo")) > 0 })
+			}
+			ended = spansNamed(spans, "foo.Foo/echo")
 			echoIDs := exemplarLabels(t, reg, "echo_request_duration_seconds", platform.ResultOK)
 			grpcIDs := exemplarLabels(t, reg, "grpc_server_handling_seconds", "")
 			if !tt.wantSpan {
