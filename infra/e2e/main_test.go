@@ -39,7 +39,6 @@ type settings struct {
 	skipGrafana bool   // E2E_SKIP_GRAFANA=1: Grafana's own checks are skipped, and say so
 	faults      bool   // E2E_FAULTS (default 1)
 	rate        int    // E2E_RATE: client calls per second during the faults (default 60)
-	maxRecovery time.Duration
 	baseImage   string // E2E_BASE_IMAGE: base of the program images (kustomize)
 	tilt        string // the tilt binary, or ""
 }
@@ -97,7 +96,7 @@ func setUp(m *testing.M) (int, error) {
 }
 
 func readSettings() (settings, error) {
-	s := settings{faults: os.Getenv("E2E_FAULTS") != "0", rate: 60, maxRecovery: 5 * time.Second, baseImage: os.Getenv("E2E_BASE_IMAGE")}
+	s := settings{faults: os.Getenv("E2E_FAULTS") != "0", rate: 60, baseImage: os.Getenv("E2E_BASE_IMAGE")}
 	s.skipGrafana = os.Getenv("E2E_SKIP_GRAFANA") == "1"
 	if tilt, err := exec.LookPath("tilt"); err == nil {
 		s.tilt = tilt
@@ -126,13 +125,6 @@ func readSettings() (settings, error) {
 			return s, fmt.Errorf("E2E_RATE=%q: not a positive whole number of calls per second", v)
 		}
 		s.rate = r
-	}
-	if v := os.Getenv("E2E_MAX_RECOVERY"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d <= 0 {
-			return s, fmt.Errorf("E2E_MAX_RECOVERY=%q: not a positive duration", v)
-		}
-		s.maxRecovery = d
 	}
 	return s, nil
 }

@@ -32,7 +32,8 @@ func (a access) String() string {
 
 // TestLeastPrivilege asks the authorizer (SubjectAccessReview) what each
 // service account may do: Prometheus only reads what its discovery needs in
-// its own namespace; the programs, Jaeger and Grafana have no API rights at all.
+// its own namespace, the client only lists and watches EndpointSlices there;
+// the server, Jaeger and Grafana have no API rights at all.
 func TestLeastPrivilege(t *testing.T) {
 	var cases []access
 	discovery := []struct{ group, resource string }{{"discovery.k8s.io", "endpointslices"}, {"", "services"}, {"", "pods"}}
@@ -51,9 +52,21 @@ func TestLeastPrivilege(t *testing.T) {
 		access{"prometheus", "list", "", "pods", "kube-system", false},
 		access{"prometheus", "list", "", "pods", "default", false},
 	)
+	// The client's resolver lists and watches the EndpointSlices of its own
+	// namespace, and nothing else.
+	for _, v := range []string{"list", "watch"} {
+		cases = append(cases, access{"client", v, "discovery.k8s.io", "endpointslices", namespace, true})
+		cases = append(cases, access{"client", v, "discovery.k8s.io", "endpointslices", "kube-system", false})
+	}
+	for _, v := range []string{"get", "create", "update", "patch", "delete"} {
+		cases = append(cases, access{"client", v, "discovery.k8s.io", "endpointslices", namespace, false})
+	}
 	for _, sa := range []string{"server", "client", "jaeger", "grafana"} {
 		for _, r := range append(discovery, struct{ group, resource string }{"", "secrets"}, struct{ group, resource string }{"", "configmaps"}) {
 			for _, v := range []string{"get", "list"} {
+				if sa == "client" && r.resource == "endpointslices" {
+					continue // above
+				}
 				cases = append(cases, access{sa, v, r.group, r.resource, namespace, false})
 			}
 		}

@@ -10,7 +10,7 @@ const envPrefix = "CLIENT"
 
 // Config is the client's configuration, read from CLIENT_* variables.
 type Config struct {
-	ServerAddr  string        `envconfig:"SERVER_ADDR" default:"localhost:20000" desc:"gRPC target of the server, such as host:port or dns:///name:port (round_robin balances over every address the name resolves to)"`
+	ServerAddr  string        `envconfig:"SERVER_ADDR" default:"localhost:20000" desc:"gRPC target of the server: host:port, dns:///name:port, or kubernetes:///service.namespace:port (the ready pods of a Service's EndpointSlices, watched; the port may be the Service port's name); round_robin balances over every address"`
 	Rate        float64       `envconfig:"RATE" default:"1" desc:"echo calls per second, over all workers"`
 	Concurrency int           `envconfig:"CONCURRENCY" default:"1" desc:"calls in flight at most (workers)"`
 	Timeout     time.Duration `envconfig:"TIMEOUT" default:"1s" desc:"deadline of each call, retries included"`

@@ -4,16 +4,19 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/sercand/kuberesolver/v6"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/dns"
 
 	"example.com/grpc-metrics/proto/foopb"
@@ -49,7 +52,8 @@ var reconnectBackoff = backoff.Config{
 
 // dnsResolutionInterval is the shortest time between two DNS lookups of a
 // dns:/// target. grpc-go's default, 30s, leaves a client that started before
-// its servers, or that lost them all, failing for up to 30s.
+// its servers, or that lost them all, failing for up to 30s. (In a cluster
+// the client watches the Service's EndpointSlices instead: kubernetes:///.)
 const dnsResolutionInterval = 2 * time.Second
 
 // run starts the client with the CLIENT_* configuration and calls the
@@ -90,10 +94,19 @@ func run(args []string, stdout, stderr io.Writer) error {
 	))
 }
 
+// kubernetesScheme names the targets resolved by watching a Service's
+// EndpointSlices through the Kubernetes API (kuberesolver): the client learns
+// of a pod the moment it is ready, and of one that stops at once.
+const kubernetesScheme = "kubernetes"
+
 // dial creates the client's connection to cfg.ServerAddr: round robin over
 // every address the target resolves to, retries, quick reconnection, each
 // call traced and measured (grpc_client_* with trace-id exemplars).
 func dial(cfg Config, p *platform.Program) (*grpc.ClientConn, error) {
+	resolvers, err := resolvers(cfg.ServerAddr)
+	if err != nil {
+		return nil, err
+	}
 	clMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(platform.HandlingTime...))
 	p.Registry.MustRegister(clMetrics)
 	exemplars := platform.NewExemplarSampler(platform.ExemplarInterval)
@@ -112,6 +125,7 @@ func dial(cfg Config, p *platform.Program) (*grpc.ClientConn, error) {
 			Time:    10 * time.Second, // the shortest grpc-go allows
 			Timeout: 2 * time.Second,
 		}),
+		grpc.WithResolvers(resolvers...),
 		grpc.WithStatsHandler(p.Tracing.ClientHandler()),
 		grpc.WithChainUnaryInterceptor(interceptors...),
 		// While no server is reachable (every pod restarting at once after
@@ -123,4 +137,18 @@ func dial(cfg Config, p *platform.Program) (*grpc.ClientConn, error) {
 		return nil, fmt.Errorf("create gRPC client for %q: %w", cfg.ServerAddr, err)
 	}
 	return conn, nil
+}
+
+// resolvers returns the resolver the target needs beyond grpc-go's own: for
+// kubernetes:///, one with the pod's service account, made now so that a
+// client outside a pod says so at start rather than failing every call.
+func resolvers(target string) ([]resolver.Builder, error) {
+	if !strings.HasPrefix(target, kubernetesScheme+"://") {
+		return nil, nil
+	}
+	k8s, err := kuberesolver.NewInClusterK8sClient()
+	if err != nil {
+		return nil, fmt.Errorf("%s_SERVER_ADDR=%s: the Kubernetes API is not reachable from here: %w", envPrefix, target, err)
+	}
+	return []resolver.Builder{kuberesolver.NewBuilder(k8s, kubernetesScheme)}, nil
 }
