@@ -18,7 +18,7 @@
 //	startup     exec to SERVING; binary sizes; rebuild after a one-line edit
 //	            (with -compare REV, also at that git revision, alternating)
 //
-// Usage: bench [-quick] [-rounds N] [-calls N] [-rate R] [-only SECTION] [-compare REV] REPOSITORY
+// Usage: bench [-quick] [-rounds N] [-calls N] [-rate R] [-edits N] [-only SECTION] [-compare REV] REPOSITORY
 package main
 
 import (
@@ -65,18 +65,19 @@ func main() {
 	flag.IntVar(&s.calls, "calls", 20000, "calls of one cpu measurement")
 	flag.IntVar(&s.rate, "rate", 2000, "calls per second of the cpu measurement")
 	flag.StringVar(&s.only, "only", "", "run only one section: "+strings.Join(sections, ", "))
+	flag.IntVar(&s.edits, "edits", 3, "startup: rebuilds after a one-line edit (of each tree with -compare)")
 	flag.StringVar(&s.compare, "compare", "", "startup: also time the server's rebuild at this git revision, alternating with the working tree's")
 	flag.Parse()
 	if s.only != "" && !slices.Contains(sections, s.only) {
 		fmt.Fprintf(os.Stderr, "bench: -only %s: no such section (%s)\n", s.only, strings.Join(sections, ", "))
 		os.Exit(2)
 	}
-	s.duration, s.concurrency, s.microCount, s.starts, s.edits = 8*time.Second, 16, 5, 10, 3
+	s.duration, s.concurrency, s.microCount, s.starts = 8*time.Second, 16, 5, 10
 	if s.quick {
 		s.rounds, s.calls, s.duration, s.microCount, s.starts, s.edits = 2, 2000, 2*time.Second, 1, 3, 1
 	}
-	if flag.NArg() != 1 || s.rounds < 1 || s.calls < 100 || s.rate < 1 {
-		fmt.Fprintln(os.Stderr, "usage: bench [-quick] [-rounds N>=1] [-calls N>=100] [-rate R>=1] [-only SECTION] [-compare REV] REPOSITORY")
+	if flag.NArg() != 1 || s.rounds < 1 || s.calls < 100 || s.rate < 1 || s.edits < 1 {
+		fmt.Fprintln(os.Stderr, "usage: bench [-quick] [-rounds N>=1] [-calls N>=100] [-rate R>=1] [-edits N>=1] [-only SECTION] [-compare REV] REPOSITORY")
 		os.Exit(2)
 	}
 	s.root = flag.Arg(0)

@@ -9,6 +9,7 @@ import (
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/zap"
@@ -66,6 +67,9 @@ func benchTracing(b *testing.B) *platform.Tracing {
 // (in memory, so the figure includes both gRPC stacks but no kernel):
 //
 //	server=bare        grpc.NewServer() and bareEcho, no interceptor, no metric
+//	server=defaults    bareEcho behind the ecosystem's defaults: go-grpc-middleware's
+//	                   Prometheus interceptors with the handling-time histogram,
+//	                   otelgrpc's stats handler, the SDK sampling every call
 //	server=ours        newGRPCServer as shipped, log level info (call logs off)
 //	server=ours-debug  newGRPCServer with SERVER_LOG_LEVEL=debug (a log line a call, sampled)
 //
@@ -79,6 +83,7 @@ func BenchmarkEchoCall(b *testing.B) {
 		start func(b *testing.B) *grpc.Server
 	}{
 		{name: "server=bare", start: bareServer},
+		{name: "server=defaults", start: defaultsServer},
 		{name: "server=ours", start: func(b *testing.B) *grpc.Server {
 			return newGRPCServer(cfg, benchLogger(b, zapcore.InfoLevel), prometheus.NewRegistry(), benchTracing(b)).Server
 		}},
@@ -89,6 +94,23 @@ func BenchmarkEchoCall(b *testing.B) {
 	for _, v := range variants {
 		b.Run(v.name, func(b *testing.B) { benchCalls(b, v.start(b)) })
 	}
+}
+
+// defaultsServer is what a user assembles from the ecosystem's defaults
+// (as infra/bench/baseline -stack defaults), its spans batched to an
+// exporter that drops them.
+func defaultsServer(b *testing.B) *grpc.Server {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))
+	b.Cleanup(func() { tp.Shutdown(context.Background()) }) //nolint:errcheck // nothing is exported
+	m := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
+	prometheus.NewRegistry().MustRegister(m)
+	s := grpc.NewServer(
+		grpc.StatsHandler(otelgrpc.NewServerHandler(otelgrpc.WithTracerProvider(tp))),
+		grpc.ChainUnaryInterceptor(m.UnaryServerInterceptor()),
+	)
+	foopb.RegisterFooServer(s, bareEcho{})
+	m.InitializeMetrics(s)
+	return s
 }
 
 // bareServer is the baseline: grpc.NewServer() and bareEcho, nothing else.
