@@ -9,12 +9,10 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
 )
 
 // followTarget is the longest a ready server pod may wait for the client's
@@ -47,7 +45,7 @@ func TestClientFollowsServers(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		first := <-ready.first
+		first := ready.next(t)
 		var answered time.Time
 		err := poll(ctx, time.Minute, "the client's first successful call", func(context.Context) (bool, string) {
 			ok, failed := calls.read(t)
@@ -82,10 +80,11 @@ func TestClientFollowsServers(t *testing.T) {
 		// moment it became ready.
 		var wg sync.WaitGroup
 		for range 2 {
-			p := <-ready.first
+			p := ready.next(t)
 			if p.pod == old[0].Name {
-				p = <-ready.first
+				p = ready.next(t)
 			}
+			// The list every readyPoll may see a pod late, never early.
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -135,29 +134,46 @@ type readyWatch struct {
 	first chan readyPod
 }
 
-// watchReady watches the server pods from now until the test ends and
-// sends each one the first time it is seen ready.
+// watchReady lists the server pods every readyPoll from now until the test
+// ends, and sends each one the first time it is seen ready.
 func watchReady(t *testing.T) readyWatch {
 	t.Helper()
-	w, err := suite.c.client.CoreV1().Pods(namespace).Watch(t.Context(), metav1.ListOptions{LabelSelector: "app=server"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rw := readyWatch{first: make(chan readyPod, 16)}
+	ctx := t.Context()
 	seen := map[string]bool{}
 	go func() {
-		defer w.Stop()
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || ev.Type == watch.Deleted || seen[p.Name] || p.DeletionTimestamp != nil || !podReady(p) {
-				continue
+		for ctx.Err() == nil {
+			list, err := suite.c.client.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=server"})
+			now := time.Now()
+			for i := range list.Items {
+				p := &list.Items[i]
+				if err != nil || seen[p.Name] || p.DeletionTimestamp != nil || !podReady(p) {
+					continue
+				}
+				seen[p.Name] = true
+				rw.first <- readyPod{pod: p.Name, at: now}
 			}
-			seen[p.Name] = true
-			rw.first <- readyPod{pod: p.Name, at: time.Now()}
+			time.Sleep(readyPoll)
 		}
 	}()
 	return rw
 }
+
+// next returns the next pod seen ready.
+func (rw readyWatch) next(t *testing.T) readyPod {
+	t.Helper()
+	select {
+	case p := <-rw.first:
+		return p
+	case <-time.After(3 * time.Minute):
+		t.Fatal("no further server pod ready within 3m")
+		return readyPod{}
+	}
+}
+
+// readyPoll is how often watchReady lists the pods: the error of the
+// moments it reports.
+const readyPoll = 50 * time.Millisecond
 
 // serverReplicas is the server Deployment's replica count.
 func serverReplicas(t *testing.T) int32 {
