@@ -64,7 +64,7 @@ func counterSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
 
 // TestMetricsCardinality checks that the number of series depends on the
 // code, never on the traffic: after ten times more calls, with other names,
-// other request ids, errors and unknown methods, the server exposes the same
+// other trace ids, errors and unknown methods, the server exposes the same
 // series as before.
 func TestMetricsCardinality(t *testing.T) {
 	_, reg, conn := startServer(t, testConfig())
