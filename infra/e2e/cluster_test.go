@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"example.com/grpc-metrics/infra/proctest"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -158,20 +158,10 @@ func (c *cluster) waitPodGone(ctx context.Context, ns, name string, timeout time
 	})
 }
 
-// poll is the one wait of the cluster checks: it asks cond every half
-// second until it reports done, and fails after timeout with what it waited
-// for and cond's last reason.
+// poll is proctest.Poll every half second: what the cluster checks wait for
+// moves at the pace of the kubelet and the API server.
 func poll(ctx context.Context, timeout time.Duration, what string, cond func(context.Context) (done bool, why string)) error {
-	var last string
-	err := wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
-		done, why := cond(ctx)
-		last = why
-		return done, nil
-	})
-	if err != nil {
-		return fmt.Errorf("%s: not within %v (%s)", what, timeout, last)
-	}
-	return nil
+	return proctest.Poll(ctx, 500*time.Millisecond, timeout, what, cond)
 }
 
 // rolloutState says what a deployment's rollout still waits for, or "".

@@ -8,6 +8,7 @@ package proctest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -215,16 +216,32 @@ func listeningAddr(out, key string) string {
 	return ""
 }
 
-// Eventually polls cond every 20ms until it holds, and returns how long that
-// took; it fails the test when timeout passes first.
+// Poll is the one wait of the checks: it asks cond every interval until it
+// reports done, and fails after timeout with what it waited for and cond's
+// last reason.
+func Poll(ctx context.Context, interval, timeout time.Duration, what string, cond func(context.Context) (done bool, why string)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		done, why := cond(ctx)
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: not within %v (%s)", what, timeout, why)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// Eventually is Poll every 20ms for a test: it fails the test when timeout
+// passes first, and returns how long cond took to hold.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := Poll(t.Context(), 20*time.Millisecond, timeout, what, func(context.Context) (bool, string) { return cond(), "" }); err != nil {
+		t.Fatal(err)
 	}
 	return time.Since(start)
 }
