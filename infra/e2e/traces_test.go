@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"example.com/grpc-metrics/infra/proctest"
 	"example.com/grpc-metrics/proto/foopb"
 )
 
@@ -313,14 +313,5 @@ func logLines(ctx context.Context, t *testing.T, pod, msg string) []map[string]a
 		t.Logf("logs of %s: %v", pod, err)
 		return nil
 	}
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(string(data)))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == msg {
-			out = append(out, line)
-		}
-	}
-	return out
+	return proctest.LogLines(string(data), msg)
 }

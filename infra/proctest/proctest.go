@@ -186,28 +186,27 @@ func (p *Process) WaitAddr(key string, timeout time.Duration) (string, error) {
 
 // LogLines returns the program's JSON log lines whose message is msg, each
 // as its fields.
-func (p *Process) LogLines(msg string) []map[string]any {
-	var out []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(p.Output()))
+func (p *Process) LogLines(msg string) []map[string]any { return LogLines(p.Output(), msg) }
+
+// LogLines returns the JSON log lines of out (a program's zap output) whose
+// message is msg, each as its fields.
+func LogLines(out, msg string) []map[string]any {
+	var lines []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
 		var line map[string]any
 		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == msg {
-			out = append(out, line)
+			lines = append(lines, line)
 		}
 	}
-	return out
+	return lines
 }
 
 // listeningAddr finds the JSON log line {"msg":"listening", key: "[::]:port"}
 // in out and returns 127.0.0.1:port, or "" when there is none yet.
 func listeningAddr(out, key string) string {
-	sc := bufio.NewScanner(strings.NewReader(out))
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) != nil || line["msg"] != "listening" {
-			continue
-		}
+	for _, line := range LogLines(out, "listening") {
 		s, _ := line[key].(string)
 		if _, port, err := net.SplitHostPort(s); err == nil {
 			return net.JoinHostPort("127.0.0.1", port)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 
 	"github.com/kelseyhightower/envconfig"
 )
@@ -39,8 +40,12 @@ func (c Common) Check(prefix string, ports map[string]int) error {
 			return &FieldError{Key: key, Value: c.MetricsPort, Reason: "the same port as " + k}
 		}
 	}
-	ports[key] = c.MetricsPort
-	return c.DebugPort.Check(prefix+"_DEBUG_PORT", ports)
+	taken := maps.Clone(ports)
+	if taken == nil {
+		taken = map[string]int{}
+	}
+	taken[key] = c.MetricsPort
+	return c.DebugPort.Check(prefix+"_DEBUG_PORT", taken)
 }
 
 // ErrHelp is returned by LoadConfig when the arguments ask for the usage text.
