@@ -46,7 +46,9 @@ func newCaller(client foopb.FooClient, cfg Config, log *zap.Logger, reg promethe
 	}
 }
 
-// run calls echo until ctx ends, then waits for the calls in flight.
+// run calls echo until ctx ends, then waits for the calls in flight to
+// finish within their deadline: a client that stops, or hands over to its
+// next binary, abandons no call.
 func (c *caller) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	for range c.cfg.Concurrency {
@@ -55,7 +57,7 @@ func (c *caller) run(ctx context.Context) error {
 				if err := c.limiter.Wait(ctx); err != nil {
 					return nil // ctx ended
 				}
-				c.call(ctx)
+				c.call(context.WithoutCancel(ctx))
 			}
 		})
 	}
@@ -76,9 +78,6 @@ func (c *caller) call(ctx context.Context) {
 	start := time.Now()
 	reply, err := c.client.Echo(callCtx, &foopb.EchoRequest{Name: c.cfg.Name})
 	if err != nil {
-		if ctx.Err() != nil {
-			return // the caller is stopping; not a failure of the server
-		}
 		c.calls.WithLabelValues(platform.ResultError).Inc()
 		st := status.Convert(err)
 		span.SetStatus(codes.Error, st.Message())

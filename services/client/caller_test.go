@@ -43,6 +43,8 @@ func (f fakeServer) Echo(ctx context.Context, req *foopb.EchoRequest) (*foopb.Ec
 	case req.GetName() == "block":
 		<-ctx.Done()
 		return nil, ctx.Err()
+	case req.GetName() == "slow":
+		time.Sleep(100 * time.Millisecond)
 	}
 	return &foopb.EchoReply{Message: req.GetName()}, nil
 }
@@ -61,14 +63,12 @@ func TestCallCountsResults(t *testing.T) {
 		name      string
 		reqName   string
 		timeout   time.Duration
-		cancelled bool
 		wantOK    float64
 		wantError float64
 	}{
 		{name: "success", reqName: "world", timeout: time.Second, wantOK: 1},
 		{name: "error status", reqName: "fail", timeout: time.Second, wantError: 1},
 		{name: "deadline exceeded", reqName: "block", timeout: 20 * time.Millisecond, wantError: 1},
-		{name: "cancelled at shutdown is not a failure", reqName: "block", timeout: time.Second, cancelled: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -76,12 +76,7 @@ func TestCallCountsResults(t *testing.T) {
 			cfg := Config{Rate: 1, Concurrency: 1, Name: tt.reqName, Timeout: tt.timeout}
 			tracing, _ := platformtest.Tracing(t, "client", zaptest.NewLogger(t))
 			c := newCaller(fakeClient(t, fakeServer{}, tracing), cfg, zaptest.NewLogger(t), reg, tracing.Tracer("client"))
-			ctx, cancel := context.WithCancel(t.Context())
-			if tt.cancelled {
-				time.AfterFunc(20*time.Millisecond, cancel)
-			}
-			c.call(ctx)
-			cancel()
+			c.call(t.Context())
 			if got := testutil.ToFloat64(c.calls.WithLabelValues(platform.ResultOK)); got != tt.wantOK {
 				t.Errorf("calls{result=ok} = %v, want %v", got, tt.wantOK)
 			}
@@ -115,6 +110,26 @@ func TestRunKeepsRateAndStops(t *testing.T) {
 	}
 	if errs := testutil.ToFloat64(c.calls.WithLabelValues(platform.ResultError)); errs != 0 {
 		t.Errorf("calls{result=error} = %v, want 0", errs)
+	}
+}
+
+// TestRunFinishesCallsInFlight: a client that stops (or hands over to its
+// next binary) lets the call it sent finish rather than abandon it.
+func TestRunFinishesCallsInFlight(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	cfg := Config{Rate: 1, Concurrency: 1, Name: "slow", Timeout: time.Second}
+	tracing, _ := platformtest.Tracing(t, "client", zaptest.NewLogger(t))
+	c := newCaller(fakeClient(t, fakeServer{}, tracing), cfg, zaptest.NewLogger(t), reg, tracing.Tracer("client"))
+	ctx, cancel := context.WithCancel(t.Context())
+	time.AfterFunc(20*time.Millisecond, cancel) // while the first call is in flight
+	if err := c.run(ctx); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if got := testutil.ToFloat64(c.calls.WithLabelValues(platform.ResultOK)); got != 1 {
+		t.Errorf("calls{result=ok} = %v, want 1: the call in flight at the stop finishes", got)
+	}
+	if got := testutil.ToFloat64(c.calls.WithLabelValues(platform.ResultError)); got != 0 {
+		t.Errorf("calls{result=error} = %v, want 0", got)
 	}
 }
 

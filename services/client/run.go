@@ -69,28 +69,32 @@ func run(args []string, stdout, stderr io.Writer) error {
 		ctx, cancel = context.WithTimeout(ctx, cfg.Duration)
 		defer cancel()
 	}
+	open := p.Listeners()
+	metricsLis := open.Listen(ctx, "metrics", cfg.MetricsPort)
+	debugLis := open.Debug(ctx, cfg.DebugPort)
+	if err := open.Err(p.Log); err != nil {
+		return p.Stop(err)
+	}
+	if p.Supervising() {
+		return p.Stop(p.Supervise(open))
+	}
 	conn, err := dial(cfg, p)
 	if err != nil {
 		return p.Stop(err)
 	}
 	defer conn.Close()
 	metrics := platform.NewMetricsServer(p.Log, p.Registry)
-	var open platform.Listeners
-	metricsLis := open.Listen(ctx, "metrics", cfg.MetricsPort)
-	debugLis := open.Debug(ctx, cfg.DebugPort)
-	if err := open.Err(p.Log); err != nil {
-		return p.Stop(err)
-	}
 
 	c := newCaller(foopb.NewFooClient(conn), cfg, p.Log, p.Registry, p.Tracing.Tracer("client"))
 	calls, stopCalls := context.WithCancel(ctx)
 	defer stopCalls()
 	metrics.SetReady(true)
+	platform.NotifyReady(p.Log)
 	p.Log.Info("calling echo", zap.String("target", cfg.ServerAddr), zap.Float64("rate", cfg.Rate), zap.Int("concurrency", cfg.Concurrency))
 	return p.Stop(platform.Serve(ctx,
 		platform.Actor{Run: func() error { return c.run(calls) }, Stop: func(error) { stopCalls() }},
-		metrics.Actor(metricsLis),
-		platform.DebugActor(p.Log, debugLis),
+		metrics.Actor(ctx, metricsLis),
+		platform.DebugActor(ctx, p.Log, debugLis),
 	))
 }
 

@@ -26,9 +26,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv := newGRPCServer(cfg, p.Log, p.Registry, p.Tracing)
-	metrics := platform.NewMetricsServer(p.Log, p.Registry)
-	var open platform.Listeners
+	open := p.Listeners()
 	lis := listeners{
 		grpc:    open.Listen(ctx, "grpc", cfg.GRPCPort),
 		metrics: open.Listen(ctx, "metrics", cfg.MetricsPort),
@@ -37,11 +35,18 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := open.Err(p.Log); err != nil {
 		return p.Stop(err)
 	}
+	if p.Supervising() {
+		return p.Stop(p.Supervise(open))
+	}
+	srv := newGRPCServer(cfg, p.Log, p.Registry, p.Tracing)
+	metrics := platform.NewMetricsServer(p.Log, p.Registry)
 	return p.Stop(serve(ctx, cfg, p.Log, srv, metrics, lis))
 }
 
 // serve serves gRPC, metrics and, when it has a listener, pprof until ctx
-// ends, then shuts down:
+// ends. When a new process took over the sockets (platform.HandedOver), it
+// stays SERVING and lets every call and connection finish, for at most
+// ShutdownTimeout. Otherwise it shuts down:
 //
 //  1. health turns NOT_SERVING (the liveness check excepted) and /readyz 503;
 //  2. it waits ShutdownDelay, zero unless something routes calls here by a
@@ -56,6 +61,7 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 	srv.setServing()
 	metrics.SetReady(true)
 	log.Info("serving")
+	platform.NotifyReady(log)
 	return platform.Serve(ctx,
 		platform.Actor{
 			Run: func() error {
@@ -65,6 +71,15 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 				return nil
 			},
 			Stop: func(error) {
+				if platform.HandedOver(ctx) {
+					began := time.Now()
+					deadline := began.Add(cfg.ShutdownTimeout)
+					platform.StopAccepting(lis.grpc)
+					platform.AwaitBegun(lis.grpc, deadline)
+					gracefulStop(srv, time.Until(deadline), log)
+					log.Info("drained", zap.Duration("grpc", time.Since(began)))
+					return
+				}
 				srv.setDraining()
 				metrics.SetReady(false)
 				if ctx.Err() != nil && cfg.ShutdownDelay > 0 {
@@ -77,8 +92,8 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 				log.Info("drained", zap.Duration("grpc", time.Since(began)))
 			},
 		},
-		metrics.Actor(lis.metrics),
-		platform.DebugActor(log, lis.debug),
+		metrics.Actor(ctx, lis.metrics),
+		platform.DebugActor(ctx, log, lis.debug),
 	)
 }
 
@@ -119,5 +134,23 @@ func drain(srv *grpcServer, timeout time.Duration, log *zap.Logger) {
 		srv.Stop()
 		<-done
 		return
+	}
+}
+
+// gracefulStop stops srv the way grpc-go's gracefulstop example does:
+// GracefulStop, which lets every call and connection finish, with Stop as
+// the fallback after timeout.
+func gracefulStop(srv *grpcServer, timeout time.Duration, log *zap.Logger) {
+	done := make(chan struct{})
+	go func() {
+		srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		log.Warn("connections still open after the shutdown timeout; closing them", zap.Duration("timeout", timeout))
+		srv.Stop()
+		<-done
 	}
 }

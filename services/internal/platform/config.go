@@ -14,19 +14,24 @@ import (
 type Config interface {
 	Validate() error
 	Logging() LogConfig
+	HandsOver() bool
 }
 
 // Common is the configuration every program has: its metrics and debug
-// listeners and its logger, read from PREFIX_METRICS_PORT, PREFIX_DEBUG_PORT
-// and PREFIX_LOG_*.
+// listeners, its logger and the hand-over of its sockets, read from
+// PREFIX_METRICS_PORT, PREFIX_DEBUG_PORT, PREFIX_LOG_* and PREFIX_HANDOVER.
 type Common struct {
 	MetricsPort int       `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
 	DebugPort   DebugPort `envconfig:"DEBUG_PORT" desc:"TCP port of the debug listener (net/http/pprof), on loopback only; unset or empty: no debug listener"`
 	Log         LogConfig `envconfig:"LOG"`
+	Handover    bool      `envconfig:"HANDOVER" default:"false" desc:"keep the listening sockets in this process and serve from a child; on SIGHUP start the binary anew (a live update replaced it) on the same sockets and retire the old child once the new one serves"`
 }
 
 // Logging returns the logger settings.
 func (c Common) Logging() LogConfig { return c.Log }
+
+// HandsOver reports whether the program hands its sockets over on SIGHUP.
+func (c Common) HandsOver() bool { return c.Handover }
 
 // Check reports the first of the common settings that is out of range, or
 // that takes a port of the program's own (keyed by variable name).

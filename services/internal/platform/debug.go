@@ -1,11 +1,13 @@
 package platform
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"time"
 
 	"go.uber.org/zap"
 )
@@ -88,11 +90,21 @@ func (d *DebugServer) Serve(lis net.Listener) error { return serveHTTP(d.srv, li
 func (d *DebugServer) Close() error { return d.srv.Close() }
 
 // DebugActor serves pprof on lis until the program stops; none when lis is
-// nil (the debug listener is off).
-func DebugActor(log *zap.Logger, lis net.Listener) Actor {
+// nil (the debug listener is off). After a hand-over (ctx, the program's)
+// the profiles in progress may finish, for up to debugHandoverTimeout.
+func DebugActor(ctx context.Context, log *zap.Logger, lis net.Listener) Actor {
 	if lis == nil {
 		return Actor{}
 	}
 	d := NewDebugServer(log)
-	return Actor{Run: func() error { return d.Serve(lis) }, Stop: func(error) { d.Close() }} //nolint:errcheck // closing listeners only
+	return Actor{Run: func() error { return d.Serve(lis) }, Stop: func(error) {
+		if HandedOver(ctx) {
+			retireHTTP(d.srv, lis, debugHandoverTimeout)
+		}
+		d.Close() //nolint:errcheck // closing listeners only
+	}}
 }
+
+// debugHandoverTimeout bounds how long a retired worker waits for its
+// profiles: one of pprof's 30-second CPU profiles finishes.
+const debugHandoverTimeout = 35 * time.Second

@@ -40,12 +40,18 @@ func Serve(ctx context.Context, actors ...Actor) error {
 	return g.Run()
 }
 
-// Listeners opens a program's TCP listeners one after the other; if one
-// fails, Err closes those already open.
+// Listeners opens a program's TCP listeners one after the other, or takes
+// those it inherited from a supervisor (Supervise); if one fails, Err closes
+// those already open.
 type Listeners struct {
-	open   []net.Listener
-	fields []zap.Field
-	err    error
+	inherited map[string]net.Listener
+	taken     []namedListener
+	err       error
+}
+
+type namedListener struct {
+	name string
+	lis  net.Listener
 }
 
 // Listen listens on port of every interface (0: any free one), for what.
@@ -68,27 +74,41 @@ func (l *Listeners) listen(ctx context.Context, what, addr string) net.Listener 
 	if l.err != nil {
 		return nil
 	}
-	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", addr)
-	if err != nil {
-		l.err = fmt.Errorf("listen for %s: %w", what, err)
-		return nil
+	lis, ok := l.inherited[what]
+	if ok {
+		delete(l.inherited, what)
+		lis = newRetiringListener(lis)
+	} else {
+		var lc net.ListenConfig
+		var err error
+		if lis, err = lc.Listen(ctx, "tcp", addr); err != nil {
+			l.err = fmt.Errorf("listen for %s: %w", what, err)
+			return nil
+		}
 	}
-	l.open = append(l.open, lis)
-	l.fields = append(l.fields, zap.Stringer(what, lis.Addr()))
+	l.taken = append(l.taken, namedListener{name: what, lis: lis})
 	return lis
 }
 
 // Err reports the first listener that failed, after closing the others; or
-// logs the addresses listened on (the line the tests read them from).
+// logs the addresses listened on (the line the tests read them from). An
+// inherited socket that the configuration does not ask for is closed.
 func (l *Listeners) Err(log *zap.Logger) error {
+	var errs []error
+	for name, lis := range l.inherited {
+		log.Warn("closing an inherited socket that the configuration does not use", zap.String("name", name))
+		errs = append(errs, lis.Close())
+	}
 	if l.err != nil {
-		var errs []error
-		for _, lis := range l.open {
-			errs = append(errs, lis.Close())
+		for _, t := range l.taken {
+			errs = append(errs, t.lis.Close())
 		}
 		return errors.Join(append([]error{l.err}, errs...)...)
 	}
-	log.Info("listening", l.fields...)
-	return nil
+	fields := make([]zap.Field, len(l.taken))
+	for i, t := range l.taken {
+		fields[i] = zap.Stringer(t.name, t.lis.Addr())
+	}
+	log.Info("listening", fields...)
+	return errors.Join(errs...)
 }

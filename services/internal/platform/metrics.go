@@ -100,12 +100,18 @@ func (m *MetricsServer) SetReady(ready bool) { m.ready.Store(ready) }
 // Serve serves on lis until Shutdown; it returns nil after a shutdown.
 func (m *MetricsServer) Serve(lis net.Listener) error { return serveHTTP(m.srv, lis, "metrics") }
 
-// Actor serves on lis; its stop lets a scrape in progress finish.
-func (m *MetricsServer) Actor(lis net.Listener) Actor {
+// Actor serves on lis; its stop lets a scrape in progress finish. /readyz
+// turns 503 then, unless ctx, the program's, ended by a hand-over: the pod
+// stays ready.
+func (m *MetricsServer) Actor(ctx context.Context, lis net.Listener) Actor {
 	return Actor{
 		Run: func() error { return m.Serve(lis) },
 		Stop: func(error) {
-			m.SetReady(false)
+			if HandedOver(ctx) {
+				retireHTTP(m.srv, lis, metricsShutdownTimeout)
+			} else {
+				m.SetReady(false)
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), metricsShutdownTimeout)
 			defer cancel()
 			if err := m.Shutdown(ctx); err != nil {
@@ -118,10 +124,20 @@ func (m *MetricsServer) Actor(lis net.Listener) Actor {
 // serveHTTP serves srv on lis until it is shut down or closed, which is no
 // error; what names the listener in any other.
 func serveHTTP(srv *http.Server, lis net.Listener, what string) error {
-	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("serve %s: %w", what, err)
 	}
 	return nil
+}
+
+// retireHTTP stops srv accepting on lis, a worker's listener (see
+// StopAccepting), and waits up to timeout for the connections it has to
+// close, each after its request in progress is answered; it then leaves
+// srv to be shut down.
+func retireHTTP(srv *http.Server, lis net.Listener, timeout time.Duration) {
+	StopAccepting(lis)
+	srv.SetKeepAlivesEnabled(false)
+	AwaitClosed(lis, time.Now().Add(timeout))
 }
 
 // Shutdown stops the listener and waits for requests in progress until ctx ends.

@@ -5,8 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,14 +34,18 @@ func (e *ConfigError) Error() string { return "invalid configuration: " + e.Err.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 // ExitCode is the process's exit code for the error run returned: 0 for
-// none and for a --help request, 2 for a configuration error, else 1.
+// none and for a --help request, 2 for a configuration error, a worker's own
+// code when the supervisor ends with it, else 1.
 func ExitCode(err error) int {
 	var cfgErr *ConfigError
+	var exitErr *exec.ExitError
 	switch {
 	case err == nil || errors.Is(err, ErrHelp):
 		return 0
 	case errors.As(err, &cfgErr):
 		return exitConfig
+	case errors.As(err, &exitErr) && exitErr.ExitCode() > 0:
+		return exitErr.ExitCode()
 	}
 	return exitFailed
 }
@@ -49,6 +57,10 @@ type Program struct {
 	Tracing  *Tracing
 	Registry *prometheus.Registry
 	signals  context.CancelFunc
+
+	inherited         map[string]net.Listener // from a supervisor
+	supervisorSignals chan os.Signal          // when this process is the supervisor
+	stdout, stderr    io.Writer
 }
 
 // Start starts program: it loads cfg from the PREFIX_* environment variables
@@ -56,8 +68,11 @@ type Program struct {
 // returns ErrHelp), builds the logger, routes grpc-go's own logs through it,
 // sets up tracing from the OTEL_* variables and logs the configuration. The
 // context it returns ends on the first SIGINT or SIGTERM; from then on the
-// default handling is back, so a second signal ends the process at once. A
-// configuration that cannot be used, printed to stderr, is a *ConfigError.
+// default handling is back, so a second signal ends the process at once. In
+// a worker of Supervise it also ends on SIGHUP, with the cause
+// ErrHandedOver; in the supervisor itself it never ends, Supervise handles
+// the signals. A configuration that cannot be used, printed to stderr, is a
+// *ConfigError.
 func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.Writer) (context.Context, *Program, error) {
 	fail := func(err error) (context.Context, *Program, error) {
 		fmt.Fprintf(stderr, "%s: %v\n", program, err)
@@ -68,6 +83,17 @@ func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.
 			return nil, nil, err
 		}
 		return fail(&ConfigError{Err: err})
+	}
+	inherited, err := inherited()
+	if err != nil {
+		return fail(err)
+	}
+	p := &Program{inherited: inherited, stdout: stdout, stderr: stderr}
+	// The supervisor catches its signals from the start: as PID 1 it would
+	// otherwise ignore them, and anywhere else die of them.
+	if cfg.HandsOver() && inherited == nil {
+		p.supervisorSignals = make(chan os.Signal, 4)
+		signal.Notify(p.supervisorSignals, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
 	}
 	log, err := NewLogger(cfg.Logging())
 	if err != nil {
@@ -85,14 +111,70 @@ func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.
 		return fail(&ConfigError{Err: err})
 	}
 	log.Info("starting", zap.String("version", version.Version), zap.String("revision", version.Revision),
-		zap.String("config", strings.TrimPrefix(fmt.Sprintf("%+v", cfg), "&")))
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	context.AfterFunc(ctx, func() {
-		stop()
-		log.Info("shutting down; a second signal ends the process at once", zap.NamedError("cause", context.Cause(ctx)))
-	})
-	return ctx, &Program{Log: log, Tracing: tracing, Registry: NewRegistry("echo_" + program), signals: stop}, nil
+		zap.String("config", strings.TrimPrefix(fmt.Sprintf("%+v", cfg), "&")), zap.String("role", p.role()))
+	p.Log, p.Tracing, p.Registry = log, tracing, NewRegistry("echo_"+program)
+	ctx, stop := context.WithCancelCause(context.Background())
+	p.signals = func() { stop(nil) }
+	if p.supervisorSignals == nil {
+		p.signals = onSignal(stop, log, inherited != nil)
+	}
+	return ctx, p, nil
 }
+
+// onSignal ends the context of stop on the first SIGINT or SIGTERM, and, in
+// a worker, on SIGHUP; from then on signals have their default effect. It
+// returns the function that stops listening for them.
+func onSignal(stop context.CancelCauseFunc, log *zap.Logger, worker bool) func() {
+	sigs := []os.Signal{syscall.SIGINT, syscall.SIGTERM}
+	if worker {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, sigs...)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-c:
+			signal.Stop(c)
+			if sig == syscall.SIGHUP {
+				log.Info("handing over: a new process serves on the sockets; finishing the calls in progress")
+				stop(ErrHandedOver)
+				return
+			}
+			log.Info("shutting down; a second signal ends the process at once", zap.Stringer("signal", sig))
+			stop(fmt.Errorf("%v signal received", sig))
+		case <-done:
+		}
+	}()
+	return sync.OnceFunc(func() {
+		signal.Stop(c)
+		close(done)
+	})
+}
+
+// role is what this process is: "supervisor", a "worker" of one, or the
+// "program" on its own.
+func (p *Program) role() string {
+	switch {
+	case p.supervisorSignals != nil:
+		return "supervisor"
+	case p.inherited != nil:
+		return "worker"
+	}
+	return "program"
+}
+
+// Supervising reports whether this process is the supervisor of the
+// hand-over: it opens the listeners and then calls Supervise.
+func (p *Program) Supervising() bool { return p.supervisorSignals != nil }
+
+// Listeners opens the program's listeners, or takes them from the
+// supervisor that started it.
+func (p *Program) Listeners() *Listeners { return &Listeners{inherited: p.inherited} }
+
+// HandedOver reports whether ctx, a Start context, ended because a new
+// process serves on the program's sockets.
+func HandedOver(ctx context.Context) bool { return errors.Is(context.Cause(ctx), ErrHandedOver) }
 
 // Stop ends the program: it logs how it ended, exports the spans still
 // queued and returns err, the error the program stopped with.

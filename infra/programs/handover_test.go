@@ -1,0 +1,265 @@
+package programs_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"example.com/grpc-metrics/infra/proctest"
+)
+
+// handedOver is the supervisor's line once a new worker serves.
+const handedOver = "the new process serves; the previous one drains"
+
+// poller opens a new connection to each address every interval, as a person
+// at a terminal does through Tilt's forwards: a gRPC health check on grpc,
+// a GET of /metrics on each metrics address. It counts what failed.
+type poller struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	failures   []string
+}
+
+func (p *poller) run(ctx context.Context, interval time.Duration, grpcAddr string, metricsAddrs ...string) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if grpcAddr != "" {
+			p.count(checkHealth(grpcAddr))
+		}
+		for _, addr := range metricsAddrs {
+			p.count(getMetrics(addr))
+		}
+	}
+}
+
+func (p *poller) count(err error) {
+	if err == nil {
+		p.ok.Add(1)
+		return
+	}
+	p.failed.Add(1)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failures = append(p.failures, time.Now().Format("15:04:05.000 ")+err.Error())
+}
+
+// checkHealth makes one health check on a connection of its own, with the
+// 2s deadline a person's grpcurl would have, failing fast on a refusal.
+func checkHealth(addr string) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return fmt.Errorf("health check of %s: %w", addr, err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health check of %s: %v", addr, resp.GetStatus())
+	}
+	return nil
+}
+
+// getMetrics GETs /metrics on a connection of its own.
+func getMetrics(addr string) error {
+	c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s/metrics: %s", addr, resp.Status)
+	}
+	return nil
+}
+
+// replace puts a new file at path as a live update does (tar: unlink, then
+// create), from the file src or, when src is "", with content.
+func replace(t *testing.T, path, src, content string) {
+	t.Helper()
+	data := []byte(content)
+	if src != "" {
+		var err error
+		if data, err = os.ReadFile(src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// handovers returns the supervisor's hand-over lines so far.
+func handovers(p *proctest.Process) int { return len(p.LogLines(handedOver)) }
+
+// TestHandover: live updates of the server and of the client, the way Tilt
+// makes them (the binary replaced, SIGHUP to the supervisor), while the
+// client calls at 100/s and new connections are opened to every port every
+// 10ms. No connection is refused or fails, no call fails, the supervisor
+// keeps its PID, and each hand-over is quick.
+func TestHandover(t *testing.T) {
+	dir := t.TempDir()
+	serverBin, clientBin := filepath.Join(dir, "server"), filepath.Join(dir, "client")
+	for _, b := range []string{serverBin, clientBin} {
+		if err := os.WriteFile(b, mustRead(t, filepath.Join(binDir, filepath.Base(b))), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	server := proctest.Start(t, serverBin, serverEnv("SERVER_HANDOVER=true", "SERVER_SHUTDOWN_TIMEOUT=10s", "SERVER_MAX_CONNECTION_AGE=10s"))
+	grpcAddr := server.Addr(t, "grpc", startTimeout)
+	client := proctest.Start(t, clientBin, clientEnv(grpcAddr, "CLIENT_HANDOVER=true", "CLIENT_RATE=100", "CLIENT_CONCURRENCY=4"))
+	serverMetrics, clientMetrics := server.Addr(t, "metrics", startTimeout), client.Addr(t, "metrics", startTimeout)
+	proctest.Eventually(t, 10*time.Second, "both serve", func() bool {
+		return getMetrics(serverMetrics) == nil && getMetrics(clientMetrics) == nil && checkHealth(grpcAddr) == nil
+	})
+
+	var poll poller
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { poll.run(ctx, 10*time.Millisecond, grpcAddr, serverMetrics, clientMetrics) })
+
+	// Each client worker counts its own calls; the failures of all of them
+	// are in the log, one line each.
+	const updates = 10
+	var slowest time.Duration
+	for i := range updates {
+		for _, p := range []struct {
+			proc *proctest.Process
+			bin  string
+		}{{server, serverBin}, {client, clientBin}} {
+			before := handovers(p.proc)
+			replace(t, p.bin, filepath.Join(binDir, filepath.Base(p.bin)), "")
+			p.proc.Signal(t, syscall.SIGHUP)
+			took := proctest.Eventually(t, 10*time.Second, fmt.Sprintf("hand-over %d of the %s", i+1, filepath.Base(p.bin)),
+				func() bool { return handovers(p.proc) > before })
+			slowest = max(slowest, took)
+			time.Sleep(50 * time.Millisecond) // polls while the old one drains
+		}
+	}
+	stop()
+	wg.Wait()
+
+	if n := poll.failed.Load(); n > 0 {
+		t.Errorf("%d of %d new connections failed across %d hand-overs of each program, want 0:\n%s",
+			n, n+poll.ok.Load(), updates, strings.Join(poll.failures, "\n"))
+	}
+	if poll.ok.Load() == 0 {
+		t.Error("no poll succeeded")
+	}
+	if failed := client.LogLines("echo failed"); len(failed) > 0 {
+		t.Errorf("%d client calls failed across the hand-overs, want 0; first: %v", len(failed), failed[0])
+	}
+	for _, p := range []*proctest.Process{server, client} {
+		select {
+		case <-p.Done():
+			t.Fatalf("a supervisor exited during the hand-overs:\n%s", p.Output())
+		default:
+		}
+	}
+	calls := value(scrape(t, "http://"+clientMetrics+"/metrics"), "echo_client_calls_total", map[string]string{"result": "ok"})
+	if calls == 0 {
+		t.Error("the last client worker made no successful call")
+	}
+	t.Logf("%d hand-overs of each program: %d new connections ok, 0 failed; slowest hand-over seen %v",
+		updates, poll.ok.Load(), slowest.Round(time.Millisecond))
+
+	// SIGTERM reaches the worker, which drains as a pod's program does.
+	server.Signal(t, syscall.SIGTERM)
+	if code, sig := server.Wait(t, 15*time.Second); code != 0 {
+		t.Errorf("server exit code %d (signal %v) after SIGTERM, want 0", code, sig)
+	}
+	if n := len(server.LogLines("draining calls in progress")); n != 1 {
+		t.Errorf("%d workers drained as at a shutdown, want 1 (the current one)", n)
+	}
+}
+
+// TestHandoverKeepsServingOnBadBinary: a live update whose file is not a
+// program, or a program that exits at once, or one that refuses its
+// configuration leaves the old worker serving, and the supervisor says why.
+func TestHandoverKeepsServingOnBadBinary(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "server")
+	if err := os.WriteFile(bin, mustRead(t, filepath.Join(binDir, "server")), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	server := proctest.Start(t, bin, serverEnv("SERVER_HANDOVER=true"))
+	grpcAddr := server.Addr(t, "grpc", startTimeout)
+	metricsAddr := server.Addr(t, "metrics", startTimeout)
+	proctest.Eventually(t, 10*time.Second, "serves", func() bool { return checkHealth(grpcAddr) == nil })
+
+	var poll poller
+	ctx, stop := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { poll.run(ctx, 10*time.Millisecond, grpcAddr, metricsAddr) })
+
+	real := filepath.Join(binDir, "server")
+	tests := []struct {
+		name, content, wantLog, wantOutput string
+	}{
+		{"not a program", "this is not an executable\n", "could not start the program", "exec format error"},
+		{"exits at once", "#!/bin/sh\nexit 3\n", "the new binary exited before it served (its output is above); the previous process serves on", "exit status 3"},
+		{"bad configuration", "#!/bin/sh\nSERVER_MAX_NAME_BYTES=0 exec " + real + "\n", "the new binary exited before it served (its output is above); the previous process serves on", "SERVER_MAX_NAME_BYTES=0: must be at least 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(server.LogLines(tt.wantLog))
+			replace(t, bin, "", tt.content)
+			server.Signal(t, syscall.SIGHUP)
+			proctest.Eventually(t, 10*time.Second, "the supervisor logs the failed start", func() bool {
+				return len(server.LogLines(tt.wantLog)) > before
+			})
+			if !strings.Contains(server.Output(), tt.wantOutput) {
+				t.Errorf("the output does not say %q", tt.wantOutput)
+			}
+			if err := checkHealth(grpcAddr); err != nil {
+				t.Errorf("after the failed hand-over: %v", err)
+			}
+		})
+	}
+	// A good binary after the bad ones is taken.
+	before := handovers(server)
+	replace(t, bin, real, "")
+	server.Signal(t, syscall.SIGHUP)
+	proctest.Eventually(t, 10*time.Second, "the good binary takes over", func() bool { return handovers(server) > before })
+	stop()
+	wg.Wait()
+	if n := poll.failed.Load(); n > 0 {
+		t.Errorf("%d of %d new connections failed, want 0:\n%s", n, n+poll.ok.Load(), strings.Join(poll.failures, "\n"))
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
