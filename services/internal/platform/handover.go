@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -99,14 +98,15 @@ type supervisor struct {
 	readies chan *worker
 	exits   chan *worker
 	done    chan struct{} // closed when run returns
+	started int           // workers started so far
 }
 
 // worker is one child process of the supervisor.
 type worker struct {
-	cmd    *exec.Cmd
-	notify *net.UnixConn
-	dir    string // holds the notify socket
-	err    error  // of Wait, once it is sent on exits
+	cmd     *exec.Cmd
+	notify  *net.UnixConn
+	cleanup func() // removes the notify socket's file, if it has one
+	err     error  // of Wait, once it is sent on exits
 }
 
 // Supervise hands the listeners' sockets to a worker, the program's binary
@@ -238,14 +238,15 @@ func (s *supervisor) run(signals <-chan os.Signal) error {
 // start starts a worker from the binary's path with the sockets at fd 3
 // onwards and a notify socket of its own.
 func (s *supervisor) start() (*worker, error) {
-	dir, err := os.MkdirTemp("", "handover-")
+	s.started++
+	name, cleanup, err := notifyAddr(s.started)
 	if err != nil {
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
-	addr := &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"}
+	addr := &net.UnixAddr{Name: name, Net: "unixgram"}
 	notify, err := net.ListenUnixgram("unixgram", addr)
 	if err != nil {
-		os.RemoveAll(dir) //nolint:errcheck // best effort
+		cleanup()
 		return nil, fmt.Errorf("notify socket: %w", err)
 	}
 	cmd := exec.Command(s.path)
@@ -265,7 +266,7 @@ func (s *supervisor) start() (*worker, error) {
 		"LISTEN_FDNAMES="+strings.Join(names, ":"),
 		"NOTIFY_SOCKET="+addr.Name,
 	)
-	w := &worker{cmd: cmd, notify: notify, dir: dir}
+	w := &worker{cmd: cmd, notify: notify, cleanup: cleanup}
 	if err := cmd.Start(); err != nil {
 		w.close()
 		return nil, err
@@ -319,6 +320,6 @@ func (w *worker) signal(sig os.Signal) {
 }
 
 func (w *worker) close() {
-	w.notify.Close()   //nolint:errcheck // ends awaitReady
-	os.RemoveAll(w.dir) //nolint:errcheck // best effort
+	w.notify.Close() //nolint:errcheck // ends awaitReady
+	w.cleanup()
 }
