@@ -248,8 +248,8 @@ func TestClientSurvivesServerRestart(t *testing.T) {
 	t.Logf("calls succeeded again %v after the server restarted", took.Round(time.Millisecond))
 }
 
-// TestRestartInPlace restarts the server the way a live update does (Tilt's
-// ext://restart_process: SIGTERM, wait for the exit, start the new binary on
+// TestRestartInPlace restarts the server the way a live update in debug mode
+// does (ext://restart_process: SIGTERM, wait for the exit, start the new binary on
 // the same port) with the settings of infra/base, while a client calls it.
 // The restart must not wait out pod-termination delays, and no call may fail:
 // calls wait for the server within their deadline.
