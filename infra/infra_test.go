@@ -839,7 +839,9 @@ func TestGrafanaProvisioning(t *testing.T) {
 	}
 }
 
-func TestDevOverlayRelaxesOnlyReadOnlyRootFilesystemOfTheApp(t *testing.T) {
+// The dev overlay differs from the base only in what the live update needs:
+// a writable root filesystem and the hand-over of the sockets.
+func TestDevOverlayChangesOnlyWhatLiveUpdateNeeds(t *testing.T) {
 	base, dev := mustBuild(t, "."), mustBuild(t, "dev")
 	var baseIDs, devIDs []string
 	for id := range base.raw {
@@ -860,11 +862,16 @@ func TestDevOverlayRelaxesOnlyReadOnlyRootFilesystemOfTheApp(t *testing.T) {
 			t.Errorf("dev deployment/%s: readOnlyRootFilesystem is not false (live update writes /app/%s)", name, name)
 			continue
 		}
-		// Undo the one relaxation: what is left must equal the base.
+		handover := strings.ToUpper(name) + "_HANDOVER"
+		if got := env(c, handover); got != "true" {
+			t.Errorf("dev deployment/%s: %s=%q, want true (live update hands the sockets over)", name, handover, got)
+		}
+		// Undo both: what is left must equal the base.
 		readOnly := true
 		c.SecurityContext.ReadOnlyRootFilesystem = &readOnly
+		c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == handover })
 		if diff := cmp.Diff(base.deployments[name], d); diff != "" {
-			t.Errorf("dev deployment/%s differs from base beyond readOnlyRootFilesystem (-base +dev):\n%s", name, diff)
+			t.Errorf("dev deployment/%s differs from base beyond readOnlyRootFilesystem and %s (-base +dev):\n%s", name, handover, diff)
 		}
 	}
 	for _, id := range baseIDs {
