@@ -156,7 +156,9 @@ func (s *supervisor) run(signals <-chan os.Signal) error {
 		w, err := s.start()
 		if err != nil {
 			s.log.Error("could not start the program", zap.String("binary", s.path), zap.Error(err))
-			exitErr = err
+			if current == nil {
+				exitErr = err // nothing serves: the program fails
+			}
 			return
 		}
 		next, nextTimeout = w, time.After(workerStartTimeout)
