@@ -3,99 +3,19 @@ package programs_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"example.com/grpc-metrics/infra/proctest"
 )
 
 // handedOver is the supervisor's line once a new worker serves.
 const handedOver = "the new process serves; the previous one drains"
-
-// poller opens a new connection to each address every interval, as a person
-// at a terminal does through Tilt's forwards: a gRPC health check on grpc,
-// a GET of /metrics on each metrics address. It counts what failed.
-type poller struct {
-	ok, failed atomic.Int64
-	mu         sync.Mutex
-	failures   []string
-}
-
-func (p *poller) run(ctx context.Context, interval time.Duration, grpcAddr string, metricsAddrs ...string) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if grpcAddr != "" {
-			p.count(checkHealth(grpcAddr))
-		}
-		for _, addr := range metricsAddrs {
-			p.count(getMetrics(addr))
-		}
-	}
-}
-
-func (p *poller) count(err error) {
-	if err == nil {
-		p.ok.Add(1)
-		return
-	}
-	p.failed.Add(1)
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.failures = append(p.failures, time.Now().Format("15:04:05.000 ")+err.Error())
-}
-
-// checkHealth makes one health check on a connection of its own, with the
-// 2s deadline a person's grpcurl would have, failing fast on a refusal.
-func checkHealth(addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
-		return fmt.Errorf("health check of %s: %w", addr, err)
-	}
-	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		return fmt.Errorf("health check of %s: %v", addr, resp.GetStatus())
-	}
-	return nil
-}
-
-// getMetrics GETs /metrics on a connection of its own.
-func getMetrics(addr string) error {
-	c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s/metrics: %s", addr, resp.Status)
-	}
-	return nil
-}
 
 // replace puts a new file at path as a live update does (tar: unlink, then
 // create), from the file src or, when src is "", with content.
@@ -137,13 +57,13 @@ func TestHandover(t *testing.T) {
 	client := proctest.Start(t, clientBin, clientEnv(grpcAddr, "CLIENT_HANDOVER=true", "CLIENT_RATE=100", "CLIENT_CONCURRENCY=4"))
 	serverMetrics, clientMetrics := server.Addr(t, "metrics", startTimeout), client.Addr(t, "metrics", startTimeout)
 	proctest.Eventually(t, 10*time.Second, "both serve", func() bool {
-		return getMetrics(serverMetrics) == nil && getMetrics(clientMetrics) == nil && checkHealth(grpcAddr) == nil
+		return proctest.GetMetrics(serverMetrics) == nil && proctest.GetMetrics(clientMetrics) == nil && proctest.CheckHealth(grpcAddr) == nil
 	})
 
-	var poll poller
+	var poll proctest.Poller
 	ctx, stop := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
-	wg.Go(func() { poll.run(ctx, 10*time.Millisecond, grpcAddr, serverMetrics, clientMetrics) })
+	wg.Go(func() { poll.Run(ctx, 10*time.Millisecond, grpcAddr, serverMetrics, clientMetrics) })
 
 	// Each client worker counts its own calls; the failures of all of them
 	// are in the log, one line each.
@@ -166,11 +86,11 @@ func TestHandover(t *testing.T) {
 	stop()
 	wg.Wait()
 
-	if n := poll.failed.Load(); n > 0 {
+	if n := poll.Failed(); n > 0 {
 		t.Errorf("%d of %d new connections failed across %d hand-overs of each program, want 0:\n%s",
-			n, n+poll.ok.Load(), updates, strings.Join(poll.failures, "\n"))
+			n, n+poll.OK(), updates, strings.Join(poll.Failures(), "\n"))
 	}
-	if poll.ok.Load() == 0 {
+	if poll.OK() == 0 {
 		t.Error("no poll succeeded")
 	}
 	if failed := client.LogLines("echo failed"); len(failed) > 0 {
@@ -188,7 +108,7 @@ func TestHandover(t *testing.T) {
 		t.Error("the last client worker made no successful call")
 	}
 	t.Logf("%d hand-overs of each program: %d new connections ok, 0 failed; slowest hand-over seen %v",
-		updates, poll.ok.Load(), slowest.Round(time.Millisecond))
+		updates, poll.OK(), slowest.Round(time.Millisecond))
 
 	// SIGTERM reaches the worker, which drains as a pod's program does.
 	server.Signal(t, syscall.SIGTERM)
@@ -212,12 +132,12 @@ func TestHandoverKeepsServingOnBadBinary(t *testing.T) {
 	server := proctest.Start(t, bin, serverEnv("SERVER_HANDOVER=true"))
 	grpcAddr := server.Addr(t, "grpc", startTimeout)
 	metricsAddr := server.Addr(t, "metrics", startTimeout)
-	proctest.Eventually(t, 10*time.Second, "serves", func() bool { return checkHealth(grpcAddr) == nil })
+	proctest.Eventually(t, 10*time.Second, "serves", func() bool { return proctest.CheckHealth(grpcAddr) == nil })
 
-	var poll poller
+	var poll proctest.Poller
 	ctx, stop := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
-	wg.Go(func() { poll.run(ctx, 10*time.Millisecond, grpcAddr, metricsAddr) })
+	wg.Go(func() { poll.Run(ctx, 10*time.Millisecond, grpcAddr, metricsAddr) })
 
 	real := filepath.Join(binDir, "server")
 	tests := []struct {
@@ -238,7 +158,7 @@ func TestHandoverKeepsServingOnBadBinary(t *testing.T) {
 			if !strings.Contains(server.Output(), tt.wantOutput) {
 				t.Errorf("the output does not say %q", tt.wantOutput)
 			}
-			if err := checkHealth(grpcAddr); err != nil {
+			if err := proctest.CheckHealth(grpcAddr); err != nil {
 				t.Errorf("after the failed hand-over: %v", err)
 			}
 		})
@@ -250,8 +170,8 @@ func TestHandoverKeepsServingOnBadBinary(t *testing.T) {
 	proctest.Eventually(t, 10*time.Second, "the good binary takes over", func() bool { return handovers(server) > before })
 	stop()
 	wg.Wait()
-	if n := poll.failed.Load(); n > 0 {
-		t.Errorf("%d of %d new connections failed, want 0:\n%s", n, n+poll.ok.Load(), strings.Join(poll.failures, "\n"))
+	if n := poll.Failed(); n > 0 {
+		t.Errorf("%d of %d new connections failed, want 0:\n%s", n, n+poll.OK(), strings.Join(poll.Failures(), "\n"))
 	}
 }
 

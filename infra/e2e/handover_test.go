@@ -1,0 +1,92 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"example.com/grpc-metrics/infra/proctest"
+)
+
+// podHealth is each pod's restart count and readiness, by name.
+func podHealth(t *testing.T, ns string) map[string]string {
+	t.Helper()
+	pods, err := suite.c.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app in (server,client)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]string{}
+	for _, p := range pods.Items {
+		ready := "not ready"
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+				ready = "ready"
+			}
+		}
+		restarts := int32(0)
+		for _, cs := range p.Status.ContainerStatuses {
+			restarts += cs.RestartCount
+		}
+		states[p.Name] = fmt.Sprintf("%s, %d restarts", ready, restarts)
+	}
+	return states
+}
+
+// TestLiveUpdateHandsOver: 20 live updates of the server with 2 pods and 10
+// of the client under a real Tilt, while a terminal opens a new connection
+// to every forward (gRPC 20000, metrics 9000 and 9001) every 100ms and the
+// in-cluster client calls 60 times a second. Nothing fails, no forward
+// breaks, and no pod restarts or leaves Ready.
+func TestLiveUpdateHandsOver(t *testing.T) {
+	s := startTilt(t, 2, 60)
+	defer s.restoreServer(t)
+	before := podHealth(t, s.target.ns)
+
+	var poll proctest.Poller
+	var pollers sync.WaitGroup
+	ctx, stop := context.WithCancel(t.Context())
+	pollers.Go(func() {
+		poll.Run(ctx, 100*time.Millisecond, s.target.local(20000), s.target.local(9000), s.target.local(9001))
+	})
+	var failed float64
+	for _, e := range []struct {
+		program string
+		n       int
+	}{{"server", 20}, {"client", 10}} {
+		for range e.n {
+			failed += s.edit(t, e.program).failed
+		}
+	}
+	stop()
+	pollers.Wait()
+
+	if n := poll.Failed(); n > 0 {
+		t.Errorf("%d of %d connections through the forwards failed, want 0:\n%s", n, n+poll.OK(), strings.Join(poll.Failures(), "\n"))
+	}
+	if poll.OK() == 0 {
+		t.Error("no connection through the forwards worked")
+	}
+	if failed != 0 {
+		t.Errorf("%v in-cluster client calls failed, want 0", failed)
+	}
+	for line := range strings.Lines(s.proc.Output()) {
+		if strings.Contains(line, "port-forward") && (strings.Contains(line, "rror") || strings.Contains(line, "lost connection")) {
+			t.Errorf("Tilt's log: %s", strings.TrimSpace(line))
+		}
+	}
+	after := podHealth(t, s.target.ns)
+	for name, state := range before {
+		if after[name] != state {
+			t.Errorf("pod %s: %s before the live updates, %q after, want unchanged", name, state, after[name])
+		}
+	}
+	t.Logf("30 live updates: %d connections through the forwards ok, %d failed; %v client calls failed", poll.OK(), poll.Failed(), failed)
+}
