@@ -51,13 +51,14 @@ func newCaller(client foopb.FooClient, cfg Config, log *zap.Logger, reg promethe
 // next binary, abandons no call.
 func (c *caller) run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
+	calls := context.WithoutCancel(ctx)
 	for range c.cfg.Concurrency {
 		g.Go(func() error {
 			for {
 				if err := c.limiter.Wait(ctx); err != nil {
 					return nil // ctx ended
 				}
-				c.call(context.WithoutCancel(ctx))
+				c.call(calls)
 			}
 		})
 	}

@@ -76,7 +76,7 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 					deadline := began.Add(cfg.ShutdownTimeout)
 					platform.StopAccepting(lis.grpc)
 					platform.AwaitBegun(lis.grpc, deadline)
-					gracefulStop(srv, time.Until(deadline), log)
+					drain(srv, time.Until(deadline), log, false)
 					log.Info("drained", zap.Duration("grpc", time.Since(began)))
 					return
 				}
@@ -87,7 +87,8 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 					time.Sleep(cfg.ShutdownDelay)
 				}
 				began := time.Now()
-				drain(srv, cfg.ShutdownTimeout, log)
+				log.Info("draining calls in progress", zap.Duration("timeout", cfg.ShutdownTimeout))
+				drain(srv, cfg.ShutdownTimeout, log, true)
 				srv.health.Shutdown() // for a watcher that outlives the connection
 				log.Info("drained", zap.Duration("grpc", time.Since(began)))
 			},
@@ -102,15 +103,18 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 const drainPoll = 5 * time.Millisecond
 
 // drain stops srv the way grpc-go's gracefulstop example does, GracefulStop
-// with Stop as the fallback after timeout, and also stops it as soon as no
-// call is in flight. GracefulStop waits for every connection to close, and a
+// with Stop as the fallback after timeout. With untilIdle, at a shutdown, it
+// also stops srv as soon as no call is in flight. GracefulStop waits for every
+// connection to close, and a
 // connection whose peer is gone but not yet closed (a port-forward keeps the
 // pod's end of a finished grpcurl call open for about a second) never answers
 // the GOAWAY ping: grpc-go would wait for it for up to 5s, while the next
 // process cannot listen. Connections that carry no call lose nothing when
-// they are closed; streams (reflection, health watches) are cut.
-func drain(srv *grpcServer, timeout time.Duration, log *zap.Logger) {
-	log.Info("draining calls in progress", zap.Duration("timeout", timeout))
+// they are closed; streams (reflection, health watches) are cut. A worker
+// retired by a hand-over drains without it: the next process already
+// listens, so nothing waits for this one, and a call a client already sent
+// on a connection GracefulStop is closing still gets its answer.
+func drain(srv *grpcServer, timeout time.Duration, log *zap.Logger, untilIdle bool) {
 	done := make(chan struct{})
 	go func() {
 		srv.GracefulStop()
@@ -118,13 +122,17 @@ func drain(srv *grpcServer, timeout time.Duration, log *zap.Logger) {
 	}()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	poll := time.NewTicker(drainPoll)
-	defer poll.Stop()
+	var idle <-chan time.Time
+	if untilIdle {
+		poll := time.NewTicker(drainPoll)
+		defer poll.Stop()
+		idle = poll.C
+	}
 	for {
 		select {
 		case <-done:
 			return
-		case <-poll.C:
+		case <-idle:
 			if srv.calls.Load() > 0 {
 				continue
 			}
@@ -134,23 +142,5 @@ func drain(srv *grpcServer, timeout time.Duration, log *zap.Logger) {
 		srv.Stop()
 		<-done
 		return
-	}
-}
-
-// gracefulStop stops srv the way grpc-go's gracefulstop example does:
-// GracefulStop, which lets every call and connection finish, with Stop as
-// the fallback after timeout.
-func gracefulStop(srv *grpcServer, timeout time.Duration, log *zap.Logger) {
-	done := make(chan struct{})
-	go func() {
-		srv.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		log.Warn("connections still open after the shutdown timeout; closing them", zap.Duration("timeout", timeout))
-		srv.Stop()
-		<-done
 	}
 }
