@@ -5,6 +5,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
 
 	"example.com/grpc-metrics/services/internal/platform"
 )
@@ -69,5 +72,54 @@ func TestConfigArguments(t *testing.T) {
 	}
 	if got := platform.ExitCode(&platform.ConfigError{Err: err}); got != 2 {
 		t.Errorf("exit code of a configuration error = %d, want 2", got)
+	}
+}
+
+// usageConfig has a field of every kind envconfig reads, beside Common.
+type usageConfig struct {
+	Port     int               `envconfig:"PORT" default:"1000" desc:"a port"`
+	Wait     time.Duration     `envconfig:"WAIT" default:"1s" desc:"a duration"`
+	Name     string            `desc:"a string named after its field, without a default"`
+	Mode     usageMode         `envconfig:"MODE" default:"a" desc:"a named string"`
+	Size     uint16            `envconfig:"SIZE" desc:"an unsigned number"`
+	Ratio    float64           `envconfig:"RATIO" desc:"a number"`
+	Hosts    []string          `envconfig:"HOSTS" desc:"a list"`
+	Weights  map[string]int    `envconfig:"WEIGHTS" desc:"pairs"`
+	Limit    *int              `envconfig:"LIMIT" desc:"a pointer"`
+	Nested   usageNested       `envconfig:"NESTED"`
+	Skipped  int               `envconfig:"SKIPPED" ignored:"true" desc:"ignored"`
+	Quiet    bool              `envconfig:"QUIET"`
+	internal int               // envconfig skips an unexported field
+	Labels   map[string]string `envconfig:"LABELS" desc:"string pairs"`
+	platform.Common
+}
+
+type usageMode string
+
+type usageNested struct {
+	Inner bool `envconfig:"INNER" default:"true" desc:"a nested bool"`
+}
+
+func (usageConfig) Validate() error { return nil }
+
+// TestUsageIsEnvconfigs: --help's table is the one envconfig.Usagef prints
+// with the same format, for every kind of field and for Common.
+func TestUsageIsEnvconfigs(t *testing.T) {
+	const format = `Configuration comes only from these environment variables:
+
+{{range .}}{{if usage_description .}}  {{usage_key .}}
+      {{usage_description .}} (type {{usage_type .}}, default {{with usage_default .}}{{.}}{{else}}""{{end}})
+{{end}}{{end}}`
+	for _, cfg := range []platform.Config{&usageConfig{}, &testConfig{}} {
+		var got, want bytes.Buffer
+		if err := platform.PrintUsage(&got, "TEST", cfg); err != nil {
+			t.Fatalf("PrintUsage(%T): %v", cfg, err)
+		}
+		if err := envconfig.Usagef("TEST", cfg, &want, format); err != nil {
+			t.Fatalf("envconfig.Usagef(%T): %v", cfg, err)
+		}
+		if got.String() != want.String() {
+			t.Errorf("PrintUsage(%T):\n%s\nenvconfig.Usagef:\n%s", cfg, got.String(), want.String())
+		}
 	}
 }
