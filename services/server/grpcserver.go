@@ -80,6 +80,10 @@ func newGRPCServer(cfg Config, log *zap.Logger, reg prometheus.Registerer, traci
 		}),
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
+		// Stop returns once every handler has: the spans, log lines and
+		// metrics of calls it cancelled are written before the tracer and
+		// the logger are flushed.
+		grpc.WaitForHandlers(true),
 	)
 	foopb.RegisterFooServer(s, &echoServer{maxNameBytes: cfg.MaxNameBytes, metrics: newEchoMetrics(reg)})
 
