@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -41,10 +43,11 @@ func podHealth(t *testing.T, ns string) map[string]string {
 }
 
 // TestLiveUpdateHandsOver: 20 live updates of the server with 2 pods and 10
-// of the client under a real Tilt, while a terminal opens a new connection
-// to every forward (gRPC 20000, metrics 9000 and 9001) every 100ms and the
-// in-cluster client calls 60 times a second. Nothing fails, no forward
-// breaks, and no pod restarts or leaves Ready.
+// of the client under a real Tilt, then one of a server binary that is not
+// a program, while a terminal opens a new connection to every forward (gRPC
+// 20000, metrics 9000 and 9001) every 100ms and the in-cluster client calls
+// 60 times a second. Nothing fails, no forward breaks, and no pod restarts
+// or leaves Ready.
 func TestLiveUpdateHandsOver(t *testing.T) {
 	s := startTilt(t, 2, 60)
 	defer s.restoreServer(t)
@@ -65,6 +68,8 @@ func TestLiveUpdateHandsOver(t *testing.T) {
 			failed += s.edit(t, e.program).failed
 		}
 	}
+	s.brokenBinary(t)
+	failed += s.edit(t, "server").failed // the next build takes over again
 	stop()
 	pollers.Wait()
 
@@ -88,5 +93,47 @@ func TestLiveUpdateHandsOver(t *testing.T) {
 			t.Errorf("pod %s: %s before the live updates, %q after, want unchanged", name, state, after[name])
 		}
 	}
-	t.Logf("30 live updates: %d connections through the forwards ok, %d failed; %v client calls failed", poll.OK(), poll.Failed(), failed)
+	t.Logf("32 live updates: %d connections through the forwards ok, %d failed; %v client calls failed", poll.OK(), poll.Failed(), failed)
+}
+
+// brokenBinary puts a file that is not a program where the server's binary
+// is built, as a failed or cut-short build could. Tilt live-updates it into
+// every server pod; each pod's supervisor cannot start it, says why in the
+// Tilt log, and the process of the previous edit serves on.
+func (s *tiltSession) brokenBinary(t *testing.T) {
+	t.Helper()
+	const want = "user (edit "
+	before, err := s.userCall("user")
+	if err != nil || !strings.HasPrefix(before, want) {
+		t.Fatalf("a call through %s before the broken binary: %q, %v", s.target.local(20000), before, err)
+	}
+	logBefore := len(s.proc.Output())
+	if err := os.WriteFile(filepath.Join(s.dir, "build", "server"), []byte("not a program\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pods := len(s.probes["server"])
+	began := time.Now()
+	for {
+		refused := 0
+		for line := range strings.Lines(s.proc.Output()[logBefore:]) {
+			if strings.Contains(line, "could not start the program") && strings.Contains(line, "exec format error") {
+				refused++
+			}
+		}
+		if refused == pods {
+			break
+		}
+		if time.Since(began) > editTimeout {
+			t.Fatalf("the broken binary: %d of %d server pods said in Tilt's log that they could not start it within %v:\n%s",
+				refused, pods, editTimeout, s.proc.Output()[logBefore:])
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for range 10 { // the previous edit's process answers, through the forward
+		if got, err := s.userCall("user"); got != before {
+			t.Errorf("after the broken binary, a call through %s: %q, %v, want %q", s.target.local(20000), got, err, before)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("the broken binary: every server pod refused it in %.2fs and served on", time.Since(began).Seconds())
 }
