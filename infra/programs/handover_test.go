@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,7 +20,7 @@ const handedOver = "the new process serves; the previous one drains"
 
 // replace puts a new file at path as a live update does (tar: unlink, then
 // create), from the file src or, when src is "", with content.
-func replace(t *testing.T, path, src, content string) {
+func replace(t testing.TB, path, src, content string) {
 	t.Helper()
 	data := []byte(content)
 	if src != "" {
@@ -175,11 +176,54 @@ func TestHandoverKeepsServingOnBadBinary(t *testing.T) {
 	}
 }
 
-func mustRead(t *testing.T, path string) []byte {
+func mustRead(t testing.TB, path string) []byte {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// BenchmarkHandover times hand-overs of the server while the client calls
+// it 60 times a second: from the SIGHUP to the supervisor's line that the
+// new process serves (its listeners taken, health SERVING), read from the
+// line's own time.
+//
+//	go test -run '^$' -bench Handover -benchtime 50x ./programs
+func BenchmarkHandover(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "server")
+	if err := os.WriteFile(bin, mustRead(b, filepath.Join(binDir, "server")), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	server := proctest.Start(b, bin, serverEnv("SERVER_HANDOVER=true", "SERVER_SHUTDOWN_TIMEOUT=10s"))
+	client := proctest.Start(b, filepath.Join(binDir, "client"), clientEnv(server.Addr(b, "grpc", startTimeout), "CLIENT_RATE=60"))
+	client.Addr(b, "metrics", startTimeout)
+	time.Sleep(time.Second) // calls flow
+	var took []time.Duration
+	for i := 0; b.Loop(); i++ {
+		before := handovers(server)
+		replace(b, bin, filepath.Join(binDir, "server"), "")
+		sent := time.Now()
+		server.Signal(b, syscall.SIGHUP)
+		proctest.Eventually(b, 10*time.Second, fmt.Sprintf("hand-over %d", i+1), func() bool { return handovers(server) > before })
+		ts, _ := server.LogLines(handedOver)[before]["ts"].(string)
+		at, err := time.Parse("2006-01-02T15:04:05.000Z0700", ts)
+		if err != nil {
+			b.Fatalf("hand-over %d: the line's time %q: %v", i+1, ts, err)
+		}
+		// The line's time has milliseconds; sent is rounded down alike.
+		took = append(took, at.Sub(sent.Truncate(time.Millisecond)))
+		time.Sleep(100 * time.Millisecond) // the old process drains
+	}
+	b.StopTimer()
+	if failed := client.LogLines("echo failed"); len(failed) > 0 {
+		b.Errorf("%d client calls failed across the hand-overs, want 0; first: %v", len(failed), failed[0])
+	}
+	slices.Sort(took)
+	p50, worst := took[len(took)/2], took[len(took)-1]
+	b.Logf("%d hand-overs under the client's 60 calls/s: SIGHUP to the new process serving p50 %v, max %v",
+		len(took), p50.Round(time.Millisecond), worst.Round(time.Millisecond))
+	b.ReportMetric(float64(p50)/float64(time.Millisecond), "p50-ms")
+	b.ReportMetric(float64(worst)/float64(time.Millisecond), "max-ms")
 }
