@@ -90,12 +90,36 @@ func TestDebugMode(t *testing.T) {
 	t.Logf("breakpoint at %s:%d, as the IDE sends it", file, line)
 	debugCall(t, s, file, line, "debug-before-edits", "debug-before-edits")
 
+	// What a terminal sees meanwhile: a new connection to the forwards of
+	// the server's gRPC and metrics ports every 100ms. Debug mode restarts
+	// the program, so some are refused; this is measured, not asserted.
+	var poll proctest.Poller
+	pollCtx, stopPoll := context.WithCancel(ctx)
+	polled := make(chan struct{})
+	logBefore := len(s.proc.Output())
+	go func() {
+		defer close(polled)
+		poll.Run(pollCtx, 100*time.Millisecond, s.target.local(20000), s.target.local(9000))
+	}()
 	var rs []editResult
 	for range debugEdits {
 		r := s.edit(t, "server")
 		rs = append(rs, r)
 		t.Logf("debug-mode edit %d: answered through localhost:20000 by the new code in %.2fs (%d polls failed); every pod in %.2fs (watch %.2fs, compile %.2fs, sync %.2fs, restart to answer %.2fs), %v failed calls",
 			len(rs), r.user.Seconds(), r.refused, r.total.Seconds(), r.detect.Seconds(), r.compile.Seconds(), r.sync.Seconds(), r.restart.Seconds(), r.failed)
+	}
+	stopPoll()
+	<-polled
+	forwardErrors := 0
+	for line := range strings.Lines(s.proc.Output()[logBefore:]) {
+		if strings.Contains(line, "port-forward") && (strings.Contains(line, "rror") || strings.Contains(line, "lost connection")) {
+			forwardErrors++
+		}
+	}
+	t.Logf("debug-mode edits, seen through the forwards every 100ms: %d connections ok, %d failed, %d port-forward errors in Tilt's log",
+		poll.OK(), poll.Failed(), forwardErrors)
+	if poll.OK() == 0 {
+		t.Error("no connection through the forwards worked during the debug-mode edits")
 	}
 	sum := summarize(rs)
 	t.Logf("debug-mode loop, %d server edits: through localhost:20000 p50 %.2fs, max %.2fs; every pod p50 %.2fs, max %.2fs; %v failed calls (compile p50 %.2fs, sync %.2fs, restart to answer %.2fs)",
