@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,9 +42,9 @@ const (
 // Tracing is a program's OpenTelemetry tracing: the SDK's tracer provider,
 // configured by the standard OTEL_* environment variables that the SDK reads
 // itself, and W3C trace context and baggage propagation. It exports over
-// OTLP/HTTP (protobuf) in batches when OTEL_EXPORTER_OTLP_ENDPOINT (or
-// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set; otherwise nothing leaves the
-// process, and every call still gets a trace id for its logs and exemplars.
+// OTLP/HTTP (protobuf) in batches as OTEL_TRACES_EXPORTER says (see
+// exportsOTLP); otherwise nothing leaves the process, and every call still
+// gets a trace id for its logs and exemplars.
 type Tracing struct {
 	provider   *sdktrace.TracerProvider
 	propagator propagation.TextMapPropagator
@@ -69,9 +70,9 @@ func NewTracing(ctx context.Context, program string, log *zap.Logger, extra ...s
 		setup.Handle(err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	t := &Tracing{
-		propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
-		exporting:  os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "",
+	t := &Tracing{propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
+	if t.exporting, err = exportsOTLP(); err != nil {
+		setup.Handle(err)
 	}
 	if t.exporting {
 		// The endpoint, headers, timeout, TLS and compression come from
@@ -98,6 +99,27 @@ func NewTracing(ctx context.Context, program string, log *zap.Logger, extra ...s
 		log.Info("exporting traces over OTLP", zap.String("service", serviceName(res)))
 	}
 	return t, nil
+}
+
+// exportsOTLP reads OTEL_TRACES_EXPORTER, OpenTelemetry's choice of span
+// exporter: otlp or none. Unset, it is otlp when an OTLP endpoint is set
+// (OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and
+// none otherwise, so that a program run by hand sends nothing. The other
+// exporters of the specification (console, a list) are refused:
+// contrib's autoexport, which has them, adds 1.6 MB to each binary (the
+// metric and log exporters come with it), and every live update copies the
+// binary.
+func exportsOTLP() (bool, error) {
+	v := os.Getenv("OTEL_TRACES_EXPORTER")
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "otlp":
+		return true, nil
+	case "none":
+		return false, nil
+	case "":
+		return os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "", nil
+	}
+	return false, fmt.Errorf("OTEL_TRACES_EXPORTER=%q: not supported (use otlp or none)", v)
 }
 
 // serviceName returns the service.name of res.

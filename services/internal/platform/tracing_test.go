@@ -30,6 +30,8 @@ func TestNewTracingBadEnv(t *testing.T) {
 		{name: "endpoint without scheme", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "::4318"}, wantErr: "parse url"},
 		{name: "gRPC protocol", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, wantErr: "grpc is not a valid protocol for OTLP/HTTP"},
 		{name: "timeout not a number", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318", "OTEL_EXPORTER_OTLP_TIMEOUT": "10s"}, wantErr: "parse duration"},
+		{name: "console exporter", env: map[string]string{"OTEL_TRACES_EXPORTER": "console"}, wantErr: `OTEL_TRACES_EXPORTER="console": not supported (use otlp or none)`},
+		{name: "list of exporters", env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp,console"}, wantErr: `OTEL_TRACES_EXPORTER="otlp,console": not supported (use otlp or none)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -90,30 +92,48 @@ func TestTracingResource(t *testing.T) {
 	}
 }
 
-// TestNoEndpoint: without an OTLP endpoint nothing is logged about tracing,
-// and spans still have trace ids for the logs and exemplars.
-func TestNoEndpoint(t *testing.T) {
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "")
-	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
-	core, logs := observer.New(zapcore.DebugLevel)
-	tr, err := NewTracing(t.Context(), "client", zap.New(core))
-	if err != nil {
-		t.Fatal(err)
+// TestExporter: OTEL_TRACES_EXPORTER chooses; unset, the program exports
+// only when an OTLP endpoint is set. Without export nothing is logged about
+// tracing, and spans still have trace ids for the logs and exemplars.
+func TestExporter(t *testing.T) {
+	const endpoint = "http://127.0.0.1:4318"
+	tests := []struct {
+		exporter, endpoint string
+		want               bool
+	}{
+		{exporter: "", endpoint: "", want: false},
+		{exporter: "", endpoint: endpoint, want: true},
+		{exporter: "none", endpoint: endpoint, want: false},
+		{exporter: "otlp", endpoint: "", want: true}, // to the specification's default endpoint
+		{exporter: " OTLP ", endpoint: endpoint, want: true},
 	}
-	ctx, span := tr.Tracer("test").Start(t.Context(), "op")
-	fields := TraceFields(ctx)
-	span.End()
-	if err := tr.Shutdown(); err != nil {
-		t.Errorf("Shutdown: %v", err)
-	}
-	if logs.Len() != 0 {
-		t.Errorf("logged %v, want nothing", logs.All())
-	}
-	if len(fields) != 2 || len(fields[0].String) != 32 || len(fields[1].String) != 16 {
-		t.Errorf("TraceFields = %v, want a 32-digit trace_id and a 16-digit span_id", fields)
-	}
-	if got := TraceExemplar(ctx)[TraceIDKey]; got != fields[0].String {
-		t.Errorf("TraceExemplar = %q, want the trace id %q", got, fields[0].String)
+	for _, tt := range tests {
+		t.Run(tt.exporter+" "+tt.endpoint, func(t *testing.T) {
+			t.Setenv("OTEL_TRACES_EXPORTER", tt.exporter)
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", tt.endpoint)
+			t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+			core, logs := observer.New(zapcore.DebugLevel)
+			tr, err := NewTracing(t.Context(), "client", zap.New(core))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := 0 // "exporting traces over OTLP", and nothing else
+			if tt.want {
+				lines = 1
+			}
+			if n := logs.FilterMessage("exporting traces over OTLP").Len(); n != lines || logs.Len() != lines {
+				t.Errorf("exporting: logged %v, want %d line about it", logs.All(), lines)
+			}
+			ctx, _ := tr.Tracer("test").Start(t.Context(), "op") // never ended: nothing to export
+			tr.Shutdown()                                        //nolint:errcheck // nothing was queued
+			fields := TraceFields(ctx)
+			if len(fields) != 2 || len(fields[0].String) != 32 || len(fields[1].String) != 16 {
+				t.Errorf("TraceFields = %v, want a 32-digit trace_id and a 16-digit span_id", fields)
+			}
+			if got := TraceExemplar(ctx)[TraceIDKey]; got != fields[0].String {
+				t.Errorf("TraceExemplar = %q, want the trace id %q", got, fields[0].String)
+			}
+		})
 	}
 	if got := TraceFields(t.Context()); got != nil {
 		t.Errorf("TraceFields without a span = %v, want none", got)
