@@ -13,7 +13,7 @@ import (
 
 // Actor is one part of a running program, oklog/run's pair: Run works until
 // it fails or Stop makes it return; Stop gets the error that ends the
-// program (nil when its context ended).
+// program (the context's when it ended).
 type Actor struct {
 	Run  func() error
 	Stop func(error)
@@ -24,20 +24,16 @@ type Actor struct {
 // returns the first actor's error, nil when ctx ended.
 func Serve(ctx context.Context, actors ...Actor) error {
 	var g run.Group
-	done := make(chan struct{})
-	g.Add(func() error {
-		select {
-		case <-ctx.Done():
-		case <-done:
-		}
-		return nil
-	}, func(error) { close(done) })
+	g.Add(run.ContextHandler(ctx))
 	for _, a := range actors {
 		if a.Run != nil {
 			g.Add(a.Run, a.Stop)
 		}
 	}
-	return g.Run()
+	if err := g.Run(); ctx.Err() == nil || !errors.Is(err, ctx.Err()) {
+		return err
+	}
+	return nil // ctx ended: a stop, not a failure
 }
 
 // Listeners opens a program's TCP listeners one after the other, or takes

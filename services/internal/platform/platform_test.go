@@ -2,11 +2,13 @@ package platform
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/prometheus/client_golang/prometheus"
@@ -120,4 +122,26 @@ func TestLogDecoders(t *testing.T) {
 	if err := f.Decode("yaml"); err == nil {
 		t.Error("LogFormat.Decode(yaml) succeeded")
 	}
+}
+
+// TestServe: Serve ends with nil when its context ends (a signal, or
+// CLIENT_DURATION's deadline) and with the error of an actor that fails;
+// either way every actor is stopped.
+func TestServe(t *testing.T) {
+	blocking := func() (Actor, chan struct{}) {
+		stopped := make(chan struct{})
+		return Actor{Run: func() error { <-stopped; return nil }, Stop: func(error) { close(stopped) }}, stopped
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Millisecond)
+	defer cancel()
+	a, _ := blocking()
+	if err := Serve(ctx, a); err != nil {
+		t.Errorf("Serve until the deadline = %v, want nil", err)
+	}
+	failed := errors.New("listener gone")
+	a, stopped := blocking()
+	if err := Serve(t.Context(), a, Actor{Run: func() error { return failed }, Stop: func(error) {}}); !errors.Is(err, failed) {
+		t.Errorf("Serve with a failing actor = %v, want %v", err, failed)
+	}
+	<-stopped
 }
