@@ -17,18 +17,11 @@ import (
 // example. Their result label is platform.ResultOK or platform.ResultError.
 const apiEcho = "echo"
 
-// observerWithExemplars is a histogram series, which takes both kinds of
-// observation.
-type observerWithExemplars interface {
-	prometheus.Observer
-	prometheus.ExemplarObserver
-}
-
 // echoMetrics are the application metrics of the echo service: the series of
 // echo_request_duration_seconds{api,result} and echo_requests_total{api,result}
 // for each result, looked up once, and echo_requests_in_flight.
 type echoMetrics struct {
-	okDuration, errDuration observerWithExemplars
+	okDuration, errDuration prometheus.ExemplarObserver // a histogram series
 	okRequests, errRequests prometheus.Counter
 	inFlight                prometheus.Gauge
 	exemplars               *platform.ExemplarSampler
@@ -51,8 +44,8 @@ func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 	// Every series exists from the start, so rate() and the dashboards see
 	// zeros, not gaps.
 	return &echoMetrics{
-		okDuration:  duration.WithLabelValues(apiEcho, platform.ResultOK).(observerWithExemplars),
-		errDuration: duration.WithLabelValues(apiEcho, platform.ResultError).(observerWithExemplars),
+		okDuration:  duration.WithLabelValues(apiEcho, platform.ResultOK).(prometheus.ExemplarObserver),
+		errDuration: duration.WithLabelValues(apiEcho, platform.ResultError).(prometheus.ExemplarObserver),
 		okRequests:  requests.WithLabelValues(apiEcho, platform.ResultOK),
 		errRequests: requests.WithLabelValues(apiEcho, platform.ResultError),
 		inFlight: f.NewGauge(prometheus.GaugeOpts{
@@ -65,25 +58,17 @@ func newEchoMetrics(reg prometheus.Registerer) *echoMetrics {
 
 // observe accounts for one finished call. The exemplar's trace id is the
 // call's, so it leads to the call's trace and log lines. Every failure
-// carries one; successes as the sampler allows (ExemplarInterval).
+// carries one; successes as the sampler allows (ExemplarInterval). Without
+// one (nil labels) the histogram observes and keeps its last exemplar.
 func (m *echoMetrics) observe(ctx context.Context, start time.Time, failed bool) {
 	seconds := time.Since(start).Seconds()
 	if failed {
-		observe(m.errDuration, seconds, platform.TraceExemplar(ctx))
+		m.errDuration.ObserveWithExemplar(seconds, platform.TraceExemplar(ctx))
 		m.errRequests.Inc()
 		return
 	}
-	observe(m.okDuration, seconds, m.exemplars.Exemplar(ctx))
+	m.okDuration.ObserveWithExemplar(seconds, m.exemplars.Exemplar(ctx))
 	m.okRequests.Inc()
-}
-
-// observe records seconds, with the exemplar when there is one.
-func observe(h observerWithExemplars, seconds float64, exemplar prometheus.Labels) {
-	if exemplar == nil {
-		h.Observe(seconds)
-		return
-	}
-	h.ObserveWithExemplar(seconds, exemplar)
 }
 
 // echoServer implements foo.Foo.
