@@ -40,5 +40,5 @@ func (c Config) Validate() error {
 	if c.Duration < 0 {
 		return &platform.FieldError{Key: envPrefix + "_DURATION", Value: c.Duration, Reason: "must not be negative"}
 	}
-	return c.Common.Check(envPrefix, nil)
+	return c.Common.Check(envPrefix)
 }

@@ -31,10 +31,7 @@ type Config struct {
 
 // Validate reports the first setting that is out of range.
 func (c Config) Validate() error {
-	if err := platform.CheckPort(envPrefix+"_GRPC_PORT", c.GRPCPort); err != nil {
-		return err
-	}
-	if err := c.Common.Check(envPrefix, map[string]int{envPrefix + "_GRPC_PORT": c.GRPCPort}); err != nil {
+	if err := c.Common.Check(envPrefix, platform.NamedPort{Key: envPrefix + "_GRPC_PORT", Port: c.GRPCPort}); err != nil {
 		return err
 	}
 	if c.MaxNameBytes < 1 {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/kelseyhightower/envconfig"
@@ -36,24 +36,61 @@ func (c Common) Logging() LogConfig { return c.Log }
 // HandsOver reports whether the program hands its sockets over on SIGHUP.
 func (c Common) HandsOver() bool { return c.Handover }
 
-// Check reports the first of the common settings that is out of range, or
-// that takes a port of the program's own (keyed by variable name).
-func (c Common) Check(prefix string, ports map[string]int) error {
-	key := prefix + "_METRICS_PORT"
-	if err := CheckPort(key, c.MetricsPort); err != nil {
-		return err
+// NamedPort is a TCP port setting and the variable it comes from.
+type NamedPort struct {
+	Key  string // PREFIX_NAME
+	Port int
+}
+
+// Check reports the first port that is out of range or the same as one
+// before it, in the order: the program's own ports, PREFIX_METRICS_PORT,
+// then PREFIX_DEBUG_PORT when it is on. Port 0, any free one, may repeat.
+func (c Common) Check(prefix string, own ...NamedPort) error {
+	ports := append(own[:len(own):len(own)], NamedPort{Key: prefix + "_METRICS_PORT", Port: c.MetricsPort})
+	if c.DebugPort.On {
+		ports = append(ports, NamedPort{Key: prefix + "_DEBUG_PORT", Port: c.DebugPort.Port})
 	}
-	for k, port := range ports {
-		if port == c.MetricsPort && port != 0 {
-			return &FieldError{Key: key, Value: c.MetricsPort, Reason: "the same port as " + k}
+	for i, p := range ports {
+		if p.Port < 0 || p.Port > 65535 {
+			return &FieldError{Key: p.Key, Value: p.Port, Reason: "not a TCP port (0-65535, 0 for any free port)"}
+		}
+		for _, before := range ports[:i] {
+			if p.Port == before.Port && p.Port != 0 {
+				return &FieldError{Key: p.Key, Value: p.Port, Reason: "the same port as " + before.Key}
+			}
 		}
 	}
-	taken := maps.Clone(ports)
-	if taken == nil {
-		taken = map[string]int{}
+	return nil
+}
+
+// DebugPort is the TCP port of a program's debug listener, which serves
+// net/http/pprof. Unlike the other ports it may be left unset: the listener
+// is off unless its variable names a port (0 for any free one).
+type DebugPort struct {
+	Port int
+	On   bool
+}
+
+// Decode reads the variable's value: a port, or nothing for no listener.
+func (p *DebugPort) Decode(v string) error {
+	if v == "" {
+		*p = DebugPort{}
+		return nil
 	}
-	taken[key] = c.MetricsPort
-	return c.DebugPort.Check(prefix+"_DEBUG_PORT", taken)
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return errors.New("not a whole number (a TCP port, or empty for no debug listener)")
+	}
+	*p = DebugPort{Port: n, On: true}
+	return nil
+}
+
+// String is the port, or "off".
+func (p DebugPort) String() string {
+	if !p.On {
+		return "off"
+	}
+	return strconv.Itoa(p.Port)
 }
 
 // ErrHelp is returned by LoadConfig when the arguments ask for the usage text.
@@ -225,13 +262,4 @@ type FieldError struct {
 
 func (e *FieldError) Error() string {
 	return fmt.Sprintf("%s=%v: %s", e.Key, e.Value, e.Reason)
-}
-
-// CheckPort reports whether port is usable as a TCP listening port; 0 asks
-// the system for a free one (the program logs the port it got).
-func CheckPort(key string, port int) error {
-	if port < 0 || port > 65535 {
-		return &FieldError{Key: key, Value: port, Reason: "not a TCP port (0-65535, 0 for any free port)"}
-	}
-	return nil
 }

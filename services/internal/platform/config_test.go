@@ -2,12 +2,15 @@ package platform_test
 
 import (
 	"bytes"
-	"errors"
+	"cmp"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	gocmp "github.com/google/go-cmp/cmp"
 	"github.com/kelseyhightower/envconfig"
+	"go.uber.org/zap/zapcore"
 
 	"example.com/grpc-metrics/services/internal/platform"
 )
@@ -19,59 +22,96 @@ type testConfig struct {
 }
 
 func (c testConfig) Validate() error {
-	return c.Common.Check("TEST", map[string]int{"TEST_PORT": c.Port})
+	return c.Common.Check("TEST", platform.NamedPort{Key: "TEST_PORT", Port: c.Port})
 }
 
-// TestCommonConfigErrors: the settings every program has. The programs' own
-// are checked on the real binaries (infra/programs, TestExitCodes).
-func TestCommonConfigErrors(t *testing.T) {
+// TestCommonConfig: the settings every program has, read and checked; the
+// programs' own are in their packages' config tests.
+func TestCommonConfig(t *testing.T) {
+	read := func(change func(*platform.Common)) platform.Common {
+		c := platform.Common{MetricsPort: 9000, Log: platform.LogConfig{Level: platform.LogLevel(zapcore.InfoLevel), Format: platform.LogJSON}}
+		change(&c)
+		return c
+	}
 	tests := []struct {
-		Name    string
-		Env     map[string]string
-		WantErr string
+		env     map[string]string
+		want    platform.Common // the settings read, when there is no error
+		wantErr string
 	}{
-		{Name: "metrics port too large", Env: map[string]string{"TEST_METRICS_PORT": "70000"}, WantErr: `TEST_METRICS_PORT=70000: not a TCP port (0-65535, 0 for any free port)`},
-		{Name: "metrics port is the program's", Env: map[string]string{"TEST_METRICS_PORT": "1000"}, WantErr: `TEST_METRICS_PORT=1000: the same port as TEST_PORT`},
-		{Name: "debug port not a number", Env: map[string]string{"TEST_DEBUG_PORT": "pprof"}, WantErr: `TEST_DEBUG_PORT="pprof": not a whole number (a TCP port, or empty for no debug listener)`},
-		{Name: "debug port out of range", Env: map[string]string{"TEST_DEBUG_PORT": "65536"}, WantErr: `TEST_DEBUG_PORT=65536: not a TCP port (0-65535, 0 for any free port)`},
-		{Name: "debug port is the program's", Env: map[string]string{"TEST_DEBUG_PORT": "1000"}, WantErr: `TEST_DEBUG_PORT=1000: the same port as TEST_PORT`},
-		{Name: "debug port is the metrics port", Env: map[string]string{"TEST_DEBUG_PORT": "9000"}, WantErr: `TEST_DEBUG_PORT=9000: the same port as TEST_METRICS_PORT`},
-		{Name: "unknown log level", Env: map[string]string{"TEST_LOG_LEVEL": "loud"}, WantErr: `TEST_LOG_LEVEL="loud": unknown log level (use debug, info, warn or error)`},
-		{Name: "fatal is not a level", Env: map[string]string{"TEST_LOG_LEVEL": "fatal"}, WantErr: `TEST_LOG_LEVEL="fatal": unknown log level (use debug, info, warn or error)`},
-		{Name: "unknown log format", Env: map[string]string{"TEST_LOG_FORMAT": "xml"}, WantErr: `TEST_LOG_FORMAT="xml": unknown log format (use json or console)`},
+		{env: map[string]string{"TEST_METRICS_PORT": "70000"}, wantErr: `TEST_METRICS_PORT=70000: not a TCP port (0-65535, 0 for any free port)`},
+		{env: map[string]string{"TEST_METRICS_PORT": "1000"}, wantErr: `TEST_METRICS_PORT=1000: the same port as TEST_PORT`},
+		{env: map[string]string{"TEST_METRICS_PORT": "0", "TEST_PORT": "0", "TEST_DEBUG_PORT": "0"}, want: read(func(c *platform.Common) { c.MetricsPort, c.DebugPort = 0, platform.DebugPort{On: true} })},
+		{env: map[string]string{"TEST_DEBUG_PORT": ""}, want: read(func(*platform.Common) {})}, // off
+		{env: map[string]string{"TEST_DEBUG_PORT": "6060"}, want: read(func(c *platform.Common) { c.DebugPort = platform.DebugPort{Port: 6060, On: true} })},
+		{env: map[string]string{"TEST_DEBUG_PORT": "pprof"}, wantErr: `TEST_DEBUG_PORT="pprof": not a whole number (a TCP port, or empty for no debug listener)`},
+		{env: map[string]string{"TEST_DEBUG_PORT": "60 60"}, wantErr: `TEST_DEBUG_PORT="60 60": not a whole number (a TCP port, or empty for no debug listener)`},
+		{env: map[string]string{"TEST_DEBUG_PORT": "65536"}, wantErr: `TEST_DEBUG_PORT=65536: not a TCP port (0-65535, 0 for any free port)`},
+		{env: map[string]string{"TEST_DEBUG_PORT": "-1"}, wantErr: `TEST_DEBUG_PORT=-1: not a TCP port (0-65535, 0 for any free port)`},
+		{env: map[string]string{"TEST_DEBUG_PORT": "1000"}, wantErr: `TEST_DEBUG_PORT=1000: the same port as TEST_PORT`},
+		{env: map[string]string{"TEST_DEBUG_PORT": "9000"}, wantErr: `TEST_DEBUG_PORT=9000: the same port as TEST_METRICS_PORT`},
+		{env: map[string]string{"TEST_LOG_LEVEL": "WARN", "TEST_LOG_FORMAT": "console"}, want: read(func(c *platform.Common) {
+			c.Log = platform.LogConfig{Level: platform.LogLevel(zapcore.WarnLevel), Format: platform.LogConsole}
+		})},
+		{env: map[string]string{"TEST_LOG_LEVEL": "debug"}, want: read(func(c *platform.Common) { c.Log.Level = platform.LogLevel(zapcore.DebugLevel) })},
+		{env: map[string]string{"TEST_LOG_LEVEL": "error"}, want: read(func(c *platform.Common) { c.Log.Level = platform.LogLevel(zapcore.ErrorLevel) })},
+		{env: map[string]string{"TEST_LOG_LEVEL": "loud"}, wantErr: `TEST_LOG_LEVEL="loud": unknown log level (use debug, info, warn or error)`},
+		{env: map[string]string{"TEST_LOG_LEVEL": "fatal"}, wantErr: `TEST_LOG_LEVEL="fatal": unknown log level (use debug, info, warn or error)`},
+		{env: map[string]string{"TEST_LOG_LEVEL": "panic"}, wantErr: `TEST_LOG_LEVEL="panic": unknown log level (use debug, info, warn or error)`},
+		{env: map[string]string{"TEST_LOG_LEVEL": ""}, wantErr: `TEST_LOG_LEVEL="": unknown log level (use debug, info, warn or error)`},
+		{env: map[string]string{"TEST_LOG_FORMAT": "xml"}, wantErr: `TEST_LOG_FORMAT="xml": unknown log format (use json or console)`},
+		{env: map[string]string{"TEST_HANDOVER": "yes"}, wantErr: `TEST_HANDOVER="yes": not a boolean (use true or false)`},
 	}
 	for _, tt := range tests {
-		t.Run(tt.Name, func(t *testing.T) {
-			for k, v := range tt.Env {
+		t.Run(fmt.Sprint(tt.env), func(t *testing.T) {
+			for k, v := range tt.env {
 				t.Setenv(k, v)
 			}
-			err := platform.LoadConfig("TEST", &testConfig{}, nil, nil)
-			if err == nil || err.Error() != tt.WantErr {
-				t.Errorf("LoadConfig with %v = %v, want %s", tt.Env, err, tt.WantErr)
+			var cfg testConfig
+			err := platform.LoadConfig("TEST", &cfg, nil, nil)
+			if got := fmt.Sprint(err); tt.wantErr != "" && got != tt.wantErr || tt.wantErr == "" && err != nil {
+				t.Fatalf("LoadConfig = %s, want %s", got, cmp.Or(tt.wantErr, "no error"))
+			}
+			if diff := gocmp.Diff(tt.want, cfg.Common); err == nil && diff != "" {
+				t.Errorf("settings read (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
 
-// TestConfigArguments: --help prints every variable, with its description,
-// and asks for no start; any other argument is an error.
-func TestConfigArguments(t *testing.T) {
-	var out bytes.Buffer
-	var cfg testConfig
-	if err := platform.LoadConfig("TEST", &cfg, []string{"--help"}, &out); !errors.Is(err, platform.ErrHelp) {
-		t.Fatalf("LoadConfig(--help) = %v, want ErrHelp", err)
+// TestStart: --help prints the variables to stdout and asks for exit code
+// 0; a configuration that cannot be used, whether a variable, an argument
+// or an OTEL_* variable, is one line on stderr that names it, and exit code
+// 2.
+func TestStart(t *testing.T) {
+	tests := []struct {
+		args       []string
+		env        map[string]string
+		wantStdout string // contained in stdout
+		wantStderr string
+		wantCode   int
+	}{
+		{args: []string{"-h"}, wantStdout: "  TEST_PORT\n      the program's own port (type Integer, default 1000)\n  TEST_METRICS_PORT\n"},
+		{args: []string{"--help"}, wantStdout: "  TEST_DEBUG_PORT\n"},
+		{args: []string{"-port=1"}, wantCode: 2,
+			wantStderr: "test: invalid configuration: unexpected argument \"-port=1\": configuration comes from TEST_* environment variables (see --help)\n"},
+		{env: map[string]string{"TEST_PORT": "abc"}, wantCode: 2, wantStderr: "test: invalid configuration: TEST_PORT=\"abc\": not a whole number\n"},
+		{env: map[string]string{"OTEL_TRACES_SAMPLER": "sometimes"}, wantCode: 2,
+			wantStderr: "test: invalid configuration: OpenTelemetry configuration (OTEL_* variables): unsupported sampler: sometimes\n"},
 	}
-	for _, want := range []string{"TEST_PORT\n      the program's own port", "TEST_METRICS_PORT\n", "TEST_DEBUG_PORT\n", "TEST_LOG_LEVEL\n", "TEST_LOG_FORMAT\n"} {
-		if !strings.Contains(out.String(), "  "+want) {
-			t.Errorf("--help output lacks %q:\n%s", want, out.String())
-		}
-	}
-	err := platform.LoadConfig("TEST", &cfg, []string{"--port=1"}, &out)
-	if err == nil || !strings.Contains(err.Error(), `unexpected argument "--port=1"`) {
-		t.Errorf("LoadConfig(--port=1) = %v, want an unexpected argument error", err)
-	}
-	if got := platform.ExitCode(&platform.ConfigError{Err: err}); got != 2 {
-		t.Errorf("exit code of a configuration error = %d, want 2", got)
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.args, tt.env), func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			var stdout, stderr bytes.Buffer
+			_, _, err := platform.Start("test", "TEST", &testConfig{}, tt.args, &stdout, &stderr)
+			if got := platform.ExitCode(err); got != tt.wantCode {
+				t.Errorf("exit code %d (%v), want %d", got, err, tt.wantCode)
+			}
+			if !strings.Contains(stdout.String(), tt.wantStdout) || stderr.String() != tt.wantStderr {
+				t.Errorf("stdout %q, stderr %q; want stdout with %q, stderr %q", stdout.String(), stderr.String(), tt.wantStdout, tt.wantStderr)
+			}
+		})
 	}
 }
 

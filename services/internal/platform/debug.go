@@ -2,62 +2,13 @@ package platform
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"strconv"
 	"time"
 
 	"go.uber.org/zap"
 )
-
-// DebugPort is the TCP port of a program's debug listener, which serves
-// net/http/pprof. Unlike the other ports it may be left unset: the listener
-// is off unless its variable names a port (0 for any free one).
-type DebugPort struct {
-	Port int
-	On   bool
-}
-
-// Decode reads the variable's value: a port, or nothing for no listener.
-func (p *DebugPort) Decode(v string) error {
-	if v == "" {
-		*p = DebugPort{}
-		return nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil {
-		return errors.New("not a whole number (a TCP port, or empty for no debug listener)")
-	}
-	*p = DebugPort{Port: n, On: true}
-	return nil
-}
-
-// String is the port, or "off".
-func (p DebugPort) String() string {
-	if !p.On {
-		return "off"
-	}
-	return strconv.Itoa(p.Port)
-}
-
-// Check reports whether p is usable next to the program's other ports
-// (keyed by variable name): a port in range, and not one of theirs.
-func (p DebugPort) Check(key string, others map[string]int) error {
-	if !p.On {
-		return nil
-	}
-	if err := CheckPort(key, p.Port); err != nil {
-		return err
-	}
-	for k, port := range others {
-		if port == p.Port && port != 0 {
-			return &FieldError{Key: key, Value: p.Port, Reason: "the same port as " + k}
-		}
-	}
-	return nil
-}
 
 // DebugServer serves net/http/pprof under /debug/pprof/ on its own listener.
 type DebugServer struct {

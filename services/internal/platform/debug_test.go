@@ -16,57 +16,6 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 )
 
-func TestDebugPortDecode(t *testing.T) {
-	tests := []struct {
-		in      string
-		want    DebugPort
-		wantErr bool
-	}{
-		{in: "", want: DebugPort{}},
-		{in: "6060", want: DebugPort{Port: 6060, On: true}},
-		{in: "0", want: DebugPort{Port: 0, On: true}},
-		{in: "-1", want: DebugPort{Port: -1, On: true}}, // Check refuses it
-		{in: "six", wantErr: true},
-		{in: "60 60", wantErr: true},
-	}
-	for _, tt := range tests {
-		var got DebugPort
-		err := got.Decode(tt.in)
-		if (err != nil) != tt.wantErr {
-			t.Errorf("Decode(%q) error = %v, want error %v", tt.in, err, tt.wantErr)
-			continue
-		}
-		if err == nil && got != tt.want {
-			t.Errorf("Decode(%q) = %+v, want %+v", tt.in, got, tt.want)
-		}
-	}
-}
-
-func TestDebugPortCheck(t *testing.T) {
-	others := map[string]int{"X_GRPC_PORT": 20000, "X_METRICS_PORT": 0}
-	tests := []struct {
-		p       DebugPort
-		wantErr string
-	}{
-		{p: DebugPort{}, wantErr: ""},
-		{p: DebugPort{Port: 20000}, wantErr: ""}, // off: the number means nothing
-		{p: DebugPort{Port: 6060, On: true}, wantErr: ""},
-		{p: DebugPort{Port: 0, On: true}, wantErr: ""}, // any free port, like X_METRICS_PORT=0
-		{p: DebugPort{Port: 20000, On: true}, wantErr: "X_DEBUG_PORT=20000: the same port as X_GRPC_PORT"},
-		{p: DebugPort{Port: 70000, On: true}, wantErr: "X_DEBUG_PORT=70000: not a TCP port (0-65535, 0 for any free port)"},
-	}
-	for _, tt := range tests {
-		err := tt.p.Check("X_DEBUG_PORT", others)
-		got := ""
-		if err != nil {
-			got = err.Error()
-		}
-		if got != tt.wantErr {
-			t.Errorf("Check(%+v) = %q, want %q", tt.p, got, tt.wantErr)
-		}
-	}
-}
-
 // TestListeners: the debug listener is on loopback only, or none when off;
 // a listener that fails is named, and those opened before it are closed.
 func TestListeners(t *testing.T) {

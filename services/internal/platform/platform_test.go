@@ -101,29 +101,6 @@ func TestInterceptorLogger(t *testing.T) {
 	}
 }
 
-func TestLogDecoders(t *testing.T) {
-	tests := []struct {
-		in      string
-		wantErr bool
-	}{
-		{"debug", false}, {"info", false}, {"warn", false}, {"error", false}, {"WARN", false},
-		{"fatal", true}, {"panic", true}, {"", true}, {"loud", true},
-	}
-	for _, tt := range tests {
-		var l LogLevel
-		if err := l.Decode(tt.in); (err != nil) != tt.wantErr {
-			t.Errorf("LogLevel.Decode(%q) error = %v, want error %v", tt.in, err, tt.wantErr)
-		}
-	}
-	var f LogFormat
-	if err := f.Decode("console"); err != nil || f != LogConsole {
-		t.Errorf("LogFormat.Decode(console) = %v, %v", f, err)
-	}
-	if err := f.Decode("yaml"); err == nil {
-		t.Error("LogFormat.Decode(yaml) succeeded")
-	}
-}
-
 // TestServe: Serve ends with nil when its context ends (a signal, or
 // CLIENT_DURATION's deadline) and with the error of an actor that fails;
 // either way every actor is stopped.
