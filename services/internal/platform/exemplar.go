@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // ExemplarSampler lets through at most one exemplar per interval. An
@@ -27,8 +26,8 @@ func NewExemplarSampler(interval time.Duration) *ExemplarSampler {
 // sampler lets one through, else nil. It has the signature of
 // go-grpc-middleware's WithExemplarFromContext. Most calls cost two loads.
 func (s *ExemplarSampler) Exemplar(ctx context.Context) prometheus.Labels {
-	sc := trace.SpanContextFromContext(ctx)
-	if !sc.IsSampled() || !s.take() {
+	sc, ok := callSpan(ctx)
+	if !ok || !sc.IsSampled() || !s.take() {
 		return nil
 	}
 	return prometheus.Labels{TraceIDKey: sc.TraceID().String()}
@@ -45,8 +44,8 @@ func (s *ExemplarSampler) take() bool {
 // ctx, sampled or not (its id is in the call's log lines), or nil when ctx
 // carries no valid span.
 func TraceExemplar(ctx context.Context) prometheus.Labels {
-	sc := trace.SpanContextFromContext(ctx)
-	if !sc.IsValid() {
+	sc, ok := callSpan(ctx)
+	if !ok {
 		return nil
 	}
 	return prometheus.Labels{TraceIDKey: sc.TraceID().String()}

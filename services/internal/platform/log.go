@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
-	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc/codes"
@@ -114,8 +113,8 @@ func RPCLogOptions() []logging.Option {
 		logging.WithLevels(func(codes.Code) logging.Level { return logging.LevelDebug }),
 		logging.WithDurationField(logging.DurationToDurationField),
 		logging.WithFieldsFromContext(func(ctx context.Context) logging.Fields {
-			sc := trace.SpanContextFromContext(ctx)
-			if !sc.IsValid() {
+			sc, ok := callSpan(ctx)
+			if !ok {
 				return nil
 			}
 			return logging.Fields{TraceIDKey, sc.TraceID().String(), SpanIDKey, sc.SpanID().String()}

@@ -160,11 +160,19 @@ func (t *Tracing) Shutdown() error {
 	return nil
 }
 
+// callSpan returns the span context of the call in ctx (the span the stats
+// handler started, or the caller's own), and whether there is a valid one:
+// where the logs' and exemplars' ids come from.
+func callSpan(ctx context.Context) (trace.SpanContext, bool) {
+	sc := trace.SpanContextFromContext(ctx)
+	return sc, sc.IsValid()
+}
+
 // TraceFields returns the zap fields trace_id and span_id of the span in
 // ctx, or none when ctx carries no valid span.
 func TraceFields(ctx context.Context) []zap.Field {
-	sc := trace.SpanContextFromContext(ctx)
-	if !sc.IsValid() {
+	sc, ok := callSpan(ctx)
+	if !ok {
 		return nil
 	}
 	return []zap.Field{zap.String(TraceIDKey, sc.TraceID().String()), zap.String(SpanIDKey, sc.SpanID().String())}
