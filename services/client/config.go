@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"time"
 
 	"example.com/grpc-metrics/services/internal/platform"
@@ -29,7 +30,7 @@ func (c Config) Validate() error {
 		return &platform.FieldError{Key: envPrefix + "_SERVER_ADDR", Value: `""`, Reason: "must not be empty"}
 	}
 	if !(c.Rate > 0 && c.Rate <= maxRate) { // also rejects NaN
-		return &platform.FieldError{Key: envPrefix + "_RATE", Value: c.Rate, Reason: "must be above 0 and at most 100000 calls per second"}
+		return &platform.FieldError{Key: envPrefix + "_RATE", Value: c.Rate, Reason: fmt.Sprintf("must be above 0 and at most %d calls per second", maxRate)}
 	}
 	if c.Concurrency < 1 {
 		return &platform.FieldError{Key: envPrefix + "_CONCURRENCY", Value: c.Concurrency, Reason: "must be at least 1"}
