@@ -16,11 +16,14 @@ import (
 	"testing"
 	"time"
 
-	"example.com/grpc-metrics/infra/proctest"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -31,6 +34,8 @@ import (
 	"k8s.io/client-go/tools/portforward"
 	"k8s.io/client-go/tools/remotecommand"
 	"k8s.io/client-go/transport/spdy"
+
+	"example.com/grpc-metrics/infra/proctest"
 )
 
 // cluster is the cluster of the current kube context.
@@ -305,4 +310,100 @@ func (c *cluster) exec(ctx context.Context, pod string, argv ...string) (stdout,
 	var out, errb bytes.Buffer
 	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &errb})
 	return out.String(), errb.String(), err
+}
+
+// apply applies o server-side, as kubectl apply --server-side does; with
+// dryRun the API server validates and admits it without storing it.
+func (c *cluster) apply(ctx context.Context, o *unstructured.Unstructured, dryRun bool) error {
+	gvk := o.GroupVersionKind()
+	mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		c.mapper.Reset() // a kind whose CRD was installed since discovery
+		mapping, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
+	}
+	data, err := o.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	var r dynamic.ResourceInterface = c.dynamic.Resource(mapping.Resource)
+	if o.GetNamespace() != "" {
+		r = c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace())
+	}
+	force := true
+	opts := metav1.PatchOptions{FieldManager: "e2e", Force: &force}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	if _, err := r.Patch(ctx, o.GetName(), types.ApplyPatchType, data, opts); err != nil {
+		return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
+	}
+	return nil
+}
+
+// deleteAll deletes objs, last first, and reports what it could not: the
+// cleanup of a check that installed them (the test's context is over by
+// then).
+func (c *cluster) deleteAll(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	background := metav1.DeletePropagationBackground
+	for _, o := range slices.Backward(objs) {
+		gvk := o.GroupVersionKind()
+		mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			if !meta.IsNoMatchError(err) { // its CRD is gone, and it with it
+				t.Errorf("delete %s %s: %v", gvk.Kind, o.GetName(), err)
+			}
+			continue
+		}
+		var r dynamic.ResourceInterface = c.dynamic.Resource(mapping.Resource)
+		if o.GetNamespace() != "" {
+			r = c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace())
+		}
+		if err := r.Delete(ctx, o.GetName(), metav1.DeleteOptions{PropagationPolicy: &background}); err != nil && !apierrors.IsNotFound(err) {
+			t.Errorf("delete %s %s: %v", gvk.Kind, o.GetName(), err)
+		}
+	}
+}
+
+// create creates o as it is.
+func (c *cluster) create(ctx context.Context, o *unstructured.Unstructured) error {
+	gvk := o.GroupVersionKind()
+	mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return err
+	}
+	if _, err := c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace()).Create(ctx, o, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create %s %s: %w", gvk.Kind, o.GetName(), err)
+	}
+	return nil
+}
+
+// execStdin runs argv in the pod's first container with stdin, the way
+// Tilt's live update does (websocket, SPDY when the upgrade fails), and
+// returns what it wrote.
+func (c *cluster) execStdin(ctx context.Context, pod string, stdin io.Reader, argv ...string) (string, error) {
+	req := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Command: argv, Stdin: stdin != nil, Stdout: true, Stderr: true}, scheme.ParameterCodec)
+	spdyExec, err := remotecommand.NewSPDYExecutor(c.config, http.MethodPost, req.URL())
+	if err != nil {
+		return "", err
+	}
+	wsExec, err := remotecommand.NewWebSocketExecutor(c.config, http.MethodGet, req.URL().String())
+	if err != nil {
+		return "", err
+	}
+	ex, err := remotecommand.NewFallbackExecutor(wsExec, spdyExec, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
+	if err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Stderr: &out})
+	return out.String(), err
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -150,34 +149,6 @@ func kubeconfigAs(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// tiltCommand runs tilt with args in dir with the environment env, and
-// returns its output.
-func tiltCommand(dir string, env []string, args ...string) (string, error) {
-	cmd := exec.Command(suite.tilt, args...)
-	cmd.Dir = dir
-	cmd.Env = env
-	out, err := cmd.CombinedOutput()
-	return string(out), err
-}
-
-// tiltDown runs tilt down for target, with its options, deleting its
-// namespace too.
-func tiltDown(t *testing.T, target tiltTarget) {
-	t.Helper()
-	out, err := tiltCommand(suite.root, target.env(), append([]string{"down", "--delete-namespaces"}, target.args(1, 10)...)...)
-	if err != nil {
-		t.Errorf("tilt down of %s: %v\n%s", target.ns, err, tail(out))
-	}
-}
-
-// tail is the end of a long output.
-func tail(out string) string {
-	if len(out) > 4000 {
-		return "..." + out[len(out)-4000:]
-	}
-	return out
 }
 
 // podStates maps each pod of namespace ns to its uid and its containers'

@@ -8,19 +8,12 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
-	"k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/tools/remotecommand"
 )
 
 // BenchmarkLiveUpdateCopy times what a live update's sync costs as a function
@@ -159,29 +152,4 @@ func medianDuration(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
-}
-
-// execStdin runs argv in the pod's first container with stdin, the way
-// Tilt's live update does (websocket, SPDY when the upgrade fails), and
-// returns what it wrote.
-func (c *cluster) execStdin(ctx context.Context, pod string, stdin io.Reader, argv ...string) (string, error) {
-	req := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Command: argv, Stdin: stdin != nil, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-	spdyExec, err := remotecommand.NewSPDYExecutor(c.config, http.MethodPost, req.URL())
-	if err != nil {
-		return "", err
-	}
-	wsExec, err := remotecommand.NewWebSocketExecutor(c.config, http.MethodGet, req.URL().String())
-	if err != nil {
-		return "", err
-	}
-	ex, err := remotecommand.NewFallbackExecutor(wsExec, spdyExec, func(err error) bool {
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-	})
-	if err != nil {
-		return "", err
-	}
-	var out bytes.Buffer
-	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Stderr: &out})
-	return out.String(), err
 }

@@ -3,18 +3,15 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -23,18 +20,9 @@ import (
 
 	"github.com/go-delve/delve/service/api"
 	"github.com/go-delve/delve/service/rpc2"
-	"github.com/google/pprof/profile"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"example.com/grpc-metrics/infra"
 	"example.com/grpc-metrics/infra/proctest"
-	"example.com/grpc-metrics/proto/foopb"
 )
 
 // The local ends of Tilt's port-forwards in debug mode (the Tiltfile's
@@ -378,21 +366,6 @@ func debugCall(t *testing.T, s *tiltSession, file string, line int, name, want s
 	}
 }
 
-// echoWait calls echo at addr on a new connection and waits for the answer
-// as long as ctx allows.
-func echoWait(ctx context.Context, addr, name string) (string, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	reply, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: name})
-	if err != nil {
-		return "", err
-	}
-	return reply.GetMessage(), nil
-}
-
 // hasStringField reports whether a field called field with the string value
 // want is among vars or their children.
 func hasStringField(vars []api.Variable, field, want string) bool {
@@ -405,161 +378,4 @@ func hasStringField(vars []api.Variable, field, want string) bool {
 		}
 	}
 	return false
-}
-
-// cpuProfile puts the server under ghz load through localhost:20000 and
-// takes a CPU profile through localhost:6060, by hand and with Tilt's "CPU
-// profile (10s)" button: both parse, and their samples include the echo
-// handler. The button's profile is served by the server-pprof resource.
-func cpuProfile(t *testing.T, s *tiltSession) {
-	t.Helper()
-	tools := filepath.Join(suite.root, "infra")
-	cmd := exec.Command("go", "tool", "-n", "ghz") // builds it, once
-	cmd.Dir = tools
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build ghz: %v", err)
-	}
-	ghz := proctest.StartIn(t, tools, strings.TrimSpace(string(out)), os.Environ(),
-		"--insecure", "--call", "foo.Foo/echo", "-d", `{"name":"profiled"}`,
-		"--rps", "1000", "-z", "60s", "-c", "8", serverGRPC)
-	defer ghz.Stop(time.Second)
-	// Calling: the server's count of answered calls grows by ghz's rate.
-	metrics := "http://" + serverMetrics + "/metrics"
-	n0, err := answeredCalls(metrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = poll(t.Context(), 30*time.Second, "ghz calling through "+serverGRPC, func(context.Context) (bool, string) {
-		n, err := answeredCalls(metrics)
-		return err == nil && n >= n0+300, fmt.Sprintf("%v calls answered, %v before (%v)", n, n0, err)
-	})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, ghz.Output())
-	}
-
-	resp, err := http.Get("http://" + serverPprof + "/debug/pprof/profile?seconds=10")
-	if err != nil {
-		t.Fatalf("CPU profile from %s: %v", serverPprof, err)
-	}
-	data, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("CPU profile from %s: %s, %v", serverPprof, resp.Status, err)
-	}
-	checkEchoSamples(t, "the profile taken by hand", data)
-
-	checkEchoSamples(t, "the button's profile", s.clickForProfile(t, "server-cpu-profile", 40*time.Second))
-
-	err = poll(t.Context(), 90*time.Second, "pprof's web UI at "+serverPprofUI+" serving the profile", func(context.Context) (bool, string) {
-		resp, err := http.Get("http://" + serverPprofUI + "/ui/")
-		if err != nil {
-			return false, err.Error()
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte("Echo")), resp.Status
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("server-pprof serves the button's profile at http://%s/ui/", serverPprofUI)
-}
-
-// clickForProfile clicks a profile button of the server and returns the
-// profile it saved as the latest, once it is there.
-func (s *tiltSession) clickForProfile(t *testing.T, button string, timeout time.Duration) []byte {
-	t.Helper()
-	latest := filepath.Join(s.dir, "build", "profiles", "server.pb.gz")
-	clicked := time.Now()
-	s.clickButton(t, button)
-	err := poll(t.Context(), timeout, "a new profile in "+latest+" after the click on "+button, func(context.Context) (bool, string) {
-		info, err := os.Stat(latest)
-		return err == nil && info.ModTime().After(clicked), fmt.Sprint(err)
-	})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, s.tilt(t, "logs", "server"))
-	}
-	data, err := os.ReadFile(latest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-// heapProfile clicks the server's "Heap profile" button: the profile it
-// saves parses and holds in-use memory samples.
-func heapProfile(t *testing.T, s *tiltSession) {
-	t.Helper()
-	heap, err := profile.ParseData(s.clickForProfile(t, "server-heap-profile", 30*time.Second))
-	if err != nil {
-		t.Fatalf("the heap profile does not parse: %v", err)
-	}
-	if !slices.ContainsFunc(heap.SampleType, func(st *profile.ValueType) bool { return st.Type == "inuse_space" }) || len(heap.Sample) == 0 {
-		t.Errorf("the heap profile has sample types %v and %d samples, want inuse_space and some", heap.SampleType, len(heap.Sample))
-	}
-	t.Logf("the heap button's profile: %d samples", len(heap.Sample))
-}
-
-// checkEchoSamples parses a CPU profile and checks that samples were taken
-// in the echo handler.
-func checkEchoSamples(t *testing.T, what string, data []byte) {
-	t.Helper()
-	p, err := profile.ParseData(data)
-	if err != nil {
-		t.Fatalf("%s does not parse: %v", what, err)
-	}
-	in := 0
-	for _, s := range p.Sample {
-		for _, loc := range s.Location {
-			if slices.ContainsFunc(loc.Line, func(l profile.Line) bool { return l.Function != nil && l.Function.Name == echoHandlerSym }) {
-				in++
-				break
-			}
-		}
-	}
-	t.Logf("%s: %d samples, %d of them in %s", what, len(p.Sample), in, echoHandlerSym)
-	if in == 0 {
-		t.Errorf("%s has no sample in %s", what, echoHandlerSym)
-	}
-}
-
-// clickButton clicks a button of the Tilt UI as the web UI does: it sets the
-// time of the last click in the status of the UIButton, through the API
-// server of the session's Tilt (its kubeconfig is in Tilt's own directory).
-func (s *tiltSession) clickButton(t *testing.T, name string) {
-	t.Helper()
-	dir := os.Getenv("TILT_DEV_DIR")
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			t.Fatal(err)
-		}
-		dir = filepath.Join(home, ".tilt-dev")
-	}
-	apiServer := "tilt-default" // Tilt's name for the API server of the default port
-	if tiltPort != 10350 {
-		apiServer = fmt.Sprintf("tilt-%d", tiltPort)
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
-		&clientcmd.ClientConfigLoadingRules{ExplicitPath: filepath.Join(dir, "config")},
-		&clientcmd.ConfigOverrides{CurrentContext: apiServer}).ClientConfig()
-	if err != nil {
-		t.Fatalf("Tilt's API server: %v", err)
-	}
-	dyn, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	buttons := dyn.Resource(schema.GroupVersionResource{Group: "tilt.dev", Version: "v1alpha1", Resource: "uibuttons"})
-	b, err := buttons.Get(t.Context(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("button %s: %v", name, err)
-	}
-	if err := unstructured.SetNestedField(b.Object, metav1.NowMicro().UTC().Format("2006-01-02T15:04:05.000000Z07:00"), "status", "lastClickedAt"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := buttons.UpdateStatus(t.Context(), b, metav1.UpdateOptions{}); err != nil {
-		t.Fatalf("click %s: %v", name, err)
-	}
 }

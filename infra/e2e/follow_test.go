@@ -244,16 +244,3 @@ func deleteServer(t *testing.T) []*unstructured.Unstructured {
 	}
 	return saved
 }
-
-// create creates o as it is.
-func (c *cluster) create(ctx context.Context, o *unstructured.Unstructured) error {
-	gvk := o.GroupVersionKind()
-	mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if err != nil {
-		return err
-	}
-	if _, err := c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace()).Create(ctx, o, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create %s %s: %w", gvk.Kind, o.GetName(), err)
-	}
-	return nil
-}

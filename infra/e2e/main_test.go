@@ -4,25 +4,18 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -127,20 +120,6 @@ func readSettings() (settings, error) {
 		s.rate = r
 	}
 	return s, nil
-}
-
-// tiltCI runs `tilt ci` in the repository and prints how long it took.
-func tiltCI() error {
-	began := time.Now()
-	// Two server pods, as in infra/base: the faults need a second one.
-	cmd := exec.Command(suite.tilt, append([]string{"ci", "--timeout", "10m"}, defaultTarget().args(2, suite.rate)...)...)
-	cmd.Dir = suite.root
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("tilt ci: %w", err)
-	}
-	fmt.Printf("e2e: tilt ci: every resource ready in %v\n", time.Since(began).Round(100*time.Millisecond))
-	return nil
 }
 
 // deployKustomize builds both program images for the nodes' architecture,
@@ -250,99 +229,4 @@ func renderBase(images map[string]string) ([]*unstructured.Unstructured, error) 
 		out = append(out, &unstructured.Unstructured{Object: m})
 	}
 	return out, nil
-}
-
-// ensureClientRate sets the client's rate and concurrency for the faults,
-// and waits for the rollout when that changed anything.
-func ensureClientRate(t *testing.T) {
-	t.Helper()
-	ctx := t.Context()
-	want := map[string]string{"CLIENT_RATE": strconv.Itoa(suite.rate), "CLIENT_CONCURRENCY": "4"}
-	d, err := suite.c.client.AppsV1().Deployments(namespace).Get(ctx, "client", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cont := d.Spec.Template.Spec.Containers[0]
-	var env []corev1.EnvVar
-	for k, v := range want {
-		found := false
-		for _, e := range cont.Env {
-			found = found || (e.Name == k && e.Value == v)
-		}
-		if !found {
-			env = append(env, corev1.EnvVar{Name: k, Value: v})
-		}
-	}
-	if len(env) == 0 {
-		return
-	}
-	patchJSON, err := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
-		"containers": []map[string]any{{"name": cont.Name, "env": env}}}}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := suite.c.client.AppsV1().Deployments(namespace).Patch(ctx, "client", types.StrategicMergePatchType, patchJSON, metav1.PatchOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := suite.c.waitRollout(ctx, "client", 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// apply applies o server-side, as kubectl apply --server-side does; with
-// dryRun the API server validates and admits it without storing it.
-func (c *cluster) apply(ctx context.Context, o *unstructured.Unstructured, dryRun bool) error {
-	gvk := o.GroupVersionKind()
-	mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if meta.IsNoMatchError(err) {
-		c.mapper.Reset() // a kind whose CRD was installed since discovery
-		mapping, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	}
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
-	}
-	data, err := o.MarshalJSON()
-	if err != nil {
-		return err
-	}
-	var r dynamic.ResourceInterface = c.dynamic.Resource(mapping.Resource)
-	if o.GetNamespace() != "" {
-		r = c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace())
-	}
-	force := true
-	opts := metav1.PatchOptions{FieldManager: "e2e", Force: &force}
-	if dryRun {
-		opts.DryRun = []string{metav1.DryRunAll}
-	}
-	if _, err := r.Patch(ctx, o.GetName(), types.ApplyPatchType, data, opts); err != nil {
-		return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
-	}
-	return nil
-}
-
-// deleteAll deletes objs, last first, and reports what it could not: the
-// cleanup of a check that installed them (the test's context is over by
-// then).
-func (c *cluster) deleteAll(t *testing.T, objs []*unstructured.Unstructured) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	background := metav1.DeletePropagationBackground
-	for _, o := range slices.Backward(objs) {
-		gvk := o.GroupVersionKind()
-		mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			if !meta.IsNoMatchError(err) { // its CRD is gone, and it with it
-				t.Errorf("delete %s %s: %v", gvk.Kind, o.GetName(), err)
-			}
-			continue
-		}
-		var r dynamic.ResourceInterface = c.dynamic.Resource(mapping.Resource)
-		if o.GetNamespace() != "" {
-			r = c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace())
-		}
-		if err := r.Delete(ctx, o.GetName(), metav1.DeleteOptions{PropagationPolicy: &background}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("delete %s %s: %v", gvk.Kind, o.GetName(), err)
-		}
-	}
 }

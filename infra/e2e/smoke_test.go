@@ -4,9 +4,7 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -15,13 +13,10 @@ import (
 	"github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"example.com/grpc-metrics/infra"
 	"example.com/grpc-metrics/infra/dashboards"
 	"example.com/grpc-metrics/infra/promcheck"
-	"example.com/grpc-metrics/proto/foopb"
 )
 
 // smokeTimeout bounds the wait for scrapes and data: a fresh deployment
@@ -200,39 +195,4 @@ func missingTargets(ctx context.Context, t *testing.T, papi promv1.API, job stri
 		}
 	}
 	return missing
-}
-
-// echo calls foo.Foo/echo at addr on a new connection.
-func echo(ctx context.Context, addr, name string) (string, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	reply, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: name})
-	if err != nil {
-		return "", err
-	}
-	return reply.GetMessage(), nil
-}
-
-// getJSON decodes the JSON answer of a GET; a status other than 200 is an error.
-func getJSON(ctx context.Context, url string, into any) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(into)
 }
