@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"example.com/grpc-metrics/proto/foopb"
 	"example.com/grpc-metrics/services/internal/platform"
 )
 
@@ -71,14 +74,46 @@ func TestCallInterceptor(t *testing.T) {
 				t.Errorf("logged %v %q, want %v %q", e.Level, e.Message, tt.wantLevel, tt.wantMsg)
 			}
 			fields := e.ContextMap()
-			want := map[string]any{platform.TraceIDKey: "ab000000000000000000000000000007", platform.SpanIDKey: "0000000000000009", "method": "/foo.Foo/echo", "peer": "10.0.0.9:4242", "code": status.Code(tt.err).String()}
-			for k, v := range want {
-				if got := fields[k]; got != v {
-					t.Errorf("field %s = %v, want %v", k, got, v)
-				}
+			if _, err := time.ParseDuration(fmt.Sprint(fields["duration"])); err != nil {
+				t.Errorf("duration field %v: %v", fields["duration"], err)
 			}
-			if _, ok := fields["duration"]; !ok {
-				t.Error("no duration field")
+			delete(fields, "duration")
+			want := map[string]any{platform.TraceIDKey: "ab000000000000000000000000000007", platform.SpanIDKey: "0000000000000009", "method": "/foo.Foo/echo", "peer": "10.0.0.9:4242", "code": status.Code(tt.err).String()}
+			if tt.err != nil {
+				want["error"] = status.Convert(tt.err).Message()
+			}
+			if diff := cmp.Diff(want, fields); diff != "" {
+				t.Errorf("fields (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestCallLogs: at debug level every call is logged, with its method, code
+// and duration; at info none is (nor is the logging interceptor installed).
+func TestCallLogs(t *testing.T) {
+	for _, level := range []zapcore.Level{zapcore.DebugLevel, zapcore.InfoLevel} {
+		t.Run(level.String(), func(t *testing.T) {
+			core, logs := observer.New(level)
+			if _, err := startServer(t, testConfig(), zap.New(core)).foo.Echo(testContext(t), &foopb.EchoRequest{Name: "n"}); err != nil {
+				t.Fatal(err)
+			}
+			calls := logs.FilterField(zap.String("grpc.method", "echo")).All()
+			if level != zapcore.DebugLevel {
+				if len(calls) != 0 {
+					t.Errorf("call log lines at %v: %v, want none", level, calls)
+				}
+				return
+			}
+			if len(calls) != 1 {
+				t.Fatalf("%d call log lines at debug, want 1: %v", len(calls), logs.All())
+			}
+			fields := calls[0].ContextMap()
+			if calls[0].Level != zapcore.DebugLevel || fields["grpc.service"] != "foo.Foo" || fields["grpc.code"] != "OK" {
+				t.Errorf("call log = %v %v, want debug with grpc.service foo.Foo and grpc.code OK", calls[0].Level, fields)
+			}
+			if _, err := time.ParseDuration(fmt.Sprint(fields["grpc.duration"])); err != nil {
+				t.Errorf("call log grpc.duration = %v, want a duration: %v", fields["grpc.duration"], err)
 			}
 		})
 	}

@@ -129,26 +129,6 @@ func TestShutdownSequence(t *testing.T) {
 	}
 }
 
-// TestShutdownWithoutDelay is a restart in place: with no delay configured the
-// drain starts at once and, with nothing in flight, serve returns at once.
-func TestShutdownWithoutDelay(t *testing.T) {
-	noLeaks(t)
-
-	cfg := testConfig()
-	cfg.ShutdownDelay, cfg.ShutdownTimeout = 0, 10*time.Second
-	s := startServe(t, cfg, zaptest.NewLogger(t))
-	conn := dial(t, s.grpc)
-	callCtx, callCancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer callCancel()
-	if _, err := foopb.NewFooClient(conn).Echo(callCtx, &foopb.EchoRequest{Name: "x"}); err != nil {
-		t.Fatalf("echo: %v", err)
-	}
-	s.stop()
-	if took := s.wait(t); took > 500*time.Millisecond {
-		t.Errorf("shutdown with nothing in flight took %v, want well under a second", took)
-	}
-}
-
 // served is serve running on loopback listeners.
 type served struct {
 	grpc, metrics string // addresses
