@@ -10,13 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
-	"go.uber.org/zap/zaptest/observer"
 )
 
 func TestMetricsServer(t *testing.T) {
@@ -78,26 +74,6 @@ func TestMetricsServer(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Errorf("Serve after Shutdown = %v, want nil", err)
-	}
-}
-
-func TestInterceptorLogger(t *testing.T) {
-	core, logs := observer.New(zapcore.InfoLevel)
-	l := InterceptorLogger(zap.New(core))
-	l.Log(t.Context(), logging.LevelDebug, "dropped below the level", "k", "v")
-	l.Log(t.Context(), logging.LevelWarn, "finished call", "grpc.method", "echo", "grpc.code", "OK", "odd")
-
-	entries := logs.All()
-	if len(entries) != 1 {
-		t.Fatalf("logged %d entries, want 1 (debug is below info): %v", len(entries), entries)
-	}
-	e := entries[0]
-	if e.Message != "finished call" || e.Level != zapcore.WarnLevel {
-		t.Errorf("entry = %q at %v, want %q at warn", e.Message, e.Level, "finished call")
-	}
-	fields := e.ContextMap()
-	if fields["grpc.method"] != "echo" || fields["grpc.code"] != "OK" || len(fields) != 2 {
-		t.Errorf("fields = %v, want grpc.method=echo grpc.code=OK and no dangling key", fields)
 	}
 }
 

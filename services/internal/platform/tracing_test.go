@@ -1,7 +1,9 @@
 package platform
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -50,88 +52,66 @@ func TestNewTracingBadEnv(t *testing.T) {
 	}
 }
 
-// TestTracingResource: the service name is the program's unless
+// TestTracing: OTEL_TRACES_EXPORTER chooses the exporter; unset, the
+// program exports only when an OTLP endpoint is set, and without export
+// nothing is logged about tracing. The service name is the program's unless
 // OTEL_SERVICE_NAME says otherwise; OTEL_RESOURCE_ATTRIBUTES are added.
-func TestTracingResource(t *testing.T) {
+// Spans have trace ids for the logs and exemplars either way.
+func TestTracing(t *testing.T) {
+	const endpoint = "http://127.0.0.1:4318"
 	tests := []struct {
-		name        string
 		env         map[string]string
-		wantService string
-		wantAttr    string // key=value among the span's resource attributes
+		wantExport  bool
+		wantService string // "" for the program's
+		wantAttr    string // key=value among the resource attributes
 	}{
-		{name: "default", wantService: "server"},
-		{name: "service name", env: map[string]string{"OTEL_SERVICE_NAME": "echo-server"}, wantService: "echo-server"},
-		{name: "attributes", env: map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=server-1"}, wantService: "server", wantAttr: "k8s.pod.name=server-1"},
+		{},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantExport: true},
+		{env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}, wantExport: true},
+		{env: map[string]string{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}},
+		{env: map[string]string{"OTEL_TRACES_EXPORTER": "otlp"}, wantExport: true}, // to the specification's default endpoint
+		{env: map[string]string{"OTEL_TRACES_EXPORTER": " OTLP ", "OTEL_SERVICE_NAME": "echo-server", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}, wantExport: true, wantService: "echo-server"},
+		{env: map[string]string{"OTEL_SERVICE_NAME": "echo-server"}, wantService: "echo-server"},
+		{env: map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "k8s.pod.name=server-1"}, wantAttr: "k8s.pod.name=server-1"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
+		t.Run(fmt.Sprint(tt.env), func(t *testing.T) {
+			for _, k := range []string{"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"} {
+				t.Setenv(k, tt.env[k])
 			}
+			core, logs := observer.New(zapcore.DebugLevel)
 			spans := tracetest.NewSpanRecorder()
-			tr, err := NewTracing(t.Context(), "server", zap.NewNop(), sdktrace.WithSpanProcessor(spans))
+			tr, err := NewTracing(t.Context(), "server", zap.New(core), sdktrace.WithSpanProcessor(spans))
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, span := tr.Tracer("test").Start(t.Context(), "op")
-			span.End()
-			if err := tr.Shutdown(); err != nil {
-				t.Fatal(err)
+			ctx, span := tr.Tracer("test").Start(t.Context(), "op")
+			fields := TraceFields(ctx)
+			if len(fields) != 2 || len(fields[0].String) != 32 || len(fields[1].String) != 16 || TraceExemplar(ctx)[TraceIDKey] != fields[0].String {
+				t.Errorf("TraceFields = %v, TraceExemplar = %v; want a 32-digit trace_id, a 16-digit span_id and the same trace id", fields, TraceExemplar(ctx))
 			}
 			attrs := map[string]string{}
-			for _, kv := range spans.Ended()[0].Resource().Attributes() {
-				attrs[string(kv.Key)] = kv.Value.Emit()
+			if exported := logs.FilterMessage("exporting traces over OTLP").All(); tt.wantExport {
+				// The span is not ended: nothing is sent to the endpoint.
+				if len(exported) != 1 || logs.Len() != 1 {
+					t.Fatalf("logged %v, want one line about the export", logs.All())
+				}
+				attrs["service.name"] = fmt.Sprint(exported[0].ContextMap()["service"])
+			} else {
+				span.End()
+				if logs.Len() != 0 {
+					t.Errorf("logged %v, want nothing", logs.All())
+				}
+				for _, kv := range spans.Ended()[0].Resource().Attributes() {
+					attrs[string(kv.Key)] = kv.Value.Emit()
+				}
 			}
-			if attrs["service.name"] != tt.wantService {
-				t.Errorf("service.name = %q, want %q", attrs["service.name"], tt.wantService)
+			tr.Shutdown() //nolint:errcheck // nothing was queued for export
+			if want := cmp.Or(tt.wantService, "server"); attrs["service.name"] != want {
+				t.Errorf("service.name = %q, want %q", attrs["service.name"], want)
 			}
 			if k, v, ok := strings.Cut(tt.wantAttr, "="); ok && attrs[k] != v {
 				t.Errorf("resource attribute %s = %q, want %q", k, attrs[k], v)
-			}
-		})
-	}
-}
-
-// TestExporter: OTEL_TRACES_EXPORTER chooses; unset, the program exports
-// only when an OTLP endpoint is set. Without export nothing is logged about
-// tracing, and spans still have trace ids for the logs and exemplars.
-func TestExporter(t *testing.T) {
-	const endpoint = "http://127.0.0.1:4318"
-	tests := []struct {
-		exporter, endpoint string
-		want               bool
-	}{
-		{exporter: "", endpoint: "", want: false},
-		{exporter: "", endpoint: endpoint, want: true},
-		{exporter: "none", endpoint: endpoint, want: false},
-		{exporter: "otlp", endpoint: "", want: true}, // to the specification's default endpoint
-		{exporter: " OTLP ", endpoint: endpoint, want: true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.exporter+" "+tt.endpoint, func(t *testing.T) {
-			t.Setenv("OTEL_TRACES_EXPORTER", tt.exporter)
-			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", tt.endpoint)
-			t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
-			core, logs := observer.New(zapcore.DebugLevel)
-			tr, err := NewTracing(t.Context(), "client", zap.New(core))
-			if err != nil {
-				t.Fatal(err)
-			}
-			lines := 0 // "exporting traces over OTLP", and nothing else
-			if tt.want {
-				lines = 1
-			}
-			if n := logs.FilterMessage("exporting traces over OTLP").Len(); n != lines || logs.Len() != lines {
-				t.Errorf("exporting: logged %v, want %d line about it", logs.All(), lines)
-			}
-			ctx, _ := tr.Tracer("test").Start(t.Context(), "op") // never ended: nothing to export
-			tr.Shutdown()                                        //nolint:errcheck // nothing was queued
-			fields := TraceFields(ctx)
-			if len(fields) != 2 || len(fields[0].String) != 32 || len(fields[1].String) != 16 {
-				t.Errorf("TraceFields = %v, want a 32-digit trace_id and a 16-digit span_id", fields)
-			}
-			if got := TraceExemplar(ctx)[TraceIDKey]; got != fields[0].String {
-				t.Errorf("TraceExemplar = %q, want the trace id %q", got, fields[0].String)
 			}
 		})
 	}
