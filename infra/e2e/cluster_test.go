@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -96,13 +97,39 @@ func (c *cluster) runningPodsIn(ctx context.Context, ns, app string) ([]corev1.P
 	return out, nil
 }
 
-// readyPods returns the running pods of app whose Ready condition is true.
-func (c *cluster) readyPods(ctx context.Context, app string) ([]corev1.Pod, error) {
-	pods, err := c.runningPods(ctx, app)
-	if err != nil {
-		return nil, err
+// mustPods returns the running pods of app in ns, sorted by name, only the
+// ready ones if ready; it fails the test when there is none, or with
+// want > 0 when there are not want.
+func mustPods(t testing.TB, ns, app string, ready bool, want int) []corev1.Pod {
+	t.Helper()
+	pods, err := suite.c.runningPodsIn(t.Context(), ns, app)
+	what := "running"
+	if ready {
+		what, pods = "ready", slices.DeleteFunc(pods, func(p corev1.Pod) bool { return !podReady(&p) })
 	}
-	return slices.DeleteFunc(pods, func(p corev1.Pod) bool { return !podReady(&p) }), nil
+	if err != nil || len(pods) == 0 || (want > 0 && len(pods) != want) {
+		t.Fatalf("want %d %s %s pods in %s (0: any but none), have %d (%v)", want, what, app, ns, len(pods), err)
+	}
+	return pods
+}
+
+// followLog streams the log of pod ns/pod from now on and hands each line to
+// line, until the test ends.
+func followLog(t testing.TB, ns, pod string, line func([]byte)) {
+	t.Helper()
+	now := metav1.Now()
+	stream, err := suite.c.client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Follow: true, SinceTime: &now}).Stream(t.Context())
+	if err != nil {
+		t.Fatalf("follow the log of %s: %v", pod, err)
+	}
+	t.Cleanup(func() { stream.Close() })
+	go func() {
+		sc := bufio.NewScanner(stream)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			line(sc.Bytes())
+		}
+	}()
 }
 
 func podReady(p *corev1.Pod) bool {
@@ -189,41 +216,35 @@ func rolloutState(d *appsv1.Deployment) string {
 	return ""
 }
 
-// forward is a port-forward to one pod, through the API server, that
-// outlives the restarts of the pod's processes: client-go, like kubectl,
+// forward is a port-forward to one port of a pod, through the API server,
+// that outlives the restarts of the pod's processes: client-go, like kubectl,
 // drops the whole forward when one connection finds the pod's port closed, so
-// the forward starts again on the same local ports.
+// the forward starts again on the same local port.
 type forward struct {
-	addr map[int]string // pod port -> local host:port
+	addr string // the local host:port
 
 	mu   sync.Mutex
 	stop chan struct{} // of the current forwarder
 	done bool
 }
 
-// portForward forwards free loopback ports to the ports of a pod of the echo
-// namespace until the test ends.
-func (c *cluster) portForward(t testing.TB, pod string, ports ...int) *forward {
+// portForward forwards a free loopback port to port of a pod of the echo
+// namespace until the test ends, and returns the local address.
+func (c *cluster) portForward(t testing.TB, pod string, port int) string {
 	t.Helper()
-	return c.portForwardIn(t, namespace, pod, ports...)
+	return c.portForwardIn(t, namespace, pod, port)
 }
 
 // portForwardIn is portForward to a pod of namespace ns.
-func (c *cluster) portForwardIn(t testing.TB, ns, pod string, ports ...int) *forward {
+func (c *cluster) portForwardIn(t testing.TB, ns, pod string, port int) string {
 	t.Helper()
-	f := &forward{addr: map[int]string{}}
-	specs := make([]string, len(ports))
-	for i, p := range ports {
-		specs[i] = fmt.Sprintf("0:%d", p)
-	}
-	died, err := f.start(c, ns, pod, specs)
+	f := &forward{}
+	died, err := f.start(c, ns, pod, fmt.Sprintf("0:%d", port))
 	if err != nil {
 		t.Fatalf("port-forward to pod %s: %v", pod, err)
 	}
-	for i, p := range ports {
-		_, port, _ := net.SplitHostPort(f.addr[p])
-		specs[i] = port + ":" + strconv.Itoa(p)
-	}
+	_, local, _ := net.SplitHostPort(f.addr)
+	spec := local + ":" + strconv.Itoa(port)
 	go func() {
 		for {
 			<-died
@@ -234,7 +255,7 @@ func (c *cluster) portForwardIn(t testing.TB, ns, pod string, ports ...int) *for
 				if stopped {
 					return
 				}
-				if died, err = f.start(c, ns, pod, specs); err == nil {
+				if died, err = f.start(c, ns, pod, spec); err == nil {
 					break
 				}
 				time.Sleep(100 * time.Millisecond)
@@ -242,12 +263,12 @@ func (c *cluster) portForwardIn(t testing.TB, ns, pod string, ports ...int) *for
 		}
 	}()
 	t.Cleanup(f.close)
-	return f
+	return f.addr
 }
 
-// start runs one forwarder for specs (LOCAL:REMOTE) and records the local
-// addresses; the channel it returns is closed when that forwarder ends.
-func (f *forward) start(c *cluster, ns, pod string, specs []string) (<-chan struct{}, error) {
+// start runs one forwarder for spec (LOCAL:REMOTE) and records the local
+// address; the channel it returns is closed when that forwarder ends.
+func (f *forward) start(c *cluster, ns, pod, spec string) (<-chan struct{}, error) {
 	transport, upgrader, err := spdy.RoundTripperFor(c.config)
 	if err != nil {
 		return nil, err
@@ -255,7 +276,7 @@ func (f *forward) start(c *cluster, ns, pod string, specs []string) (<-chan stru
 	url := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(ns).Name(pod).SubResource("portforward").URL()
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
 	stop, ready, died := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, specs, stop, ready, io.Discard, io.Discard)
+	pf, err := portforward.NewOnAddresses(dialer, []string{"127.0.0.1"}, []string{spec}, stop, ready, io.Discard, io.Discard)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +306,7 @@ func (f *forward) start(c *cluster, ns, pod string, specs []string) (<-chan stru
 	}
 	f.stop = stop
 	for _, p := range fwd {
-		f.addr[int(p.Remote)] = fmt.Sprintf("127.0.0.1:%d", p.Local)
+		f.addr = fmt.Sprintf("127.0.0.1:%d", p.Local)
 	}
 	return died, nil
 }
@@ -299,38 +320,34 @@ func (f *forward) close() {
 	}
 }
 
-// exec runs argv in the pod's first container and returns its output.
-func (c *cluster) exec(ctx context.Context, pod string, argv ...string) (stdout, stderr string, err error) {
-	req := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Command: argv, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-	ex, err := remotecommand.NewSPDYExecutor(c.config, http.MethodPost, req.URL())
-	if err != nil {
-		return "", "", err
+// resource is the API of o's kind, in o's namespace if it has one. A kind
+// whose CRD was installed since discovery is found by discovering again.
+func (c *cluster) resource(o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	gvk := o.GroupVersionKind()
+	mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		c.mapper.Reset()
+		mapping, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	}
-	var out, errb bytes.Buffer
-	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdout: &out, Stderr: &errb})
-	return out.String(), errb.String(), err
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
+	}
+	if o.GetNamespace() != "" {
+		return c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace()), nil
+	}
+	return c.dynamic.Resource(mapping.Resource), nil
 }
 
 // apply applies o server-side, as kubectl apply --server-side does; with
 // dryRun the API server validates and admits it without storing it.
 func (c *cluster) apply(ctx context.Context, o *unstructured.Unstructured, dryRun bool) error {
-	gvk := o.GroupVersionKind()
-	mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	if meta.IsNoMatchError(err) {
-		c.mapper.Reset() // a kind whose CRD was installed since discovery
-		mapping, err = c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-	}
+	r, err := c.resource(o)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", gvk.Kind, o.GetName(), err)
+		return err
 	}
 	data, err := o.MarshalJSON()
 	if err != nil {
 		return err
-	}
-	var r dynamic.ResourceInterface = c.dynamic.Resource(mapping.Resource)
-	if o.GetNamespace() != "" {
-		r = c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace())
 	}
 	force := true
 	opts := metav1.PatchOptions{FieldManager: "e2e", Force: &force}
@@ -338,7 +355,7 @@ func (c *cluster) apply(ctx context.Context, o *unstructured.Unstructured, dryRu
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	if _, err := r.Patch(ctx, o.GetName(), types.ApplyPatchType, data, opts); err != nil {
-		return fmt.Errorf("apply %s %s: %w", gvk.Kind, o.GetName(), err)
+		return fmt.Errorf("apply %s %s: %w", o.GetKind(), o.GetName(), err)
 	}
 	return nil
 }
@@ -352,58 +369,52 @@ func (c *cluster) deleteAll(t *testing.T, objs []*unstructured.Unstructured) {
 	defer cancel()
 	background := metav1.DeletePropagationBackground
 	for _, o := range slices.Backward(objs) {
-		gvk := o.GroupVersionKind()
-		mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		r, err := c.resource(o)
 		if err != nil {
 			if !meta.IsNoMatchError(err) { // its CRD is gone, and it with it
-				t.Errorf("delete %s %s: %v", gvk.Kind, o.GetName(), err)
+				t.Errorf("delete %v", err)
 			}
 			continue
 		}
-		var r dynamic.ResourceInterface = c.dynamic.Resource(mapping.Resource)
-		if o.GetNamespace() != "" {
-			r = c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace())
-		}
 		if err := r.Delete(ctx, o.GetName(), metav1.DeleteOptions{PropagationPolicy: &background}); err != nil && !apierrors.IsNotFound(err) {
-			t.Errorf("delete %s %s: %v", gvk.Kind, o.GetName(), err)
+			t.Errorf("delete %s %s: %v", o.GetKind(), o.GetName(), err)
 		}
 	}
 }
 
 // create creates o as it is.
 func (c *cluster) create(ctx context.Context, o *unstructured.Unstructured) error {
-	gvk := o.GroupVersionKind()
-	mapping, err := c.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	r, err := c.resource(o)
 	if err != nil {
 		return err
 	}
-	if _, err := c.dynamic.Resource(mapping.Resource).Namespace(o.GetNamespace()).Create(ctx, o, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create %s %s: %w", gvk.Kind, o.GetName(), err)
+	if _, err := r.Create(ctx, o, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create %s %s: %w", o.GetKind(), o.GetName(), err)
 	}
 	return nil
 }
 
-// execStdin runs argv in the pod's first container with stdin, the way
-// Tilt's live update does (websocket, SPDY when the upgrade fails), and
-// returns what it wrote.
-func (c *cluster) execStdin(ctx context.Context, pod string, stdin io.Reader, argv ...string) (string, error) {
+// exec runs argv in the pod's first container with stdin (nil for none),
+// the way Tilt's live update does (websocket, SPDY when the upgrade fails),
+// and returns its output.
+func (c *cluster) exec(ctx context.Context, pod string, stdin io.Reader, argv ...string) (stdout, stderr string, err error) {
 	req := c.client.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
 		VersionedParams(&corev1.PodExecOptions{Command: argv, Stdin: stdin != nil, Stdout: true, Stderr: true}, scheme.ParameterCodec)
 	spdyExec, err := remotecommand.NewSPDYExecutor(c.config, http.MethodPost, req.URL())
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	wsExec, err := remotecommand.NewWebSocketExecutor(c.config, http.MethodGet, req.URL().String())
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	ex, err := remotecommand.NewFallbackExecutor(wsExec, spdyExec, func(err error) bool {
 		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
 	})
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
-	var out bytes.Buffer
-	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Stderr: &out})
-	return out.String(), err
+	var out, errb bytes.Buffer
+	err = ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Stderr: &errb})
+	return out.String(), errb.String(), err
 }

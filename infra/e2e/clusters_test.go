@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -179,15 +178,7 @@ func podStates(t *testing.T, ns string) map[string]string {
 func checkOwnNamespace(t *testing.T, ns string) {
 	t.Helper()
 	ctx := t.Context()
-	proms, err := suite.c.runningPodsIn(ctx, ns, "prometheus")
-	if err != nil || len(proms) != 1 {
-		t.Fatalf("want one prometheus pod in %s, have %d (%v)", ns, len(proms), err)
-	}
-	pc, err := api.NewClient(api.Config{Address: "http://" + suite.c.portForwardIn(t, ns, proms[0].Name, 9090).addr[9090]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	papi := promv1.NewAPI(pc)
+	papi := prometheusAt(t, ns, mustPods(t, ns, "prometheus", false, 1)[0].Name)
 	var want []string
 	for _, app := range []string{"server", "client"} {
 		pods, err := suite.c.runningPodsIn(ctx, ns, app)
@@ -200,7 +191,7 @@ func checkOwnNamespace(t *testing.T, ns string) {
 	}
 	slices.Sort(want)
 	var up, elsewhere []string
-	err = poll(ctx, time.Minute, ns+"'s Prometheus scraping exactly its pods", func(ctx context.Context) (bool, string) {
+	err := poll(ctx, time.Minute, ns+"'s Prometheus scraping exactly its pods", func(ctx context.Context) (bool, string) {
 		targets, err := papi.Targets(ctx)
 		if err != nil {
 			return false, err.Error()
@@ -222,11 +213,7 @@ func checkOwnNamespace(t *testing.T, ns string) {
 	if err != nil {
 		t.Errorf("%s: Prometheus scrapes %v up, targets in other namespaces %v; want exactly its pods %v", ns, up, elsewhere, want)
 	}
-	servers, err := suite.c.runningPodsIn(ctx, ns, "server")
-	if err != nil || len(servers) == 0 {
-		t.Fatalf("no running server in %s (%v)", ns, err)
-	}
-	addr := suite.c.portForwardIn(t, ns, servers[0].Name, 20000).addr[20000]
+	addr := suite.c.portForwardIn(t, ns, mustPods(t, ns, "server", false, 0)[0].Name, 20000)
 	if reply, err := echo(ctx, addr, ns); err != nil || reply != ns {
 		t.Errorf("%s: the server answers %q, %v", ns, reply, err)
 	}

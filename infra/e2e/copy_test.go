@@ -29,11 +29,7 @@ import (
 func BenchmarkLiveUpdateCopy(b *testing.B) {
 	c := suite.c
 	ctx := b.Context()
-	pods, err := c.runningPods(ctx, "server")
-	if err != nil || len(pods) == 0 {
-		b.Fatalf("no running server pod to copy into (%v)", err)
-	}
-	pod := pods[0].Name
+	pod := mustPods(b, namespace, "server", false, 0)[0].Name
 	binary := filepath.Join(b.TempDir(), "server")
 	build := exec.CommandContext(ctx, filepath.Join(suite.root, "scripts", "build"), "server", binary)
 	build.Dir = suite.root
@@ -47,7 +43,7 @@ func BenchmarkLiveUpdateCopy(b *testing.B) {
 	}
 	const dst = "app/copy-bench" // beside the program: the directory a live update writes
 	b.Cleanup(func() {
-		_, _ = c.execStdin(context.Background(), pod, nil, "rm", "-f", "/"+dst, "/"+dst+".gz")
+		_, _, _ = c.exec(context.Background(), pod, nil, "rm", "-f", "/"+dst, "/"+dst+".gz")
 	})
 
 	const mb = 1_000_000
@@ -61,13 +57,13 @@ func BenchmarkLiveUpdateCopy(b *testing.B) {
 	var gzSize int
 	for b.Loop() {
 		start := time.Now()
-		if _, err := c.execStdin(ctx, pod, nil, "true"); err != nil {
+		if _, _, err := c.exec(ctx, pod, nil, "true"); err != nil {
 			b.Fatalf("exec true: %v", err)
 		}
 		fixed = append(fixed, time.Since(start))
 		for i, a := range archives {
 			start := time.Now()
-			if out, err := c.execStdin(ctx, pod, bytes.NewReader(a), "tar", "-C", "/", "-x", "-f", "-"); err != nil {
+			if _, out, err := c.exec(ctx, pod, bytes.NewReader(a), "tar", "-C", "/", "-x", "-f", "-"); err != nil {
 				b.Fatalf("copy %d bytes: %v %s", sizes[i], err, out)
 			}
 			copies[i] = append(copies[i], time.Since(start))
@@ -85,12 +81,12 @@ func BenchmarkLiveUpdateCopy(b *testing.B) {
 		compress = append(compress, time.Since(start))
 		gzSize = gz.Len()
 		start = time.Now()
-		if out, err := c.execStdin(ctx, pod, bytes.NewReader(archive), "tar", "-C", "/", "-x", "-f", "-"); err != nil {
+		if _, out, err := c.exec(ctx, pod, bytes.NewReader(archive), "tar", "-C", "/", "-x", "-f", "-"); err != nil {
 			b.Fatalf("copy the compressed binary: %v %s", err, out)
 		}
 		gzCopy = append(gzCopy, time.Since(start))
 		start = time.Now()
-		if out, err := c.execStdin(ctx, pod, nil, "sh", "-c", "gunzip -c /"+dst+".gz > /"+dst); err != nil {
+		if _, out, err := c.exec(ctx, pod, nil, "sh", "-c", "gunzip -c /"+dst+".gz > /"+dst); err != nil {
 			b.Fatalf("unpack: %v %s", err, out)
 		}
 		unpack = append(unpack, time.Since(start))
@@ -98,7 +94,7 @@ func BenchmarkLiveUpdateCopy(b *testing.B) {
 
 	row := func(what string, d []time.Duration) {
 		lo, hi := slices.Min(d), slices.Max(d)
-		b.Logf("%-44s median %4.0f ms [%4.0f, %4.0f] of %d", what, ms(medianDuration(d)), ms(lo), ms(hi), len(d))
+		b.Logf("%-44s median %4.0f ms [%4.0f, %4.0f] of %d", what, ms(median(d)), ms(lo), ms(hi), len(d))
 	}
 	b.Logf("pod %s, %d rounds", pod, len(fixed))
 	row("exec of `true` (the part size does not change)", fixed)
@@ -110,15 +106,15 @@ func BenchmarkLiveUpdateCopy(b *testing.B) {
 		row(what, copies[i])
 	}
 	// The slope, from the smallest to the largest file.
-	first, last := medianDuration(copies[0]), medianDuration(copies[len(sizes)-1])
+	first, last := median(copies[0]), median(copies[len(sizes)-1])
 	perMB := ms(last-first) / (float64(sizes[len(sizes)-1]-sizes[0]) / mb)
 	b.Logf("copy: %.1f ms per MB beyond a fixed %.0f ms", perMB, ms(first)-perMB*float64(sizes[0])/mb)
 	row(fmt.Sprintf("gzip -1 of the server on the host (%.1f MB)", float64(gzSize)/mb), compress)
 	row("copy of it", gzCopy)
 	row("gunzip in the pod", unpack)
 	b.ReportMetric(perMB, "ms/MB")
-	b.ReportMetric(ms(medianDuration(copies[slices.Index(sizes, len(program))])), "server-copy-ms")
-	b.ReportMetric(ms(medianDuration(compress)+medianDuration(gzCopy)+medianDuration(unpack)), "gzip-path-ms")
+	b.ReportMetric(ms(median(copies[slices.Index(sizes, len(program))])), "server-copy-ms")
+	b.ReportMetric(ms(median(compress)+median(gzCopy)+median(unpack)), "gzip-path-ms")
 }
 
 // cut returns the first n bytes of data repeated as often as needed.
@@ -147,9 +143,3 @@ func tarOf(b *testing.B, path string, data []byte) []byte {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-func medianDuration(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
-}

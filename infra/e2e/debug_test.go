@@ -20,9 +20,6 @@ import (
 
 	"github.com/go-delve/delve/service/api"
 	"github.com/go-delve/delve/service/rpc2"
-
-	"example.com/grpc-metrics/infra"
-	"example.com/grpc-metrics/infra/proctest"
 )
 
 // The local ends of Tilt's port-forwards in debug mode (the Tiltfile's
@@ -53,18 +50,8 @@ func TestDebugMode(t *testing.T) {
 	// The client at the Tiltfile's default rate: at 60 calls/s its calls
 	// would queue at the breakpoint faster than a debugger steps past them.
 	s := startTilt(t, 1, 10, "--debug", "server")
-	ctx := t.Context()
-
-	pods, err := suite.c.runningPods(ctx, "server")
-	if err != nil || len(pods) != 1 {
-		t.Fatalf("want one running server pod, have %d (%v)", len(pods), err)
-	}
-	for _, p := range pods {
-		reasons, err := infra.RestrictedViolations(&p.ObjectMeta, &p.Spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range reasons {
+	for _, p := range mustPods(t, namespace, "server", false, 1) {
+		for _, r := range restrictedViolations(t, p) {
 			t.Errorf("debug pod %s: %s", p.Name, r)
 		}
 		for _, c := range p.Spec.Containers {
@@ -81,14 +68,8 @@ func TestDebugMode(t *testing.T) {
 	// What a terminal sees meanwhile: a new connection to the forwards of
 	// the server's gRPC and metrics ports every 100ms. Debug mode restarts
 	// the program, so some are refused; this is measured, not asserted.
-	var poll proctest.Poller
-	pollCtx, stopPoll := context.WithCancel(ctx)
-	polled := make(chan struct{})
 	logBefore := len(s.proc.Output())
-	go func() {
-		defer close(polled)
-		poll.Run(pollCtx, 100*time.Millisecond, s.target.local(20000), s.target.local(9000))
-	}()
+	poll, stopPoll := s.pollForwards(t, 9000)
 	var rs []editResult
 	for range debugEdits {
 		r := s.edit(t, "server")
@@ -97,15 +78,8 @@ func TestDebugMode(t *testing.T) {
 			len(rs), r.user.Seconds(), r.refused, r.total.Seconds(), r.detect.Seconds(), r.compile.Seconds(), r.sync.Seconds(), r.restart.Seconds(), r.failed)
 	}
 	stopPoll()
-	<-polled
-	forwardErrors := 0
-	for line := range strings.Lines(s.proc.Output()[logBefore:]) {
-		if strings.Contains(line, "port-forward") && (strings.Contains(line, "rror") || strings.Contains(line, "lost connection")) {
-			forwardErrors++
-		}
-	}
 	t.Logf("debug-mode edits, seen through the forwards every 100ms: %d connections ok, %d failed, %d port-forward errors in Tilt's log",
-		poll.OK(), poll.Failed(), forwardErrors)
+		poll.OK(), poll.Failed(), len(s.forwardErrors(logBefore)))
 	if poll.OK() == 0 {
 		t.Error("no connection through the forwards worked during the debug-mode edits")
 	}
@@ -166,16 +140,9 @@ func debugClient(t *testing.T, s *tiltSession) {
 	// once it has started the client.
 	var dlv *rpc2.RPCClient
 	err := poll(t.Context(), time.Minute, "attach to the client's Delve at "+clientDelve+" and halt it", func(context.Context) (bool, string) {
-		conn, err := net.DialTimeout("tcp", clientDelve, 5*time.Second)
-		if err != nil {
-			return false, err.Error()
-		}
-		dlv = rpc2.NewClientFromConn(conn)
-		if _, err := dlv.Halt(); err != nil {
-			conn.Close()
-			return false, err.Error()
-		}
-		return true, ""
+		var err error
+		dlv, err = attach(clientDelve)
+		return err == nil, fmt.Sprint(err)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -286,13 +253,9 @@ func breakpointLocation(t *testing.T, dir string) (string, int) {
 func debugCall(t *testing.T, s *tiltSession, file string, line int, name, want string) {
 	t.Helper()
 	_, failed0 := s.calls.read(t)
-	conn, err := net.DialTimeout("tcp", serverDelve, 5*time.Second)
+	dlv, err := attach(serverDelve)
 	if err != nil {
-		t.Fatalf("attach to Delve at %s: %v", serverDelve, err)
-	}
-	dlv := rpc2.NewClientFromConn(conn)
-	if _, err := dlv.Halt(); err != nil {
-		t.Fatalf("halt: %v", err)
+		t.Fatalf("attach to Delve at %s and halt: %v", serverDelve, err)
 	}
 	halted := time.Now()
 	bp, err := dlv.CreateBreakpoint(&api.Breakpoint{File: file, Line: line})
@@ -364,6 +327,20 @@ func debugCall(t *testing.T, s *tiltSession, file string, line int, name, want s
 	if failed2 != failed1 {
 		t.Errorf("%v client calls failed after the debugger detached", failed2-failed1)
 	}
+}
+
+// attach connects to Delve's API at addr and halts the program.
+func attach(addr string) (*rpc2.RPCClient, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	dlv := rpc2.NewClientFromConn(conn)
+	if _, err := dlv.Halt(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return dlv, nil
 }
 
 // hasStringField reports whether a field called field with the string value

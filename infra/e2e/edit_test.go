@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -15,9 +14,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"example.com/grpc-metrics/infra/proctest"
 )
@@ -99,8 +95,8 @@ func (s *tiltSession) restoreServer(t testing.TB) {
 // the pod for about a second after it is closed, and the server's graceful
 // stop would wait for it.
 type podProbe struct {
-	ns, pod string
-	metrics string // the pod's port 9000
+	pod     string
+	metrics string // the URL of its /metrics
 
 	mu      sync.Mutex
 	serving map[string]bool // revisions whose process logged that it serves
@@ -115,14 +111,10 @@ func (p *podProbe) started(rev string) bool {
 
 func newProbes(t testing.TB, ns, app string) []*podProbe {
 	t.Helper()
-	pods, err := suite.c.runningPodsIn(t.Context(), ns, app)
-	if err != nil || len(pods) == 0 {
-		t.Fatalf("no running %s pod in %s (%v)", app, ns, err)
-	}
 	var out []*podProbe
-	for _, p := range pods {
-		pp := &podProbe{ns: ns, pod: p.Name, metrics: suite.c.portForwardIn(t, ns, p.Name, 9000).addr[9000], serving: map[string]bool{}}
-		pp.follow(t)
+	for _, p := range mustPods(t, ns, app, false, 0) {
+		pp := &podProbe{pod: p.Name, metrics: metricsURL(t, ns, p.Name), serving: map[string]bool{}}
+		pp.follow(t, ns)
 		out = append(out, pp)
 	}
 	return out
@@ -131,43 +123,33 @@ func newProbes(t testing.TB, ns, app string) []*podProbe {
 // follow streams the pod's log from now on and reports each process that
 // logs "serving" (the server) or "calling echo" (the client), with the
 // revision of its "starting" line.
-func (p *podProbe) follow(t testing.TB) {
+func (p *podProbe) follow(t testing.TB, ns string) {
 	t.Helper()
-	now := metav1.Now()
-	stream, err := suite.c.client.CoreV1().Pods(p.ns).GetLogs(p.pod, &corev1.PodLogOptions{Follow: true, SinceTime: &now}).Stream(t.Context())
-	if err != nil {
-		t.Fatalf("follow the log of %s: %v", p.pod, err)
-	}
-	t.Cleanup(func() { stream.Close() })
-	go func() {
-		sc := bufio.NewScanner(stream)
-		sc.Buffer(nil, 1<<20)
-		revision := ""
-		for sc.Scan() {
-			var line struct {
-				Msg      string `json:"msg"`
-				Revision string `json:"revision"`
-			}
-			if json.Unmarshal(sc.Bytes(), &line) != nil {
-				continue
-			}
-			switch line.Msg {
-			case "starting":
-				revision = line.Revision
-			case "serving", "calling echo":
-				p.mu.Lock()
-				p.serving[revision] = true
-				p.mu.Unlock()
-			}
+	revision := ""
+	followLog(t, ns, p.pod, func(text []byte) {
+		var line struct {
+			Msg      string `json:"msg"`
+			Revision string `json:"revision"`
 		}
-	}()
+		if json.Unmarshal(text, &line) != nil {
+			return
+		}
+		switch line.Msg {
+		case "starting":
+			revision = line.Revision
+		case "serving", "calling echo":
+			p.mu.Lock()
+			p.serving[revision] = true
+			p.mu.Unlock()
+		}
+	})
 }
 
 // state returns the revision the pod's program reports and whether that
 // process answers: the server has answered a call of the client since it
 // started, the client has made a successful call.
 func (p *podProbe) state(program string) (revision string, answering bool) {
-	mfs, err := proctest.Scrape("http://" + p.metrics + "/metrics")
+	mfs, err := proctest.Scrape(p.metrics)
 	if err != nil {
 		return "", false
 	}
@@ -224,30 +206,11 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 	began := time.Now()
 	rev := s.commitAndWrite(t, path, content)
 	if program == "server" {
-		// Calls through the forward begin once a server process of this
-		// revision logs that it serves: each costs the API server, the
-		// kubelet and the container runtime CPU that the compile of the edit
-		// also needs, so calls made all along would slow what they time.
-		for !slices.ContainsFunc(s.probes["server"], func(p *podProbe) bool { return p.started(rev) }) {
-			if time.Since(began) > editTimeout {
-				t.Fatalf("edit %d: no server process of revision %.8s serves within %v", s.edits, rev, editTimeout)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		for {
-			reply, err := s.userCall("user")
-			if reply == want {
-				r.user = time.Since(began)
-				break
-			}
-			if err != nil {
-				r.refused++
-			}
-			if time.Since(began) > editTimeout {
-				t.Fatalf("edit %d: no answer %q through %s within %v (last: %q, %v)", s.edits, want, s.target.local(20000), editTimeout, reply, err)
-			}
-			time.Sleep(userPoll)
-		}
+		r.user, r.refused = firstAnswer(t, fmt.Sprintf("edit %d (revision %.8s) through %s", s.edits, rev, s.target.local(20000)), began,
+			func() bool {
+				return slices.ContainsFunc(s.probes["server"], func(p *podProbe) bool { return p.started(rev) })
+			},
+			func() (string, error) { return s.userCall("user") }, want)
 	}
 	r.total = s.waitForRevision(t, program, rev, began)
 	time.Sleep(settle)
@@ -267,6 +230,38 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 		}
 	}
 	return r
+}
+
+// firstAnswer times an edit as a person sees it: once started reports that a
+// process of the edit serves, it calls every userPoll until call returns
+// want. It returns the time from began and how many calls failed meanwhile,
+// and fails the test once editTimeout has passed since began.
+func firstAnswer(t testing.TB, what string, began time.Time, started func() bool, call func() (string, error), want string) (time.Duration, int) {
+	t.Helper()
+	// Calls begin once the new process logs that it serves: each costs the
+	// API server, the kubelet and the container runtime CPU that the compile
+	// of the edit also needs, so calls made all along would slow what they
+	// time.
+	for !started() {
+		if time.Since(began) > editTimeout {
+			t.Fatalf("%s: no new process serves within %v", what, editTimeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	failed := 0
+	for {
+		got, err := call()
+		if got == want {
+			return time.Since(began), failed
+		}
+		if err != nil {
+			failed++
+		}
+		if time.Since(began) > editTimeout {
+			t.Fatalf("%s: no answer %q within %v (last: %q, %v)", what, want, editTimeout, got, err)
+		}
+		time.Sleep(userPoll)
+	}
 }
 
 // waitForRevision waits until every pod of program runs rev and its new
@@ -305,11 +300,11 @@ func (s *tiltSession) waitForRevision(t testing.TB, program, rev string, began t
 
 // summary is the p50 and max of the edits' times and their failed calls.
 type summary struct {
-	userP50, userMax                        time.Duration // server edits: as a person calling through localhost:20000 sees it
-	refused                                 int
-	p50, max                                time.Duration
-	detect, compile, handoff, sync, restart time.Duration // medians
-	failed                                  float64
+	userP50, userMax       time.Duration // server edits: as a person calling through localhost:20000 sees it
+	refused                int
+	p50, max               time.Duration
+	compile, sync, restart time.Duration // medians
+	failed                 float64
 }
 
 func summarize(rs []editResult) summary {
@@ -318,8 +313,7 @@ func summarize(rs []editResult) summary {
 		for i, r := range rs {
 			ds[i] = f(r)
 		}
-		slices.Sort(ds)
-		return ds[len(ds)/2]
+		return median(ds)
 	}
 	var s summary
 	for _, r := range rs {
@@ -330,10 +324,14 @@ func summarize(rs []editResult) summary {
 	}
 	s.userP50 = med(func(r editResult) time.Duration { return r.user })
 	s.p50 = med(func(r editResult) time.Duration { return r.total })
-	s.detect = med(func(r editResult) time.Duration { return r.detect })
 	s.compile = med(func(r editResult) time.Duration { return r.compile })
-	s.handoff = med(func(r editResult) time.Duration { return r.handoff })
 	s.sync = med(func(r editResult) time.Duration { return r.sync })
 	s.restart = med(func(r editResult) time.Duration { return r.restart })
 	return s
+}
+
+// median is the middle of ds once sorted, the upper one of an even count.
+func median(ds []time.Duration) time.Duration {
+	s := slices.Sorted(slices.Values(ds))
+	return s[len(s)/2]
 }

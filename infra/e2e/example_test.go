@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -11,12 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"example.com/grpc-metrics/infra/proctest"
@@ -93,71 +90,39 @@ func BenchmarkTiltExampleGo(b *testing.B) {
 			b.Fatal(err)
 		}
 		// As for ours, GETs begin once the new process logs that it serves.
-		for {
-			if at, ok := served(); ok && at.After(began) {
-				break
-			}
-			if time.Since(began) > editTimeout {
-				b.Fatalf("edit %d: the example did not restart within %v:\n%s", edits, editTimeout, tilt.Output())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		failed := 0
-		for {
-			got, err := edition()
-			if got == want {
-				break
-			}
-			if err != nil {
-				failed++
-			}
-			if time.Since(began) > editTimeout {
-				b.Fatalf("edit %d not shown on %s within %v:\n%s", edits, page, editTimeout, tilt.Output())
-			}
-			time.Sleep(userPoll)
-		}
-		took := time.Since(began)
+		took, failed := firstAnswer(b, fmt.Sprintf("example edit %d on %s", edits, page), began,
+			func() bool { return served().After(began) }, edition, want)
 		times = append(times, took)
 		b.Logf("example edit %2d: shown through localhost:8000 in %.2fs (%d GETs failed while polling)", edits, took.Seconds(), failed)
 		time.Sleep(settle)
 	}
-	slices.Sort(times)
-	b.ReportMetric(times[len(times)/2].Seconds(), "user-p50-s")
-	b.ReportMetric(times[len(times)-1].Seconds(), "user-max-s")
-	b.Logf("tilt-example-go: %d edits, shown through localhost:8000 p50 %.2fs, max %.2fs", len(times), times[len(times)/2].Seconds(), times[len(times)-1].Seconds())
+	p50, most := median(times), slices.Max(times)
+	b.ReportMetric(p50.Seconds(), "user-p50-s")
+	b.ReportMetric(most.Seconds(), "user-max-s")
+	b.Logf("tilt-example-go: %d edits, shown through localhost:8000 p50 %.2fs, max %.2fs", len(times), p50.Seconds(), most.Seconds())
 }
 
 // followExample follows the log of the example's pod (app=example-go, in
 // the kube context's default namespace) and returns when its process last
-// logged that it serves.
-func followExample(b *testing.B) func() (time.Time, bool) {
+// logged that it serves (zero before it does).
+func followExample(b *testing.B) func() time.Time {
 	b.Helper()
-	ctx := b.Context()
-	pods, err := suite.c.client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=example-go"})
+	pods, err := suite.c.client.CoreV1().Pods("default").List(b.Context(), metav1.ListOptions{LabelSelector: "app=example-go"})
 	if err != nil || len(pods.Items) != 1 {
 		b.Fatalf("want one example-go pod in the default namespace, have %d (%v)", len(pods.Items), err)
 	}
-	now := metav1.Now()
-	stream, err := suite.c.client.CoreV1().Pods("default").GetLogs(pods.Items[0].Name, &corev1.PodLogOptions{Follow: true, SinceTime: &now}).Stream(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { stream.Close() })
 	var mu sync.Mutex
 	var last time.Time
-	go func() {
-		sc := bufio.NewScanner(stream)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), "Serving on port") {
-				mu.Lock()
-				last = time.Now()
-				mu.Unlock()
-			}
+	followLog(b, "default", pods.Items[0].Name, func(line []byte) {
+		if bytes.Contains(line, []byte("Serving on port")) {
+			mu.Lock()
+			last = time.Now()
+			mu.Unlock()
 		}
-	}()
-	return func() (time.Time, bool) {
+	})
+	return func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
-		return last, !last.IsZero()
+		return last
 	}
 }

@@ -70,10 +70,7 @@ func TestClientFollowsServers(t *testing.T) {
 		scaleServer(t, 1)
 		calls := newCallCounter(t, namespace)
 		_, failed0 := calls.read(t)
-		old, err := suite.c.runningPods(ctx, "server")
-		if err != nil || len(old) != 1 {
-			t.Fatalf("want one running server pod, have %d (%v)", len(old), err)
-		}
+		old := mustPods(t, namespace, "server", false, 1)
 		ready := watchReady(t)
 		scaleServer(t, 3)
 		// Each new pod: the first call the client makes to it, against the
@@ -88,7 +85,7 @@ func TestClientFollowsServers(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				url := "http://" + suite.c.portForward(t, p.pod, 9000).addr[9000] + "/metrics"
+				url := metricsURL(t, namespace, p.pod)
 				var answered time.Time
 				err := poll(ctx, time.Minute, "the client's first call to "+p.pod, func(context.Context) (bool, string) {
 					n, err := answeredCalls(url)

@@ -3,19 +3,15 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"example.com/grpc-metrics/infra/proctest"
 )
 
 // podHealth is each pod's restart count and readiness, by name.
@@ -53,12 +49,7 @@ func TestLiveUpdateHandsOver(t *testing.T) {
 	defer s.restoreServer(t)
 	before := podHealth(t, s.target.ns)
 
-	var poll proctest.Poller
-	var pollers sync.WaitGroup
-	ctx, stop := context.WithCancel(t.Context())
-	pollers.Go(func() {
-		poll.Run(ctx, 100*time.Millisecond, s.target.local(20000), s.target.local(9000), s.target.local(9001))
-	})
+	poll, stop := s.pollForwards(t, 9000, 9001)
 	var failed float64
 	for _, e := range []struct {
 		program string
@@ -71,7 +62,6 @@ func TestLiveUpdateHandsOver(t *testing.T) {
 	s.brokenBinary(t)
 	failed += s.edit(t, "server").failed // the next build takes over again
 	stop()
-	pollers.Wait()
 
 	if n := poll.Failed(); n > 0 {
 		t.Errorf("%d of %d connections through the forwards failed, want 0:\n%s", n, n+poll.OK(), strings.Join(poll.Failures(), "\n"))
@@ -82,10 +72,8 @@ func TestLiveUpdateHandsOver(t *testing.T) {
 	if failed != 0 {
 		t.Errorf("%v in-cluster client calls failed, want 0", failed)
 	}
-	for line := range strings.Lines(s.proc.Output()) {
-		if strings.Contains(line, "port-forward") && (strings.Contains(line, "rror") || strings.Contains(line, "lost connection")) {
-			t.Errorf("Tilt's log: %s", strings.TrimSpace(line))
-		}
+	for _, line := range s.forwardErrors(0) {
+		t.Errorf("Tilt's log: %s", line)
 	}
 	after := podHealth(t, s.target.ns)
 	for name, state := range before {

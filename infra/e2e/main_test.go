@@ -132,11 +132,10 @@ func deployKustomize() error {
 	if err != nil {
 		return err
 	}
-	nodes, err := c.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil || len(nodes.Items) == 0 {
-		return fmt.Errorf("list nodes: %v", err)
+	arch, err := nodeArch(ctx)
+	if err != nil {
+		return err
 	}
-	arch := nodes.Items[0].Status.NodeInfo.Architecture
 	tag := "e2e-" + time.Now().UTC().Format("20060102150405")
 	images := map[string]string{}
 	for _, p := range []string{"server", "client"} {
@@ -216,9 +215,14 @@ func renderBase(images map[string]string) ([]*unstructured.Unstructured, error) 
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		return nil, err
 	}
+	return kustomizeBuild(dir)
+}
+
+// kustomizeBuild renders the kustomization in dir.
+func kustomizeBuild(dir string) ([]*unstructured.Unstructured, error) {
 	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {
-		return nil, fmt.Errorf("kustomize build: %w", err)
+		return nil, fmt.Errorf("kustomize build %s: %w", dir, err)
 	}
 	var out []*unstructured.Unstructured
 	for _, r := range res.Resources() {
@@ -229,4 +233,14 @@ func renderBase(images map[string]string) ([]*unstructured.Unstructured, error) 
 		out = append(out, &unstructured.Unstructured{Object: m})
 	}
 	return out, nil
+}
+
+// nodeArch is the architecture of the cluster's (first) node, that images
+// are built for.
+func nodeArch(ctx context.Context) (string, error) {
+	nodes, err := suite.c.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		return "", fmt.Errorf("list nodes: %v", err)
+	}
+	return nodes.Items[0].Status.NodeInfo.Architecture, nil
 }

@@ -15,14 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/api"
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	"sigs.k8s.io/kustomize/api/krusty"
-	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	"example.com/grpc-metrics/infra/promcheck"
 )
@@ -115,12 +110,7 @@ func TestOperator(t *testing.T) {
 		t.Fatal(err)
 	}
 	ready := time.Now()
-	fwd := suite.c.portForwardIn(t, monitoringNamespace, pod, 9090)
-	pc, err := api.NewClient(api.Config{Address: "http://" + fwd.addr[9090]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	papi := promv1.NewAPI(pc)
+	papi := prometheusAt(t, monitoringNamespace, pod)
 
 	waitScraped(t, papi, 2*time.Minute)
 	t.Logf("every server and client pod scraped %v after Prometheus was ready", time.Since(ready).Round(time.Second))
@@ -170,11 +160,10 @@ func operatorSource(t *testing.T) (dir, version string) {
 func buildOperatorImages(t *testing.T, registry, version string) map[string]string {
 	t.Helper()
 	ctx := t.Context()
-	nodes, err := suite.c.client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil || len(nodes.Items) == 0 {
-		t.Fatalf("list nodes: %v", err)
+	arch, err := nodeArch(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	arch := nodes.Items[0].Status.NodeInfo.Architecture
 	dir := t.TempDir()
 	build := exec.Command("go", "-C", filepath.Join(suite.root, "infra", "e2e", "promoperator"), "build", "-trimpath", "-ldflags=-s -w",
 		"-o", dir+string(filepath.Separator), operatorModule+"/cmd/operator", operatorModule+"/cmd/prometheus-config-reloader")
@@ -304,17 +293,12 @@ spec:
 // infra/app: its ServiceMonitors, PrometheusRule and dashboards ConfigMap.
 func operatorMonitoring(t *testing.T) []*unstructured.Unstructured {
 	t.Helper()
-	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), filepath.Join(suite.root, "infra", "operator"))
+	objs, err := kustomizeBuild(filepath.Join(suite.root, "infra", "operator"))
 	if err != nil {
-		t.Fatalf("kustomize build infra/operator: %v", err)
+		t.Fatal(err)
 	}
 	var out []*unstructured.Unstructured
-	for _, r := range res.Resources() {
-		m, err := r.Map()
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := &unstructured.Unstructured{Object: m}
+	for _, u := range objs {
 		if u.GetKind() == "ServiceMonitor" || u.GetKind() == "PrometheusRule" || (u.GetKind() == "ConfigMap" && u.GetName() == "grafana-dashboards") {
 			out = append(out, u)
 		}

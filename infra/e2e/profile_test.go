@@ -6,19 +6,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/pprof/profile"
-
-	"example.com/grpc-metrics/infra/proctest"
 )
 
 // cpuProfile puts the server under ghz load through localhost:20000 and
@@ -27,16 +21,7 @@ import (
 // handler. The button's profile is served by the server-pprof resource.
 func cpuProfile(t *testing.T, s *tiltSession) {
 	t.Helper()
-	tools := filepath.Join(suite.root, "infra")
-	cmd := exec.Command("go", "tool", "-n", "ghz") // builds it, once
-	cmd.Dir = tools
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build ghz: %v", err)
-	}
-	ghz := proctest.StartIn(t, tools, strings.TrimSpace(string(out)), os.Environ(),
-		"--insecure", "--call", "foo.Foo/echo", "-d", `{"name":"profiled"}`,
-		"--rps", "1000", "-z", "60s", "-c", "8", serverGRPC)
+	ghz := startGhz(t, serverGRPC, "profiled", 1000, "60s")
 	defer ghz.Stop(time.Second)
 	// Calling: the server's count of answered calls grows by ghz's rate.
 	metrics := "http://" + serverMetrics + "/metrics"
@@ -52,27 +37,17 @@ func cpuProfile(t *testing.T, s *tiltSession) {
 		t.Fatalf("%v\n%s", err, ghz.Output())
 	}
 
-	resp, err := http.Get("http://" + serverPprof + "/debug/pprof/profile?seconds=10")
+	data, err := get(t.Context(), "http://"+serverPprof+"/debug/pprof/profile?seconds=10")
 	if err != nil {
 		t.Fatalf("CPU profile from %s: %v", serverPprof, err)
-	}
-	data, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("CPU profile from %s: %s, %v", serverPprof, resp.Status, err)
 	}
 	checkEchoSamples(t, "the profile taken by hand", data)
 
 	checkEchoSamples(t, "the button's profile", s.clickForProfile(t, "server-cpu-profile", 40*time.Second))
 
-	err = poll(t.Context(), 90*time.Second, "pprof's web UI at "+serverPprofUI+" serving the profile", func(context.Context) (bool, string) {
-		resp, err := http.Get("http://" + serverPprofUI + "/ui/")
-		if err != nil {
-			return false, err.Error()
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte("Echo")), resp.Status
+	err = poll(t.Context(), 90*time.Second, "pprof's web UI at "+serverPprofUI+" serving the profile", func(ctx context.Context) (bool, string) {
+		body, err := get(ctx, "http://"+serverPprofUI+"/ui/")
+		return err == nil && bytes.Contains(body, []byte("Echo")), fmt.Sprint(err)
 	})
 	if err != nil {
 		t.Fatal(err)

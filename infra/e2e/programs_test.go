@@ -6,8 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,20 +42,34 @@ func echoWait(ctx context.Context, addr, name string) (string, error) {
 	return reply.GetMessage(), nil
 }
 
-// echo calls foo.Foo/echo at addr on a new connection.
+// echo is echoWait for at most 2s.
 func echo(ctx context.Context, addr, name string) (string, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return "", err
-	}
-	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	reply, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: name})
+	return echoWait(ctx, addr, name)
+}
+
+// startGhz runs ghz until the test ends: calls of echo with name at addr,
+// rps a second for duration (a Go duration) on 8 connections.
+func startGhz(t testing.TB, addr, name string, rps int, duration string) *proctest.Process {
+	t.Helper()
+	tools := filepath.Join(suite.root, "infra")
+	cmd := exec.Command("go", "tool", "-n", "ghz") // builds it, once
+	cmd.Dir = tools
+	out, err := cmd.Output()
 	if err != nil {
-		return "", err
+		t.Fatalf("build ghz: %v", err)
 	}
-	return reply.GetMessage(), nil
+	return proctest.StartIn(t, tools, strings.TrimSpace(string(out)), os.Environ(),
+		"--insecure", "--call", "foo.Foo/echo", "-d", fmt.Sprintf(`{"name":%q}`, name),
+		"--rps", strconv.Itoa(rps), "-z", duration, "-c", "8", addr)
+}
+
+// metricsURL forwards a local port to the metrics port of pod ns/pod, and
+// returns the URL of its /metrics.
+func metricsURL(t testing.TB, ns, pod string) string {
+	t.Helper()
+	return "http://" + suite.c.portForwardIn(t, ns, pod, 9000) + "/metrics"
 }
 
 // answered is the server's count of echo calls it answered, in a scrape.
@@ -76,12 +95,8 @@ type callCounter struct {
 
 func newCallCounter(t testing.TB, ns string) *callCounter {
 	t.Helper()
-	pods, err := suite.c.runningPodsIn(t.Context(), ns, "client")
-	if err != nil || len(pods) != 1 {
-		t.Fatalf("want one running client pod in %s, have %d (%v)", ns, len(pods), err)
-	}
-	fwd := suite.c.portForwardIn(t, ns, pods[0].Name, 9000)
-	return &callCounter{pod: pods[0].Name, url: "http://" + fwd.addr[9000] + "/metrics"}
+	pod := mustPods(t, ns, "client", false, 1)[0].Name
+	return &callCounter{pod: pod, url: metricsURL(t, ns, pod)}
 }
 
 // read returns the calls that succeeded and failed so far.
@@ -137,21 +152,30 @@ func ensureClientRate(t *testing.T) {
 	}
 }
 
-// getJSON decodes the JSON answer of a GET; a status other than 200 is an error.
-func getJSON(ctx context.Context, url string, into any) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+// get returns the body of a GET; a status other than 200 is an error.
+func get(ctx context.Context, url string) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return json.NewDecoder(resp.Body).Decode(into)
+	return io.ReadAll(resp.Body)
+}
+
+// getJSON decodes the JSON answer of a GET made within 10s.
+func getJSON(ctx context.Context, url string, into any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	data, err := get(ctx, url)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(data, into)
 }

@@ -133,12 +133,7 @@ func TestPodSecurity(t *testing.T) {
 			continue
 		}
 		running++
-		reasons, err := infra.RestrictedViolations(&p.ObjectMeta, &p.Spec)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reasons = append(reasons, infra.ReadOnlyRootViolations(&p.Spec, writable...)...)
-		for _, r := range reasons {
+		for _, r := range append(restrictedViolations(t, p), infra.ReadOnlyRootViolations(&p.Spec, writable...)...) {
 			t.Errorf("pod %s: %s", p.Name, r)
 		}
 	}
@@ -147,12 +142,8 @@ func TestPodSecurity(t *testing.T) {
 	}
 
 	for _, app := range []string{"server", "client"} {
-		pods, err := suite.c.runningPods(ctx, app)
-		if err != nil || len(pods) == 0 {
-			t.Fatalf("no running %s pod (%v)", app, err)
-		}
-		for _, p := range pods {
-			out, stderr, err := suite.c.exec(ctx, p.Name, "id", "-u")
+		for _, p := range mustPods(t, namespace, app, false, 0) {
+			out, stderr, err := suite.c.exec(ctx, p.Name, nil, "id", "-u")
 			if err != nil {
 				t.Errorf("pod %s: id -u: %v %s", p.Name, err, stderr)
 				continue
@@ -163,10 +154,21 @@ func TestPodSecurity(t *testing.T) {
 			if suite.devBuild {
 				continue
 			}
-			if _, _, err := suite.c.exec(ctx, p.Name, "touch", "/app/e2e-write-test"); err == nil {
+			if _, _, err := suite.c.exec(ctx, p.Name, nil, "touch", "/app/e2e-write-test"); err == nil {
 				t.Errorf("pod %s: /app is writable", p.Name)
 			}
 		}
 	}
 	t.Logf("%d running pods checked against the restricted standard", running)
+}
+
+// restrictedViolations are the ways pod p breaks the restricted Pod Security
+// standard.
+func restrictedViolations(t *testing.T, p corev1.Pod) []string {
+	t.Helper()
+	reasons, err := infra.RestrictedViolations(&p.ObjectMeta, &p.Spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reasons
 }

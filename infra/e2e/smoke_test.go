@@ -30,13 +30,8 @@ const smokeTimeout = 2 * time.Minute
 func TestSmoke(t *testing.T) {
 	ctx := t.Context()
 	t.Run("echo", func(t *testing.T) {
-		pods, err := suite.c.readyPods(ctx, "server")
-		if err != nil || len(pods) == 0 {
-			t.Fatalf("no ready server pod (%v)", err)
-		}
-		for _, p := range pods {
-			fwd := suite.c.portForward(t, p.Name, 20000)
-			reply, err := echo(ctx, fwd.addr[20000], "smoke")
+		for _, p := range mustPods(t, namespace, "server", true, 0) {
+			reply, err := echo(ctx, suite.c.portForward(t, p.Name, 20000), "smoke")
 			if err != nil {
 				t.Errorf("pod %s: echo: %v", p.Name, err)
 				continue
@@ -64,11 +59,7 @@ func TestSmoke(t *testing.T) {
 		if suite.skipGrafana {
 			t.Skip("Grafana checks skipped (SMOKE_SKIP_GRAFANA=1 or E2E_SKIP_GRAFANA=1): nothing about Grafana is proven")
 		}
-		pods, err := suite.c.readyPods(ctx, "grafana")
-		if err != nil || len(pods) == 0 {
-			t.Fatalf("no ready grafana pod (%v)", err)
-		}
-		base := "http://" + suite.c.portForward(t, pods[0].Name, 3000).addr[3000]
+		base := "http://" + suite.c.portForward(t, mustPods(t, namespace, "grafana", true, 0)[0].Name, 3000)
 		var health struct {
 			Database string `json:"database"`
 			Version  string `json:"version"`
@@ -112,12 +103,14 @@ func TestSmoke(t *testing.T) {
 // prometheusAPI returns a client of the Prometheus pod, through a port-forward.
 func prometheusAPI(t *testing.T) promv1.API {
 	t.Helper()
-	pods, err := suite.c.readyPods(t.Context(), "prometheus")
-	if err != nil || len(pods) == 0 {
-		t.Fatalf("no ready prometheus pod (%v)", err)
-	}
-	fwd := suite.c.portForward(t, pods[0].Name, 9090)
-	pc, err := api.NewClient(api.Config{Address: "http://" + fwd.addr[9090]})
+	return prometheusAt(t, namespace, mustPods(t, namespace, "prometheus", true, 0)[0].Name)
+}
+
+// prometheusAt returns a client of the Prometheus of pod ns/pod, through a
+// port-forward.
+func prometheusAt(t *testing.T, ns, pod string) promv1.API {
+	t.Helper()
+	pc, err := api.NewClient(api.Config{Address: "http://" + suite.c.portForwardIn(t, ns, pod, 9090)})
 	if err != nil {
 		t.Fatal(err)
 	}

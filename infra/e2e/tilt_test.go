@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -346,8 +348,8 @@ func (s *tiltSession) clickButton(t *testing.T, name string) {
 		dir = filepath.Join(home, ".tilt-dev")
 	}
 	apiServer := "tilt-default" // Tilt's name for the API server of the default port
-	if tiltPort != 10350 {
-		apiServer = fmt.Sprintf("tilt-%d", tiltPort)
+	if s.target.port != 10350 {
+		apiServer = fmt.Sprintf("tilt-%d", s.target.port)
 	}
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
 		&clientcmd.ClientConfigLoadingRules{ExplicitPath: filepath.Join(dir, "config")},
@@ -370,4 +372,31 @@ func (s *tiltSession) clickButton(t *testing.T, name string) {
 	if _, err := buttons.UpdateStatus(t.Context(), b, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("click %s: %v", name, err)
 	}
+}
+
+// pollForwards opens a new connection to Tilt's forwards of the server's
+// gRPC port and of metricsPorts every 100ms, as a person at a terminal does,
+// until stop is called.
+func (s *tiltSession) pollForwards(t testing.TB, metricsPorts ...int) (p *proctest.Poller, stop func()) {
+	p = new(proctest.Poller)
+	var metrics []string
+	for _, port := range metricsPorts {
+		metrics = append(metrics, s.target.local(port))
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { p.Run(ctx, 100*time.Millisecond, s.target.local(20000), metrics...) })
+	return p, func() { cancel(); wg.Wait() }
+}
+
+// forwardErrors returns the lines of Tilt's log, from byte from on, that tell
+// of a port-forward's error or lost connection.
+func (s *tiltSession) forwardErrors(from int) []string {
+	var lines []string
+	for line := range strings.Lines(s.proc.Output()[from:]) {
+		if strings.Contains(line, "port-forward") && (strings.Contains(line, "rror") || strings.Contains(line, "lost connection")) {
+			lines = append(lines, strings.TrimSpace(line))
+		}
+	}
+	return lines
 }

@@ -97,7 +97,7 @@ func TestFaults(t *testing.T) {
 			// SIGQUIT makes the Go runtime dump its goroutines and exit at once:
 			// connections cut, no draining; the kubelet restarts the container.
 			failed, window := failureWindow(t, calls, func() {
-				if _, stderr, err := suite.c.exec(ctx, p.Name, "kill", "-QUIT", "1"); err != nil {
+				if _, stderr, err := suite.c.exec(ctx, p.Name, nil, "kill", "-QUIT", "1"); err != nil {
 					t.Fatalf("kill -QUIT 1 in %s: %v %s", p.Name, err, stderr)
 				}
 			})
@@ -118,18 +118,7 @@ func TestFaults(t *testing.T) {
 		}
 		ready := time.Now()
 		papi := prometheusAPI(t)
-		servers, err := suite.c.runningPods(ctx, "server")
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients, err := suite.c.runningPods(ctx, "client")
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := len(servers) + len(clients)
-		if len(servers) == 0 || len(clients) == 0 {
-			t.Fatalf("%d server and %d client pods running: nothing to scrape", len(servers), len(clients))
-		}
+		want := len(mustPods(t, namespace, "server", false, 0)) + len(mustPods(t, namespace, "client", false, 0))
 		var got int
 		for time.Since(ready) < 30*time.Second {
 			v, _, _, err := papi.Query(ctx, `count(up{job=~"server|client"} == 1)`, time.Now())
@@ -184,10 +173,7 @@ func restart(t *testing.T, deployment string) {
 // randomServer returns a running server pod.
 func randomServer(t *testing.T) string {
 	t.Helper()
-	pods, err := suite.c.runningPods(t.Context(), "server")
-	if err != nil || len(pods) == 0 {
-		t.Fatalf("no running server pod (%v)", err)
-	}
+	pods := mustPods(t, namespace, "server", false, 0)
 	return pods[rand.IntN(len(pods))].Name
 }
 
@@ -220,7 +206,7 @@ func waitCallsReachEveryServer(t *testing.T) time.Duration {
 		t.Fatal(err)
 	}
 	for _, p := range pods {
-		url := "http://" + suite.c.portForward(t, p.Name, 9000).addr[9000] + "/metrics"
+		url := metricsURL(t, namespace, p.Name)
 		n0 := -1.0
 		err := poll(t.Context(), 2*time.Minute, "the client calls "+p.Name, func(context.Context) (bool, string) {
 			n, err := answeredCalls(url)

@@ -6,8 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -90,11 +88,7 @@ func (tr jaegerTrace) clientAndServer() bool {
 // its pod.
 func jaegerAPI(t *testing.T) string {
 	t.Helper()
-	pods, err := suite.c.readyPods(t.Context(), "jaeger")
-	if err != nil || len(pods) == 0 {
-		t.Fatalf("no ready jaeger pod (%v)", err)
-	}
-	return "http://" + suite.c.portForward(t, pods[0].Name, 16686).addr[16686]
+	return "http://" + suite.c.portForward(t, mustPods(t, namespace, "jaeger", true, 0)[0].Name, 16686)
 }
 
 // getTrace fetches trace id from Jaeger; ok is false until Jaeger has it.
@@ -112,11 +106,8 @@ func getTrace(ctx context.Context, base, id string) (jaegerTrace, bool) {
 func TestTraces(t *testing.T) {
 	ctx := t.Context()
 	jaeger := jaegerAPI(t)
-	pods, err := suite.c.readyPods(ctx, "server")
-	if err != nil || len(pods) == 0 {
-		t.Fatalf("no ready server pod (%v)", err)
-	}
-	serverAddr := suite.c.portForward(t, pods[0].Name, 20000).addr[20000]
+	pods := mustPods(t, namespace, "server", true, 0)
+	serverAddr := suite.c.portForward(t, pods[0].Name, 20000)
 	conn, err := grpc.NewClient(serverAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -193,10 +184,7 @@ func TestTraces(t *testing.T) {
 	t.Run("Jaeger deleted under load", func(t *testing.T) {
 		ensureClientRate(t)
 		calls := newCallCounter(t, namespace)
-		old, err := suite.c.readyPods(ctx, "jaeger")
-		if err != nil || len(old) != 1 {
-			t.Fatalf("want one ready jaeger pod (%v)", err)
-		}
+		old := mustPods(t, namespace, "jaeger", true, 1)
 		ok0, failed0 := calls.read(t)
 		if err := suite.c.client.CoreV1().Pods(namespace).Delete(ctx, old[0].Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
@@ -207,7 +195,7 @@ func TestTraces(t *testing.T) {
 		}
 		back := time.Now()
 		api := jaegerAPI(t)
-		err = poll(ctx, time.Minute, "the client's traces in the new Jaeger", func(ctx context.Context) (bool, string) {
+		err := poll(ctx, time.Minute, "the client's traces in the new Jaeger", func(ctx context.Context) (bool, string) {
 			var got jaegerTraces
 			err := getJSON(ctx, fmt.Sprintf("%s/api/traces?service=client&limit=5&start=%d", api, back.UnixMicro()), &got)
 			return err == nil && slices.ContainsFunc(got.Data, jaegerTrace.clientAndServer), fmt.Sprint(err)
@@ -225,30 +213,17 @@ func TestTraces(t *testing.T) {
 
 	t.Run("Jaeger's memory under load", func(t *testing.T) {
 		ensureClientRate(t)
-		pods, err := suite.c.readyPods(ctx, "jaeger")
-		if err != nil || len(pods) != 1 {
-			t.Fatalf("want one ready jaeger pod (%v)", err)
-		}
+		pods := mustPods(t, namespace, "jaeger", true, 1)
 		limit := pods[0].Spec.Containers[0].Resources.Limits.Memory().Value()
 		// A Load burst as the Tilt button sends it: 200 calls/s for 30s,
 		// on top of the client's calls.
-		ghz, err := exec.Command("go", "-C", filepath.Join(suite.root, "infra"), "tool", "-n", "ghz").Output()
-		if err != nil {
-			t.Fatal(err)
-		}
-		burst := exec.CommandContext(ctx, strings.TrimSpace(string(ghz)), "--insecure", "--call", "foo.Foo/echo",
-			"-d", `{"name":"load"}`, "--rps", "200", "-z", "30s", "-c", "8", serverAddr)
-		if err := burst.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- burst.Wait() }()
+		burst := startGhz(t, serverAddr, "load", 200, "30s")
 		var peak int64
 		for running := true; running; {
 			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("ghz: %v", err)
+			case <-burst.Done():
+				if code, sig := burst.Wait(t, time.Second); code != 0 {
+					t.Errorf("ghz: exit code %d (signal %v)", code, sig)
 				}
 				running = false
 			case <-time.After(2 * time.Second):
