@@ -132,6 +132,29 @@ func followLog(t testing.TB, ns, pod string, line func([]byte)) {
 	}()
 }
 
+// podStates maps each pod of namespace ns that selector selects ("" for
+// all) to what state says of it and of its containers' restarts; it fails
+// the test when there is none.
+func podStates(t *testing.T, ns, selector string, state func(p corev1.Pod, restarts int32) string) map[string]string {
+	t.Helper()
+	pods, err := suite.c.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]string{}
+	for _, p := range pods.Items {
+		var restarts int32
+		for _, c := range p.Status.ContainerStatuses {
+			restarts += c.RestartCount
+		}
+		states[p.Name] = state(p, restarts)
+	}
+	if len(states) == 0 {
+		t.Fatalf("no pods in %s", ns)
+	}
+	return states
+}
+
 func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -83,12 +84,9 @@ func TestOtherClusters(t *testing.T) {
 		for _, ns := range []string{a.ns, b.ns} {
 			checkOwnNamespace(t, ns)
 		}
-		before := podStates(t, b.ns)
+		before := podStates(t, b.ns, "", uidAndRestarts)
 		_, failed0 := s.calls.read(t)
-		var rs []editResult
-		for range 3 {
-			rs = append(rs, s.edit(t, "server"))
-		}
+		rs := s.editN(t, "server", 3)
 		sum := summarize(rs)
 		_, failed1 := s.calls.read(t)
 		t.Logf("%d live updates in %s under load: through localhost:%d p50 %.2fs, max %.2fs; %v client calls failed",
@@ -96,7 +94,7 @@ func TestOtherClusters(t *testing.T) {
 		if failed1 != failed0 {
 			t.Errorf("%v calls failed in %s during its live updates, want 0", failed1-failed0, a.ns)
 		}
-		if after := podStates(t, b.ns); !maps.Equal(before, after) {
+		if after := podStates(t, b.ns, "", uidAndRestarts); !maps.Equal(before, after) {
 			t.Errorf("the live updates in %s changed the pods of %s:\nbefore %v\nafter  %v", a.ns, b.ns, before, after)
 		}
 
@@ -110,7 +108,7 @@ func TestOtherClusters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if after := podStates(t, b.ns); !maps.Equal(before, after) {
+		if after := podStates(t, b.ns, "", uidAndRestarts); !maps.Equal(before, after) {
 			t.Errorf("tilt down of %s changed the pods of %s:\nbefore %v\nafter  %v", a.ns, b.ns, before, after)
 		}
 		checkOwnNamespace(t, b.ns)
@@ -150,26 +148,9 @@ func kubeconfigAs(t *testing.T, name string) string {
 	return path
 }
 
-// podStates maps each pod of namespace ns to its uid and its containers'
-// restart counts.
-func podStates(t *testing.T, ns string) map[string]string {
-	t.Helper()
-	pods, err := suite.c.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	states := map[string]string{}
-	for _, p := range pods.Items {
-		restarts := 0
-		for _, c := range p.Status.ContainerStatuses {
-			restarts += int(c.RestartCount)
-		}
-		states[p.Name] = fmt.Sprintf("uid %s, %d restarts", p.UID, restarts)
-	}
-	if len(states) == 0 {
-		t.Fatalf("no pods in %s", ns)
-	}
-	return states
+// uidAndRestarts is a pod's uid and its containers' restarts.
+func uidAndRestarts(p corev1.Pod, restarts int32) string {
+	return fmt.Sprintf("uid %s, %d restarts", p.UID, restarts)
 }
 
 // checkOwnNamespace checks an environment in namespace ns: its Prometheus

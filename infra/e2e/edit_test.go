@@ -232,6 +232,16 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 	return r
 }
 
+// editN makes n timed edits of program, one after the other.
+func (s *tiltSession) editN(t testing.TB, program string, n int) []editResult {
+	t.Helper()
+	var rs []editResult
+	for range n {
+		rs = append(rs, s.edit(t, program))
+	}
+	return rs
+}
+
 // firstAnswer times an edit as a person sees it: once started reports that a
 // process of the edit serves, it calls every userPoll until call returns
 // want. It returns the time from began and how many calls failed meanwhile,

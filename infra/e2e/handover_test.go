@@ -11,31 +11,15 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// podHealth is each pod's restart count and readiness, by name.
-func podHealth(t *testing.T, ns string) map[string]string {
-	t.Helper()
-	pods, err := suite.c.client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app in (server,client)"})
-	if err != nil {
-		t.Fatal(err)
+// readyAndRestarts is a pod's readiness and its containers' restarts.
+func readyAndRestarts(p corev1.Pod, restarts int32) string {
+	ready := "not ready"
+	if podReady(&p) {
+		ready = "ready"
 	}
-	states := map[string]string{}
-	for _, p := range pods.Items {
-		ready := "not ready"
-		for _, c := range p.Status.Conditions {
-			if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
-				ready = "ready"
-			}
-		}
-		restarts := int32(0)
-		for _, cs := range p.Status.ContainerStatuses {
-			restarts += cs.RestartCount
-		}
-		states[p.Name] = fmt.Sprintf("%s, %d restarts", ready, restarts)
-	}
-	return states
+	return fmt.Sprintf("%s, %d restarts", ready, restarts)
 }
 
 // TestLiveUpdateHandsOver: 20 live updates of the server with 2 pods and 10
@@ -47,17 +31,12 @@ func podHealth(t *testing.T, ns string) map[string]string {
 func TestLiveUpdateHandsOver(t *testing.T) {
 	s := startTilt(t, 2, 60)
 	defer s.restoreServer(t)
-	before := podHealth(t, s.target.ns)
+	before := podStates(t, s.target.ns, "app in (server,client)", readyAndRestarts)
 
 	poll, stop := s.pollForwards(t, 9000, 9001)
 	var failed float64
-	for _, e := range []struct {
-		program string
-		n       int
-	}{{"server", 20}, {"client", 10}} {
-		for range e.n {
-			failed += s.edit(t, e.program).failed
-		}
+	for _, r := range append(s.editN(t, "server", 20), s.editN(t, "client", 10)...) {
+		failed += r.failed
 	}
 	s.brokenBinary(t)
 	failed += s.edit(t, "server").failed // the next build takes over again
@@ -75,7 +54,7 @@ func TestLiveUpdateHandsOver(t *testing.T) {
 	for _, line := range s.forwardErrors(0) {
 		t.Errorf("Tilt's log: %s", line)
 	}
-	after := podHealth(t, s.target.ns)
+	after := podStates(t, s.target.ns, "app in (server,client)", readyAndRestarts)
 	for name, state := range before {
 		if after[name] != state {
 			t.Errorf("pod %s: %s before the live updates, %q after, want unchanged", name, state, after[name])

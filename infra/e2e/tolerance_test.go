@@ -140,10 +140,7 @@ func TestFaults(t *testing.T) {
 	t.Run("live updates of the server", func(t *testing.T) {
 		s := startTilt(t, 2, suite.rate)
 		_, failedStart := s.calls.read(t)
-		var rs []editResult
-		for range 5 {
-			rs = append(rs, s.edit(t, "server"))
-		}
+		rs := s.editN(t, "server", 5)
 		sum := summarize(rs)
 		// Each edit began with a call through Tilt's forward of
 		// localhost:20000 (its connection lingers in the pod) and was timed
