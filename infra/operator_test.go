@@ -1,15 +1,16 @@
 package infra_test
 
 import (
-	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"example.com/grpc-metrics/infra"
 )
@@ -41,88 +42,71 @@ func TestPrometheusRuleIsTheRulesFile(t *testing.T) {
 	}
 }
 
+// TestOperatorOverlay: infra/operator deploys infra/base's app, with its own
+// tracing settings and no Prometheus or Grafana of its own; the operator's
+// Prometheus scrapes what infra/base's does, with the same labels, and picks
+// up the rules; Grafana's sidecar the dashboards.
 func TestOperatorOverlay(t *testing.T) {
 	base, op := mustBuild(t, "base"), mustBuild(t, "operator")
-
-	// The app is the same as infra/base's but for where its spans go: each
-	// tree's own tracing settings.
-	for _, name := range []string{"server", "client"} {
-		b, o := tracingSettings(t, base, name), tracingSettings(t, op, name)
-		if diff := cmp.Diff(b, o); diff != "" {
+	for _, name := range programs {
+		if diff := cmp.Diff(tracingSettings(t, base, name), tracingSettings(t, op, name)); diff != "" {
 			t.Errorf("deployment/%s differs from infra/base (-base +operator):\n%s", name, diff)
 		}
 	}
-	for _, tr := range []*tree{base, op} {
-		if settings := tr.configMaps[envFromName(tr.deployments["server"])]; settings == nil || settings.Data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "" {
+	for _, tr := range []*infra.Tree{base, op} {
+		if settings := tr.ConfigMaps[envFromName(tr.Deployments["server"])]; settings == nil || settings.Data["OTEL_EXPORTER_OTLP_ENDPOINT"] == "" {
 			t.Errorf("the server's tracing settings %v name no OTLP endpoint", settings)
 		}
 	}
-	for id := range op.raw {
+	for id := range op.Raw {
 		if strings.HasPrefix(id, "deployment/prometheus") || strings.Contains(id, "prometheus-config") || id == "role/prometheus" || strings.Contains(id, "grafana-data") {
 			t.Errorf("%s: the operator overlay carries no Prometheus or Grafana of its own", id)
 		}
 	}
 
-	// One monitor per program's metrics Service, with the labels the
-	// dashboards read: job from the Service's app label, namespace, pod,
-	// service; no container or endpoint label.
-	if got := slices.Sorted(maps.Keys(op.serviceMonitors)); !slices.Equal(got, []string{"client", "server"}) {
-		t.Fatalf("service monitors %v, want client and server", got)
+	// The port named metrics of every Service is scraped by one monitor, its
+	// job the Service's app label as in prometheus.yml; no other port is.
+	for _, svc := range op.Services {
+		for _, p := range svc.Spec.Ports {
+			var jobs, want []string
+			for _, sm := range op.ServiceMonitors {
+				sel, err := metav1.LabelSelectorAsSelector(&sm.Spec.Selector)
+				if err == nil && sel.Matches(labels.Set(svc.Labels)) && slices.ContainsFunc(sm.Spec.Endpoints, func(e monitoringv1.Endpoint) bool { return e.Port == p.Name }) {
+					jobs = append(jobs, svc.Labels[sm.Spec.JobLabel])
+				}
+			}
+			if p.Name == "metrics" {
+				want = []string{svc.Labels["app"]}
+			}
+			if !slices.Equal(jobs, want) {
+				t.Errorf("service/%s port %s: scraped as the jobs %v, want %v", svc.Name, p.Name, jobs, want)
+			}
+		}
 	}
-	for name, sm := range op.serviceMonitors {
+	// The dashboards read namespace, pod and service, and the native and
+	// classic histograms; the operator's container and endpoint labels go.
+	for name, sm := range op.ServiceMonitors {
 		if sm.Labels[releaseLabel] == "" {
 			t.Errorf("servicemonitor/%s: no %s label, which kube-prometheus-stack's default selector needs", name, releaseLabel)
-		}
-		if sm.Spec.JobLabel != "app" || sm.Spec.Selector.MatchLabels["app"] != name {
-			t.Errorf("servicemonitor/%s: jobLabel %q, selector %v; want jobLabel app and app=%s", name, sm.Spec.JobLabel, sm.Spec.Selector.MatchLabels, name)
 		}
 		if sm.Spec.ScrapeNativeHistograms == nil || !*sm.Spec.ScrapeNativeHistograms || sm.Spec.ScrapeClassicHistograms == nil || !*sm.Spec.ScrapeClassicHistograms {
 			t.Errorf("servicemonitor/%s: want native and classic histograms scraped", name)
 		}
-		if len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != "metrics" {
-			t.Fatalf("servicemonitor/%s: endpoints %+v, want the port named metrics", name, sm.Spec.Endpoints)
-		}
-		drops := false
-		for _, r := range sm.Spec.Endpoints[0].RelabelConfigs {
-			drops = drops || (r.Action == "labeldrop" && r.Regex == "container|endpoint")
-		}
-		if !drops {
-			t.Errorf("servicemonitor/%s: does not drop the container and endpoint labels", name)
-		}
-		// The selected Service with a port named metrics: the seed's contract.
-		svc := op.services[name+"-metrics-service"]
-		if svc == nil || svc.Labels["app"] != name || svc.Spec.Ports[0].Name != "metrics" {
-			t.Errorf("servicemonitor/%s selects no %s-metrics-service with a port named metrics", name, name)
+		for _, e := range sm.Spec.Endpoints {
+			if !slices.ContainsFunc(e.RelabelConfigs, func(r monitoringv1.RelabelConfig) bool {
+				return r.Action == "labeldrop" && r.Regex == "container|endpoint"
+			}) {
+				t.Errorf("servicemonitor/%s port %s: does not drop the container and endpoint labels", name, e.Port)
+			}
 		}
 	}
-
-	rule := op.prometheusRules["echo"]
-	if rule == nil || rule.Labels[releaseLabel] == "" {
-		t.Fatalf("prometheusrule/echo missing or without the %s label", releaseLabel)
+	if rule := op.PrometheusRules["echo"]; rule == nil || rule.Labels[releaseLabel] == "" {
+		t.Errorf("prometheusrule/echo missing or without the %s label", releaseLabel)
 	}
-
-	// The dashboards, as a ConfigMap for Grafana's sidecar, are the files of
-	// dashboards/ byte for byte.
-	cm := op.configMaps["grafana-dashboards"]
-	if cm == nil || cm.Labels["grafana_dashboard"] != "1" {
-		t.Fatalf("configmap/grafana-dashboards missing or without the sidecar label grafana_dashboard=1")
+	if cm := op.ConfigMaps["grafana-dashboards"]; cm == nil || cm.Labels["grafana_dashboard"] != "1" {
+		t.Errorf("configmap/grafana-dashboards missing or without the sidecar label grafana_dashboard=1")
 	}
-	files, err := filepath.Glob(filepath.Join("..", "dashboards", "*.json"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no dashboards: %v", err)
-	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if cm.Data[filepath.Base(f)] != string(data) {
-			t.Errorf("configmap/grafana-dashboards: %s is not dashboards/%s", filepath.Base(f), filepath.Base(f))
-		}
-	}
-	if len(cm.Data) != len(files) {
-		t.Errorf("configmap/grafana-dashboards holds %d files, dashboards/ %d", len(cm.Data), len(files))
-	}
+	checkDashboardsConfigMap(t, op)
 }
 
 // envFromName is the ConfigMap whose keys are d's environment.
@@ -138,11 +122,11 @@ func envFromName(d *appsv1.Deployment) string {
 // tracingSettings returns a copy of deployment name of tr in which the
 // ConfigMap of its environment is named "tracing settings": two trees'
 // Deployments compare equal when only those differ.
-func tracingSettings(t *testing.T, tr *tree, name string) *appsv1.Deployment {
+func tracingSettings(t *testing.T, tr *infra.Tree, name string) *appsv1.Deployment {
 	t.Helper()
-	d := tr.deployments[name].DeepCopy()
+	d := tr.Deployments[name].DeepCopy()
 	for i, e := range d.Spec.Template.Spec.Containers[0].EnvFrom {
-		if e.ConfigMapRef == nil || tr.configMaps[e.ConfigMapRef.Name] == nil {
+		if e.ConfigMapRef == nil || tr.ConfigMaps[e.ConfigMapRef.Name] == nil {
 			t.Fatalf("deployment/%s: environment from %+v, not a ConfigMap of the tree", name, e)
 		}
 		d.Spec.Template.Spec.Containers[0].EnvFrom[i].ConfigMapRef.Name = "tracing settings"

@@ -11,6 +11,11 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+// TraceIDLabel is the exemplar label of the programs' latency histograms
+// and the field of their log lines about a call (platform.TraceIDKey):
+// Grafana's exemplar links read it.
+const TraceIDLabel = "trace_id"
+
 // Datasource is a Grafana datasource reference.
 type Datasource struct {
 	Type string `json:"type"`
