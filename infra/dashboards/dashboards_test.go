@@ -1,48 +1,41 @@
 package dashboards_test
 
 import (
-	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
-	"sigs.k8s.io/yaml"
 
+	"example.com/grpc-metrics/infra"
 	"example.com/grpc-metrics/infra/dashboards"
 )
 
-// The dashboards and their fixed uids: links and the Tiltfile use them.
-var wantUIDs = map[string]string{
-	"echo.json":       "echo",
-	"grpc.json":       "grpc-red",
-	"go-runtime.json": "go-runtime",
-}
+// rulesFile holds the recording and alerting rules Prometheus loads.
+var rulesFile = filepath.Join("..", infra.RulesFile)
 
-var prometheusDS = dashboards.Datasource{Type: "prometheus", UID: "prometheus"}
+// root is the repository's; its dashboards/ holds the dashboards' JSON,
+// which Grafana provisions from.
+var root = filepath.Join("..", "..")
+
+// isPrometheus reports whether ds is a Prometheus datasource, whose queries
+// the checks parse as PromQL. That it is provisioned is infra's test.
+func isPrometheus(ds *dashboards.Datasource) bool { return ds != nil && ds.Type == "prometheus" }
 
 func load(t *testing.T) map[string]*dashboards.Dashboard {
 	t.Helper()
-	boards, err := dashboards.Load(boardsDir)
+	boards, err := dashboards.Load(filepath.Join(root, "dashboards"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return boards
 }
-
-// rulesFile holds the recording and alerting rules Prometheus loads.
-var rulesFile = filepath.Join("..", "prometheus", "rules.yml")
-
-// boardsDir holds the dashboards JSON, which Grafana provisions from.
-var boardsDir = filepath.Join("..", "..", "dashboards")
 
 func loadRules(t *testing.T) dashboards.RuleGroups {
 	t.Helper()
@@ -63,17 +56,12 @@ func knownMetrics(t *testing.T) map[string]bool {
 	}
 	known := map[string]bool{}
 	valid := regexp.MustCompile(`^[a-zA-Z_:][a-zA-Z0-9_:]*$`)
-	s := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; s.Scan(); n++ {
-		line := strings.TrimSpace(s.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
+	for i, line := range strings.Split(string(data), "\n") {
+		if line = strings.TrimSpace(line); line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		if !valid.MatchString(line) {
-			t.Fatalf("exported-metrics.txt:%d: %q is not a metric name", n, line)
-		}
-		if known[line] {
-			t.Fatalf("exported-metrics.txt:%d: %q listed twice", n, line)
+		if !valid.MatchString(line) || known[line] {
+			t.Fatalf("exported-metrics.txt:%d: %q is not a metric name, or listed twice", i+1, line)
 		}
 		known[line] = true
 	}
@@ -149,25 +137,36 @@ func checkExpr(expr string, known map[string]bool) ([]string, error) {
 	return names, errors.Join(errs...)
 }
 
-func TestDashboardsHaveFixedUIDs(t *testing.T) {
-	boards := load(t)
-	for file, uid := range wantUIDs {
-		d, ok := boards[file]
-		if !ok {
-			t.Errorf("%s is missing", file)
-			continue
+// TestLinksLeadToDashboards: every dashboard has a uid of its own and a
+// title, and every link to a dashboard (/d/UID) in the Tiltfile and the docs
+// names one of them.
+func TestLinksLeadToDashboards(t *testing.T) {
+	uids := map[string]string{} // uid -> file
+	for file, d := range load(t) {
+		if d.UID == "" || d.Title == "" || uids[d.UID] != "" {
+			t.Errorf("%s: uid %q, title %q: want a uid of its own and a title", file, d.UID, d.Title)
 		}
-		if d.UID != uid {
-			t.Errorf("%s: uid = %q, want %q", file, d.UID, uid)
+		uids[d.UID] = file
+	}
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := 0
+	for _, f := range append([]string{filepath.Join(root, "Tiltfile"), filepath.Join(root, "README.md")}, docs...) {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if d.Title == "" {
-			t.Errorf("%s: no title", file)
+		for _, m := range regexp.MustCompile(`/d/([\w-]+)`).FindAllStringSubmatch(string(data), -1) {
+			links++
+			if uids[m[1]] == "" {
+				t.Errorf("%s links to dashboard uid %s, which no dashboard has", f, m[1])
+			}
 		}
 	}
-	for file := range boards {
-		if _, ok := wantUIDs[file]; !ok {
-			t.Errorf("%s: a new dashboard needs its uid in wantUIDs", file)
-		}
+	if links == 0 {
+		t.Error("no link to a dashboard in the Tiltfile or the docs")
 	}
 }
 
@@ -182,15 +181,15 @@ func TestPanelsQueryPrometheus(t *testing.T) {
 			if p.Type == "row" {
 				continue
 			}
-			if p.Datasource == nil || *p.Datasource != prometheusDS {
-				t.Errorf("%s / %s: datasource %+v, want %+v", file, p.Title, p.Datasource, prometheusDS)
+			if !isPrometheus(p.Datasource) {
+				t.Errorf("%s / %s: datasource %+v, want one of type prometheus", file, p.Title, p.Datasource)
 			}
 			if len(p.Targets) == 0 {
 				t.Errorf("%s / %s: no query", file, p.Title)
 			}
 			for _, tg := range p.Targets {
-				if tg.Datasource == nil || *tg.Datasource != prometheusDS {
-					t.Errorf("%s / %s / %s: target datasource %+v, want %+v", file, p.Title, tg.RefID, tg.Datasource, prometheusDS)
+				if !isPrometheus(tg.Datasource) {
+					t.Errorf("%s / %s / %s: target datasource %+v, want one of type prometheus", file, p.Title, tg.RefID, tg.Datasource)
 				}
 			}
 		}
@@ -218,8 +217,8 @@ func TestQueriesParseAndUseExportedMetrics(t *testing.T) {
 				t.Errorf("%s: variable %s: query %q, want label_values(selector, label)", file, v.Name, v.Query)
 				continue
 			}
-			if v.Datasource == nil || *v.Datasource != prometheusDS {
-				t.Errorf("%s: variable %s: datasource %+v, want %+v", file, v.Name, v.Datasource, prometheusDS)
+			if !isPrometheus(v.Datasource) {
+				t.Errorf("%s: variable %s: datasource %+v, want one of type prometheus", file, v.Name, v.Datasource)
 			}
 			if _, err := checkExpr(m[1], known); err != nil {
 				t.Errorf("%s: variable %s: %v", file, v.Name, err)
@@ -290,59 +289,5 @@ func TestVariablesAreDefinedAndUsed(t *testing.T) {
 				t.Errorf("%s: variable %s is defined and never used", file, name)
 			}
 		}
-	}
-	boards := load(t)
-	for _, file := range []string{"grpc.json", "go-runtime.json"} {
-		var names []string
-		for _, v := range boards[file].Templating.List {
-			names = append(names, v.Name)
-		}
-		if !slices.Equal(names, []string{"job", "pod"}) {
-			t.Errorf("%s: variables %v, want [job pod]", file, names)
-		}
-	}
-}
-
-func TestKustomizationPacksEveryDashboard(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(boardsDir, "kustomization.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var k struct {
-		ConfigMapGenerator []struct {
-			Name  string   `json:"name"`
-			Files []string `json:"files"`
-		} `json:"configMapGenerator"`
-	}
-	if err := yaml.Unmarshal(data, &k); err != nil {
-		t.Fatal(err)
-	}
-	if len(k.ConfigMapGenerator) != 1 || k.ConfigMapGenerator[0].Name != "grafana-dashboards" {
-		t.Fatalf("want one generator grafana-dashboards, got %+v", k.ConfigMapGenerator)
-	}
-	got := slices.Sorted(slices.Values(k.ConfigMapGenerator[0].Files))
-	var want []string
-	for f := range wantUIDs {
-		want = append(want, f)
-	}
-	slices.Sort(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("kustomization files = %v, want %v", got, want)
-	}
-}
-
-func TestDatasourceUIDMatchesPanels(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "grafana", "datasources.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ds struct {
-		Datasources []dashboards.Datasource `json:"datasources"`
-	}
-	if err := yaml.Unmarshal(data, &ds); err != nil {
-		t.Fatalf("datasources.yaml: %v", err)
-	}
-	if !slices.Contains(ds.Datasources, prometheusDS) {
-		t.Errorf("infra/grafana/datasources.yaml provisions %+v, not the %+v the panels query", ds.Datasources, prometheusDS)
 	}
 }

@@ -1,9 +1,9 @@
 package dashboards_test
 
 // TestDashboardsOnRealPrometheus runs a real Prometheus, of the version the
-// cluster runs, against the real server and client binaries on loopback, with
-// a configuration derived from infra/prometheus/prometheus.yml, and evaluates
-// every dashboard query and every rule through its HTTP API.
+// cluster runs, with its command line and configuration as infra/base
+// deploys them, against the real server and client binaries on loopback, and
+// evaluates every dashboard query and every rule through its HTTP API.
 // docs/OBSERVABILITY.md lists what differs from the cluster.
 
 import (
@@ -11,7 +11,6 @@ import (
 	"context"
 	"debug/buildinfo"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -28,8 +27,12 @@ import (
 
 	"github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
+	"example.com/grpc-metrics/infra"
+	"example.com/grpc-metrics/infra/dashboards"
 	"example.com/grpc-metrics/infra/proctest"
 	"example.com/grpc-metrics/infra/promcheck"
 )
@@ -41,13 +44,6 @@ const (
 	liveRateInterval = "20s"            // $__rate_interval: twenty 1s samples, plenty for rate()
 	liveDeadline     = 90 * time.Second // for every query to return data; ~10s is typical
 	startTimeout     = 30 * time.Second // for a process to log the address it listens on
-	namespace        = "echo"           // the namespace of the pods the test stands in for
-	traceIDLabel     = "trace_id"       // the exemplar label of the latency histograms and the log field (platform.TraceIDKey)
-)
-
-var (
-	prometheusYML      = filepath.Join("..", "prometheus", "prometheus.yml")
-	prometheusManifest = filepath.Join("..", "base", "prometheus.yaml")
 )
 
 // endpoint is one port of one pod behind a Service, as Kubernetes
@@ -61,8 +57,14 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs Prometheus, the server and two clients")
 	}
+	base, err := infra.Build(filepath.Join("..", "base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	namespace := slices.Collect(maps.Keys(base.Namespaces))[0]
+	cluster := base.Deployments["prometheus"].Spec.Template.Spec.Containers[0]
+	promBin := prometheusBinary(t, cluster.Image)
 	dir := t.TempDir()
-	promBin := prometheusBinary(t)
 	if err := proctest.Build(filepath.Join("..", ".."), dir, "server", "client"); err != nil {
 		t.Fatal(err)
 	}
@@ -89,16 +91,14 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 	// Prometheus listens on a free port, which its configuration must name
 	// (it scrapes itself): start it, read the port from its log, then write
 	// the configuration with it and make it reload (SIGHUP).
-	cfgFile := filepath.Join(dir, "prometheus.yml")
+	cfgDir := filepath.Join(dir, "config")
 	writeConfig := func(promAddr string) {
 		t.Helper()
 		eps := append(slices.Clone(endpoints), endpoint{pod: "prometheus-7b8d6f5c9-p8rzv", service: "prometheus", portName: "http", addr: promAddr})
-		if err := os.WriteFile(cfgFile, liveConfig(t, promAddr, eps), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		writeLiveConfig(t, base.ConfigMaps["prometheus-config"], cfgDir, namespace, promAddr, eps)
 	}
 	writeConfig("127.0.0.1:9")
-	prom := proctest.Start(t, promBin, nil, prometheusArgs(t, cfgFile, filepath.Join(dir, "data"), "127.0.0.1:0")...)
+	prom := proctest.Start(t, promBin, nil, prometheusArgs(t, cluster, filepath.Join(cfgDir, "prometheus.yml"), filepath.Join(dir, "data"), "127.0.0.1:0")...)
 	var promAddr string
 	proctest.Eventually(t, startTimeout, "Prometheus logs its address", func() bool {
 		m := prometheusListening.FindStringSubmatch(prom.Output())
@@ -142,7 +142,7 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 		"__rate_interval": liveRateInterval,
 		"__interval":      liveInterval,
 		"__range":         "5m",
-	}, traceIDLabel)
+	}, dashboards.TraceIDLabel)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,8 +187,8 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 
 // followOneCall stops the failing client, lets a short-lived one fail a few
 // calls, and follows the last failure's trace id: from that client's log
-// to the server's log, to the exemplar of the server's error latency in its
-// OpenMetrics output, to Prometheus's exemplar API.
+// to the server's log, to the exemplar of the server's error latency that
+// Prometheus scraped and stored.
 func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, server, failClient *proctest.Process) {
 	failClient.Signal(t, syscall.SIGTERM)
 	failClient.Wait(t, 10*time.Second)
@@ -201,72 +201,41 @@ func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, se
 	if len(failures) == 0 {
 		t.Fatal("the client logged no failed call")
 	}
-	id, _ := failures[len(failures)-1][traceIDLabel].(string)
+	label := dashboards.TraceIDLabel
+	id, _ := failures[len(failures)-1][label].(string)
 	if id == "" {
-		t.Fatalf("the client's failure line has no %s: %v", traceIDLabel, failures[len(failures)-1])
+		t.Fatalf("the client's failure line has no %s: %v", label, failures[len(failures)-1])
 	}
-
-	if !slices.ContainsFunc(server.LogLines("call refused"), func(l map[string]any) bool { return l[traceIDLabel] == id }) {
-		t.Errorf("the server logged no refused call with %s %s", traceIDLabel, id)
+	if !slices.ContainsFunc(server.LogLines("call refused"), func(l map[string]any) bool { return l[label] == id }) {
+		t.Errorf("the server logged no refused call with %s %s", label, id)
 	}
-
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+server.Addr(t, "metrics", startTimeout)+"/metrics", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	exemplar := fmt.Sprintf(`# {%s="%s"}`, traceIDLabel, id)
-	found := false
-	for line := range strings.Lines(string(body)) {
-		found = found || strings.HasPrefix(line, "echo_request_duration_seconds_bucket{") && strings.Contains(line, `result="error"`) && strings.Contains(line, exemplar)
-	}
-	if !found {
-		t.Errorf("no exemplar %s on the server's echo_request_duration_seconds_bucket{result=\"error\"} in its OpenMetrics output", exemplar)
-	}
-
-	var stored bool
+	stored := false
 	proctest.Eventually(t, 15*time.Second, "Prometheus stores the exemplar", func() bool {
 		for _, expr := range []string{`echo_request_duration_seconds_bucket{job="server", result="error"}`, `echo_request_duration_seconds{job="server", result="error"}`} {
-			results, err := papi.QueryExemplars(t.Context(), expr, time.Now().Add(-5*time.Minute), time.Now())
-			if err != nil {
-				continue
-			}
+			results, _ := papi.QueryExemplars(t.Context(), expr, time.Now().Add(-5*time.Minute), time.Now())
 			for _, r := range results {
 				for _, e := range r.Exemplars {
-					stored = stored || string(e.Labels[traceIDLabel]) == id
+					stored = stored || string(e.Labels[model.LabelName(label)]) == id
 				}
 			}
 		}
 		return stored
 	})
-	t.Logf("trace id %s: in the client's log, the server's log, the server's OpenMetrics exemplar and Prometheus's exemplar API", id)
+	t.Logf("trace id %s: in the client's log, the server's log and an exemplar of the server's error latency in Prometheus", id)
 }
 
 // prometheusListening finds the address in Prometheus's "Listening on" log line.
 var prometheusListening = regexp.MustCompile(`msg="Listening on".* address=(\S+)`)
 
-// liveConfig derives the test's configuration from prometheus.yml: the same
-// jobs, relabelling and rules, with Kubernetes discovery replaced by static
-// targets that carry the discovery labels the relabelling reads, shorter
-// intervals, and absolute rule file paths.
-func liveConfig(t *testing.T, promAddr string, endpoints []endpoint) []byte {
+// writeLiveConfig writes the files of the cluster's Prometheus ConfigMap to
+// dir, its prometheus.yml changed for the test: the same jobs, relabelling
+// and rules, with Kubernetes discovery replaced by static targets that carry
+// the discovery labels the relabelling reads, and shorter intervals.
+func writeLiveConfig(t *testing.T, cm *corev1.ConfigMap, dir, namespace, promAddr string, endpoints []endpoint) {
 	t.Helper()
-	data, err := os.ReadFile(prometheusYML)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cfg map[string]any
-	if err := yaml.Unmarshal(data, &cfg); err != nil {
-		t.Fatalf("%s: %v", prometheusYML, err)
+	if err := yaml.Unmarshal([]byte(cm.Data["prometheus.yml"]), &cfg); err != nil {
+		t.Fatalf("prometheus.yml: %v", err)
 	}
 	global, _ := cfg["global"].(map[string]any)
 	if global == nil {
@@ -274,18 +243,6 @@ func liveConfig(t *testing.T, promAddr string, endpoints []endpoint) []byte {
 	}
 	global["scrape_interval"], global["scrape_timeout"], global["evaluation_interval"] = liveInterval, liveInterval, liveInterval
 	cfg["global"] = global
-
-	rules, _ := cfg["rule_files"].([]any)
-	if len(rules) == 0 {
-		t.Fatalf("%s: no rule_files", prometheusYML)
-	}
-	for i, f := range rules {
-		abs, err := filepath.Abs(filepath.Join(filepath.Dir(prometheusYML), f.(string)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rules[i] = abs
-	}
 
 	jobs, _ := cfg["scrape_configs"].([]any)
 	for _, j := range jobs {
@@ -337,53 +294,23 @@ func liveConfig(t *testing.T, promAddr string, endpoints []endpoint) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return out
-}
-
-// prometheusContainer is the part of the Prometheus Deployment the test reads.
-type prometheusContainer struct {
-	Name  string   `json:"name"`
-	Image string   `json:"image"`
-	Args  []string `json:"args"`
-}
-
-// clusterPrometheus returns the prometheus container of infra's Deployment.
-func clusterPrometheus(t *testing.T) prometheusContainer {
-	t.Helper()
-	data, err := os.ReadFile(prometheusManifest)
-	if err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	for doc := range strings.SplitSeq(string(data), "\n---\n") {
-		var obj struct {
-			Kind string `json:"kind"`
-			Spec struct {
-				Template struct {
-					Spec struct {
-						Containers []prometheusContainer `json:"containers"`
-					} `json:"spec"`
-				} `json:"template"`
-			} `json:"spec"`
+	// The rule files sit beside prometheus.yml, as in the ConfigMap's mount.
+	for file, data := range cm.Data {
+		if file == "prometheus.yml" {
+			data = string(out)
 		}
-		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
-			t.Fatalf("%s: %v", prometheusManifest, err)
-		}
-		if obj.Kind != "Deployment" {
-			continue
-		}
-		for _, c := range obj.Spec.Template.Spec.Containers {
-			if c.Name == "prometheus" {
-				return c
-			}
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
 		}
 	}
-	t.Fatalf("%s: no Deployment with a prometheus container", prometheusManifest)
-	return prometheusContainer{}
 }
 
 // prometheusArgs is the cluster's command line with the file paths and the
 // listen address of the test.
-func prometheusArgs(t *testing.T, cfgFile, dataDir, addr string) []string {
+func prometheusArgs(t *testing.T, cluster corev1.Container, cfgFile, dataDir, addr string) []string {
 	t.Helper()
 	local := map[string]string{
 		"--config.file":        cfgFile,
@@ -391,7 +318,7 @@ func prometheusArgs(t *testing.T, cfgFile, dataDir, addr string) []string {
 		"--web.listen-address": addr,
 	}
 	var args []string
-	for _, a := range clusterPrometheus(t).Args {
+	for _, a := range cluster.Args {
 		flag, _, _ := strings.Cut(a, "=")
 		v, ok := local[flag]
 		if !ok {
@@ -402,7 +329,7 @@ func prometheusArgs(t *testing.T, cfgFile, dataDir, addr string) []string {
 		delete(local, flag)
 	}
 	if len(local) != 0 {
-		t.Fatalf("%s: prometheus args lack %v", prometheusManifest, slices.Sorted(maps.Keys(local)))
+		t.Fatalf("the cluster's prometheus args lack %v", slices.Sorted(maps.Keys(local)))
 	}
 	return args
 }
@@ -411,12 +338,11 @@ func prometheusArgs(t *testing.T, cfgFile, dataDir, addr string) []string {
 // pins (a go tool, cached by the go command), after checking that its version
 // matches the cluster's image in major and minor: image v3.16.x is module
 // v0.316.x.
-func prometheusBinary(t *testing.T) string {
+func prometheusBinary(t *testing.T, image string) string {
 	t.Helper()
-	image := clusterPrometheus(t).Image
 	m := regexp.MustCompile(`^prom/prometheus:v(\d+)\.(\d+)\.\d+$`).FindStringSubmatch(image)
 	if m == nil {
-		t.Fatalf("%s: image %q is not prom/prometheus:vX.Y.Z", prometheusManifest, image)
+		t.Fatalf("the cluster's Prometheus image %q is not prom/prometheus:vX.Y.Z", image)
 	}
 	minor, _ := strconv.Atoi(m[2])
 	wantModule := fmt.Sprintf("v0.%s%02d.", m[1], minor)
