@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"example.com/grpc-metrics/infra/proctest"
@@ -38,7 +36,7 @@ func withServers(ctx context.Context, s settings, bin binaries, rep *report) err
 	if err != nil {
 		return err
 	}
-	idleOurs, idleBare := rss(ours.Pid(), "VmRSS"), rss(bare.Pid(), "VmRSS")
+	idleOurs, idleBare := rss(ours, "VmRSS"), rss(bare, "VmRSS")
 
 	if s.runs("cpu") {
 		defaults, err := startProgram(ctx, bin.baseline, "grpc", append([]string{"OTEL_SERVICE_NAME=defaults"}, exporting...), "-stack", "defaults", "-addr", "127.0.0.1:0")
@@ -61,7 +59,7 @@ func withServers(ctx context.Context, s settings, bin binaries, rep *report) err
 		// The load the scrape and the peak memory are measured after.
 		section(fmt.Sprintf("load: ghz -c %d for %v on each server", s.concurrency, s.duration))
 		for _, p := range []*program{ours, bare} {
-			r, err := ghz(ctx, bin, s.root, p.addrs["grpc"], "-c", strconv.Itoa(s.concurrency), "-z", s.duration.String(), "--duration-stop", "ignore")
+			r, err := load(ctx, s, bin, p)
 			if err != nil {
 				return err
 			}
@@ -144,16 +142,13 @@ func cpuPerCall(ctx context.Context, s settings, b binaries, targets []target, s
 		}
 		return out
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "\tmedian\tmin\tmax")
+	w := table()
+	fmt.Fprintln(w, "\tmedian [min, max]")
 	for _, t := range targets {
-		lo, hi := minMax(perCall[t.name])
-		fmt.Fprintf(w, "%s µs/call\t%.2f\t%.2f\t%.2f\n", t.name, median(perCall[t.name]), lo, hi)
+		fmt.Fprintf(w, "%s µs/call\t%s\n", t.name, spread("%.2f", perCall[t.name]))
 	}
 	for _, pair := range [][2]string{{"ours", "defaults"}, {"ours", "bare"}, {"defaults", "bare"}} {
-		r := ratio(pair[0], pair[1])
-		lo, hi := minMax(r)
-		fmt.Fprintf(w, "%s/%s (per round)\t%.3f\t%.3f\t%.3f\n", pair[0], pair[1], median(r), lo, hi)
+		fmt.Fprintf(w, "%s/%s (per round)\t%s\n", pair[0], pair[1], spread("%.3f", ratio(pair[0], pair[1])))
 	}
 	w.Flush()
 	// The spans of the last calls arrive within a batch or two.
@@ -169,12 +164,9 @@ func cpuPerCall(ctx context.Context, s settings, b binaries, targets []target, s
 		}
 	}
 	fmt.Println("target: ours/defaults <= 1.00 (ours adds native histograms, exemplars, the echo metrics and the call log)")
-	od, ob := ratio("ours", "defaults"), ratio("ours", "bare")
-	lo, hi := minMax(od)
 	rep.add("CPU per call µs, ours / defaults / bare (median)", fmt.Sprintf("%.2f / %.2f / %.2f", median(perCall["ours"]), median(perCall["defaults"]), median(perCall["bare"])))
-	rep.add("CPU per call ours/defaults, median [min, max] (target <= 1.00)", fmt.Sprintf("%.3f [%.3f, %.3f]", median(od), lo, hi))
-	lo, hi = minMax(ob)
-	rep.add("CPU per call ours/bare, median [min, max]", fmt.Sprintf("%.3f [%.3f, %.3f]", median(ob), lo, hi))
+	rep.add("CPU per call ours/defaults, median [min, max] (target <= 1.00)", spread("%.3f", ratio("ours", "defaults")))
+	rep.add("CPU per call ours/bare, median [min, max]", spread("%.3f", ratio("ours", "bare")))
 	return nil
 }
 
@@ -182,7 +174,7 @@ func throughput(ctx context.Context, s settings, b binaries, ours, bare *program
 	type result struct{ rps, p50, p99 []float64 }
 	results := map[string]*result{"ours": {}, "bare": {}}
 	err := rotate(s.rounds, []target{{name: "ours", prog: ours}, {name: "bare", prog: bare}}, func(round int, t target) error {
-		r, err := ghz(ctx, b, s.root, t.prog.addrs["grpc"], "-c", strconv.Itoa(s.concurrency), "-z", s.duration.String(), "--duration-stop", "ignore")
+		r, err := load(ctx, s, b, t.prog)
 		if err != nil {
 			return err
 		}
@@ -198,9 +190,13 @@ func throughput(ctx context.Context, s settings, b binaries, ours, bare *program
 	for i := range results["ours"].rps {
 		ratios = append(ratios, results["ours"].rps[i]/results["bare"].rps[i])
 	}
-	lo, hi := minMax(ratios)
-	fmt.Printf("ours/bare calls/s per round: median %.3f [%.3f, %.3f]\n", median(ratios), lo, hi)
-	rep.add("throughput ours/bare, median [min, max] (noise-bound)", fmt.Sprintf("%.3f [%.3f, %.3f]", median(ratios), lo, hi))
+	fmt.Printf("ours/bare calls/s per round: median %s\n", spread("%.3f", ratios))
+	rep.add("throughput ours/bare, median [min, max] (noise-bound)", spread("%.3f", ratios))
 	rep.add("throughput calls/s ours / bare (median)", fmt.Sprintf("%.0f / %.0f", median(results["ours"].rps), median(results["bare"].rps)))
 	return nil
+}
+
+// load runs ghz against p at s.concurrency for s.duration.
+func load(ctx context.Context, s settings, b binaries, p *program) (ghzReport, error) {
+	return ghz(ctx, b, s.root, p.addrs["grpc"], "-c", strconv.Itoa(s.concurrency), "-z", s.duration.String(), "--duration-stop", "ignore")
 }

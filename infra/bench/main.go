@@ -137,7 +137,7 @@ func run(ctx context.Context, s settings) error {
 // summary prints the summary lines.
 func summary(s settings, rep report) error {
 	section("summary " + time.Now().UTC().Format("2006-01-02 15:04 UTC"))
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	w := table()
 	for _, l := range rep.lines {
 		fmt.Fprintf(w, "%s\t%s\n", l[0], l[1])
 	}
@@ -164,22 +164,26 @@ func machine() string {
 	if unix.Uname(&u) == nil {
 		kernel = unix.ByteSliceToString(u.Sysname[:]) + " " + unix.ByteSliceToString(u.Release[:])
 	}
-	return fmt.Sprintf("%s, %d CPUs, %.0f GiB, %s, %s", cpu, runtime.NumCPU(), memTotalGiB(), kernel, runtime.Version())
+	return fmt.Sprintf("%s, %d CPUs, %.0f GiB, %s, %s", cpu, runtime.NumCPU(), procKiB("/proc/meminfo", "MemTotal")/(1<<20), kernel, runtime.Version())
 }
 
-func memTotalGiB() float64 {
-	data, err := os.ReadFile("/proc/meminfo")
+// procKiB returns a field of a /proc file of "Field: N kB" lines, in KiB.
+func procKiB(path, field string) float64 {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
 	for line := range strings.Lines(string(data)) {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
 			kib, _ := strconv.ParseFloat(f[1], 64)
-			return kib / (1 << 20)
+			return kib
 		}
 	}
 	return 0
 }
+
+// table writes aligned columns to stdout; Flush prints them.
+func table() *tabwriter.Writer { return tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0) }
 
 func median(xs []float64) float64 {
 	if len(xs) == 0 {
@@ -192,9 +196,10 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func minMax(xs []float64) (float64, float64) {
+// spread formats xs as "median [min, max]", each number with verb.
+func spread(verb string, xs []float64) string {
 	if len(xs) == 0 {
-		return 0, 0
+		return "(none)"
 	}
-	return slices.Min(xs), slices.Max(xs)
+	return fmt.Sprintf(verb+" ["+verb+", "+verb+"]", median(xs), slices.Min(xs), slices.Max(xs))
 }

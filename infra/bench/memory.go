@@ -3,10 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
-	"text/tabwriter"
 	"time"
 
 	"example.com/grpc-metrics/infra/proctest"
@@ -16,12 +12,12 @@ import (
 // their peak, and of the client.
 func memorySection(ctx context.Context, s settings, bin binaries, ours, bare *program, idleOurs, idleBare float64, rep *report) error {
 	section("memory: resident set")
-	peakOurs, peakBare := rss(ours.Pid(), "VmHWM"), rss(bare.Pid(), "VmHWM")
+	peakOurs, peakBare := rss(ours, "VmHWM"), rss(bare, "VmHWM")
 	clientIdle, clientPeak, clientRate, err := clientMemory(ctx, bin, ours.addrs["grpc"], s)
 	if err != nil {
 		return err
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	w := table()
 	fmt.Fprintln(w, "process\tidle MiB\tpeak MiB")
 	fmt.Fprintf(w, "server (ours)\t%.1f\t%.1f\n", idleOurs, peakOurs)
 	fmt.Fprintf(w, "bareserver\t%.1f\t%.1f\n", idleBare, peakBare)
@@ -33,19 +29,9 @@ func memorySection(ctx context.Context, s settings, bin binaries, ours, bare *pr
 	return nil
 }
 
-// rss returns a memory field of /proc/PID/status (VmRSS, VmHWM) in MiB.
-func rss(pid int, field string) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for line := range strings.Lines(string(data)) {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == field+":" {
-			kib, _ := strconv.ParseFloat(f[1], 64)
-			return kib / 1024
-		}
-	}
-	return 0
+// rss returns a memory field of p's /proc/PID/status (VmRSS, VmHWM) in MiB.
+func rss(p *program, field string) float64 {
+	return procKiB(fmt.Sprintf("/proc/%d/status", p.Pid()), field) / 1024
 }
 
 // clientMemory runs the client idle (1 call/s) and unlimited against addr.
@@ -60,14 +46,14 @@ func clientMemory(ctx context.Context, b binaries, addr string, s settings) (idl
 		return 0, 0, 0, err
 	}
 	time.Sleep(3 * time.Second)
-	idle = rss(c.Pid(), "VmRSS")
+	idle = rss(c, "VmRSS")
 	c.stop()
 	c, err = startProgram(ctx, b.client, "metrics", append(env, "CLIENT_RATE=100000", fmt.Sprintf("CLIENT_CONCURRENCY=%d", s.concurrency)))
 	if err != nil {
 		return 0, 0, 0, err
 	}
 	time.Sleep(time.Duration(seconds) * time.Second)
-	peak = rss(c.Pid(), "VmHWM")
+	peak = rss(c, "VmHWM")
 	mfs, err := proctest.Scrape("http://" + c.addrs["metrics"] + "/metrics")
 	if err != nil {
 		c.stop()

@@ -39,21 +39,27 @@ func build(ctx context.Context, root, dir string) (binaries, error) {
 		{root, nil, []string{"go", "test", "-c", "-o", b.serverTest, "./services/server"}},
 	}
 	for _, st := range steps {
-		cmd := exec.CommandContext(ctx, st.argv[0], st.argv[1:]...)
-		cmd.Dir, cmd.Env = st.dir, append(os.Environ(), st.env...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return b, fmt.Errorf("%s: %w\n%s", strings.Join(st.argv, " "), err, out)
+		if err := command(ctx, st.dir, st.env, st.argv...); err != nil {
+			return b, err
 		}
 	}
-	cmd := exec.CommandContext(ctx, "go", "tool", "-n", "ghz")
-	cmd.Dir = filepath.Join(root, "infra")
-	out, err := cmd.Output()
-	if err != nil {
-		return b, fmt.Errorf("go tool -n ghz: %w", err)
+	var err error
+	if b.ghz, err = proctest.Tool(filepath.Join(root, "infra"), "ghz"); err != nil {
+		return b, err
 	}
-	b.ghz = strings.TrimSpace(string(out))
 	fmt.Println("built server, client, baseline and server.test; ghz pinned in infra/go.mod")
 	return b, nil
+}
+
+// command runs argv in dir ("" for this one) with env added to this
+// process's environment; its error carries the command's output.
+func command(ctx context.Context, dir string, env []string, argv ...string) error {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir, cmd.Env = dir, append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, out)
+	}
+	return nil
 }
 
 // program is a running server or client whose addresses came from its log.

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
-	"text/tabwriter"
 	"time"
 )
 
@@ -20,7 +18,7 @@ func scrapeSection(metricsURL string, fresh map[string]scrapeResult, rep *report
 	if err != nil {
 		return err
 	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	w := table()
 	fmt.Fprintln(w, "format\twhen\tmedian µs\tbytes\tseries")
 	for _, f := range formats {
 		fmt.Fprintf(w, "%s\tfresh\t%.0f\t%d\t%d\n", f.name, fresh[f.name].micros, fresh[f.name].bytes, fresh[f.name].series)

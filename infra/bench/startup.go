@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"text/tabwriter"
 	"time"
 
 	"google.golang.org/grpc"
@@ -19,7 +17,7 @@ import (
 // and the server's rebuild after a one-line edit; with -compare REV, that
 // rebuild of the tree at REV too, the two alternating.
 func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *report) error {
-	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	w := table()
 	fmt.Fprintln(w, "binary\tMiB")
 	sizes := map[string]float64{}
 	for name, path := range map[string]string{"server": b.server, "client": b.client, "baseline": b.baseline} {
@@ -85,9 +83,8 @@ func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *rep
 		return err
 	}
 	for _, t := range trees {
-		lo, hi := minMax(rebuilds[t.name])
-		fmt.Printf("rebuild after a one-line edit (scripts/build server, warm cache), %s: median %.0f ms [%.0f, %.0f] of %d\n",
-			t.name, median(rebuilds[t.name]), lo, hi, len(rebuilds[t.name]))
+		fmt.Printf("rebuild after a one-line edit (scripts/build server, warm cache), %s: median %s ms of %d\n",
+			t.name, spread("%.0f", rebuilds[t.name]), len(rebuilds[t.name]))
 	}
 	rep.add("rebuild after a one-line edit ms", fmt.Sprintf("%.0f", median(rebuilds["working tree"])))
 	if s.compare != "" {
@@ -95,10 +92,9 @@ func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *rep
 		for i := range rebuilds[s.compare] {
 			ratios = append(ratios, rebuilds["working tree"][i]/rebuilds[s.compare][i])
 		}
-		lo, hi := minMax(ratios)
-		fmt.Printf("working tree / %s, edit by edit: median %.3f [%.3f, %.3f]\n", s.compare, median(ratios), lo, hi)
-		rep.add("rebuild ms, working tree / "+s.compare+" (median ratio [min, max])", fmt.Sprintf("%.0f / %.0f (%.3f [%.3f, %.3f])",
-			median(rebuilds["working tree"]), median(rebuilds[s.compare]), median(ratios), lo, hi))
+		fmt.Printf("working tree / %s, edit by edit: median %s\n", s.compare, spread("%.3f", ratios))
+		rep.add("rebuild ms, working tree / "+s.compare+" (median ratio [min, max])", fmt.Sprintf("%.0f / %.0f (%s)",
+			median(rebuilds["working tree"]), median(rebuilds[s.compare]), spread("%.3f", ratios)))
 	}
 	return nil
 }
@@ -109,12 +105,11 @@ var buildSources = []string{"go.mod", "go.sum", "proto", "services", "scripts/bu
 // copySources copies the build's sources of the working tree root to dst.
 func copySources(ctx context.Context, root, dst string) error {
 	for _, p := range buildSources {
-		to := filepath.Join(dst, p)
-		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, p)), 0o755); err != nil {
 			return err
 		}
-		if out, err := exec.CommandContext(ctx, "cp", "-r", filepath.Join(root, p), to).CombinedOutput(); err != nil {
-			return fmt.Errorf("copy %s: %w %s", p, err, out)
+		if err := command(ctx, "", nil, "cp", "-r", filepath.Join(root, p), filepath.Join(dst, p)); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -125,23 +120,11 @@ func exportSources(ctx context.Context, root, rev, dst string) error {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return err
 	}
-	archive := exec.CommandContext(ctx, "git", append([]string{"-C", root, "archive", "--format=tar", rev}, buildSources...)...)
-	untar := exec.CommandContext(ctx, "tar", "-x", "-C", dst)
-	pipe, err := archive.StdoutPipe()
-	if err != nil {
+	tarball := dst + ".tar"
+	if err := command(ctx, root, nil, append([]string{"git", "archive", "-o", tarball, rev}, buildSources...)...); err != nil {
 		return err
 	}
-	untar.Stdin = pipe
-	if err := archive.Start(); err != nil {
-		return err
-	}
-	if out, err := untar.CombinedOutput(); err != nil {
-		return fmt.Errorf("extract %s: %w %s", rev, err, out)
-	}
-	if err := archive.Wait(); err != nil {
-		return fmt.Errorf("git archive %s: %w", rev, err)
-	}
-	return nil
+	return command(ctx, "", nil, "tar", "-x", "-f", tarball, "-C", dst)
 }
 
 // rebuild appends a comment to the server's echo.go in src (edit n) and
@@ -155,11 +138,9 @@ func rebuild(ctx context.Context, src string, n int, out string) (float64, error
 	if err := os.WriteFile(f, fmt.Appendf(data, "\n// edit %d\n", n), 0o644); err != nil {
 		return 0, err
 	}
-	cmd := exec.CommandContext(ctx, "scripts/build", "server", out)
-	cmd.Dir = src
 	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("rebuild: %w\n%s", err, out)
+	if err := command(ctx, src, nil, "scripts/build", "server", out); err != nil {
+		return 0, err
 	}
 	return float64(time.Since(start).Milliseconds()), nil
 }

@@ -244,3 +244,17 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() bo
 	}
 	return time.Since(start)
 }
+
+// Tool returns the path of the Go tool name that the module in dir pins (go
+// tool -n), which the go command builds the first time and caches.
+func Tool(dir, name string) (string, error) {
+	cmd := exec.Command("go", "tool", "-n", name)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("go tool -n %s: %w\n%s", name, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out)), nil
+}
