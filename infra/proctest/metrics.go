@@ -51,7 +51,7 @@ func Scrape(url string) (map[string]*dto.MetricFamily, error) {
 func Value(mfs map[string]*dto.MetricFamily, name string, want map[string]string) float64 {
 	var sum float64
 	for _, m := range mfs[name].GetMetric() {
-		if !HasLabels(m, want) {
+		if !hasLabels(m, want) {
 			continue
 		}
 		switch {
@@ -66,8 +66,8 @@ func Value(mfs map[string]*dto.MetricFamily, name string, want map[string]string
 	return sum
 }
 
-// HasLabels reports whether m carries every label of want with its value.
-func HasLabels(m *dto.Metric, want map[string]string) bool {
+// hasLabels reports whether m carries every label of want with its value.
+func hasLabels(m *dto.Metric, want map[string]string) bool {
 	found := 0
 	for _, l := range m.GetLabel() {
 		if v, ok := want[l.GetName()]; ok {

@@ -84,9 +84,9 @@ func NativeHistogram(ctx context.Context, api promv1.API, expr string) error {
 	return nil
 }
 
-// HasExemplars fails unless expr's selectors have an exemplar with the label
+// hasExemplars fails unless expr's selectors have an exemplar with the label
 // name in the last five minutes.
-func HasExemplars(ctx context.Context, api promv1.API, expr, name string) error {
+func hasExemplars(ctx context.Context, api promv1.API, expr, name string) error {
 	now := time.Now()
 	results, err := api.QueryExemplars(ctx, expr, now.Add(-5*time.Minute), now)
 	if err != nil {
@@ -102,9 +102,9 @@ func HasExemplars(ctx context.Context, api promv1.API, expr, name string) error 
 	return fmt.Errorf("no exemplar with a %s label", name)
 }
 
-// RulesHealthy fails unless exactly the groups named are loaded and every
+// rulesHealthy fails unless exactly the groups named are loaded and every
 // rule in them has been evaluated without error.
-func RulesHealthy(ctx context.Context, api promv1.API, want []string) error {
+func rulesHealthy(ctx context.Context, api promv1.API, want []string) error {
 	rules, err := api.Rules(ctx, nil)
 	if err != nil {
 		return err
@@ -212,7 +212,7 @@ func Panels(ctx context.Context, api promv1.API, boards map[string]*dashboards.D
 				checks = append(checks, check(name, expr, func(ctx context.Context) error { return HasSeries(ctx, api, expr) }))
 				if tg.Exemplar {
 					checks = append(checks, check(name+" exemplars", expr, func(ctx context.Context) error {
-						return HasExemplars(ctx, api, expr, exemplarLabel)
+						return hasExemplars(ctx, api, expr, exemplarLabel)
 					}))
 				}
 			}
@@ -256,7 +256,7 @@ func Rules(api promv1.API, rg dashboards.RuleGroups) ([]Check, error) {
 		}
 	}
 	checks = append(checks, check("rule groups loaded and healthy", "GET /api/v1/rules", func(ctx context.Context) error {
-		return RulesHealthy(ctx, api, groups)
+		return rulesHealthy(ctx, api, groups)
 	}))
 	return checks, nil
 }
