@@ -38,13 +38,13 @@ func TestPrometheusScrapesTheMetricsServices(t *testing.T) {
 	d, args := tr.Deployments["prometheus"], container(t, tr, "prometheus").Args
 	file := flagValue(args, "--config.file")
 	v := volumeAt(d, file)
-	if v == nil || v.ConfigMap == nil || tr.ConfigMaps[v.ConfigMap.Name] == nil {
-		t.Fatalf("prometheus reads %q, which no ConfigMap of the tree holds", file)
+	if v == nil || v.ConfigMap == nil {
+		t.Fatalf("prometheus reads %q, which no ConfigMap holds", file)
 	}
 	if !slices.Contains(args, "--config.auto-reload") {
 		t.Errorf("prometheus args %v: no --config.auto-reload, a config edit would need a restart", args)
 	}
-	cfg, err := promconfig.Load(tr.ConfigMaps[v.ConfigMap.Name].Data[filepath.Base(file)], promslog.NewNopLogger())
+	cfg, err := promconfig.Load(configMapFile(t, tr, v.ConfigMap.Name, filepath.Base(file)), promslog.NewNopLogger())
 	if err != nil {
 		t.Fatalf("%s: %v", file, err)
 	}
@@ -83,6 +83,16 @@ func TestPrometheusScrapesTheMetricsServices(t *testing.T) {
 	if v := volumeAt(d, flagValue(args, "--storage.tsdb.path")); v == nil || v.EmptyDir == nil || v.EmptyDir.SizeLimit == nil || size <= 0 || v.EmptyDir.SizeLimit.Value() <= int64(size) {
 		t.Errorf("prometheus data: retention size %v, want one below the sizeLimit of the emptyDir that holds --storage.tsdb.path, or the kubelet evicts the pod", size)
 	}
+}
+
+// configMapFile returns the file key of tr's ConfigMap name.
+func configMapFile(t *testing.T, tr *infra.Tree, name, key string) string {
+	t.Helper()
+	if cm := tr.ConfigMaps[name]; cm != nil && cm.Data[key] != "" {
+		return cm.Data[key]
+	}
+	t.Fatalf("configmap/%s holds no %s", name, key)
+	return ""
 }
 
 // flagValue returns the value of --name=value in args.
@@ -134,7 +144,7 @@ func TestGrafanaProvisioning(t *testing.T) {
 			}
 		}
 	}
-	if err := yaml.Unmarshal([]byte(tr.ConfigMaps["grafana-datasources"].Data["datasources.yaml"]), &ds); err != nil {
+	if err := yaml.Unmarshal([]byte(configMapFile(t, tr, "grafana-datasources", "datasources.yaml")), &ds); err != nil {
 		t.Fatalf("datasources.yaml: %v", err)
 	}
 	types := map[string]string{} // uid -> type
@@ -204,7 +214,7 @@ func TestGrafanaProvisioning(t *testing.T) {
 			Options        struct{ Path string }
 		}
 	}
-	if err := yaml.Unmarshal([]byte(tr.ConfigMaps["grafana-dashboard-providers"].Data["dashboards.yaml"]), &providers); err != nil {
+	if err := yaml.Unmarshal([]byte(configMapFile(t, tr, "grafana-dashboard-providers", "dashboards.yaml")), &providers); err != nil {
 		t.Fatalf("dashboards.yaml: %v", err)
 	}
 	if len(providers.Providers) != 1 {

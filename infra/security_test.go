@@ -1,7 +1,6 @@
 package infra_test
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -16,36 +15,22 @@ import (
 // writable: the live-updated programs of the Tilt dev build, nothing else.
 var writable = map[string][]string{"dev": programs}
 
-// projectRules are the project's rules for the containers of a pod template,
+// projectViolations lists why container c breaks the project's rules,
 // beyond the restricted Pod Security Standard and the read-only root.
-var projectRules = []struct {
-	name  string
-	check func(c *corev1.Container) error
-}{
-	{"requests and limits", func(c *corev1.Container) error {
-		for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
-			req, lim := c.Resources.Requests[name], c.Resources.Limits[name]
-			if req.IsZero() || lim.IsZero() {
-				return fmt.Errorf("%s request or limit is missing", name)
-			}
-			if req.Cmp(lim) > 0 {
-				return fmt.Errorf("%s request %s exceeds limit %s", name, req.String(), lim.String())
-			}
+func projectViolations(c *corev1.Container) []string {
+	var out []string
+	for _, name := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
+		if req, lim := c.Resources.Requests[name], c.Resources.Limits[name]; req.IsZero() || lim.IsZero() || req.Cmp(lim) > 0 {
+			out = append(out, fmt.Sprintf("container %s: %s request %s and limit %s: want both, the request no more than the limit", c.Name, name, req.String(), lim.String()))
 		}
-		return nil
-	}},
-	{"pinned image", func(c *corev1.Container) error {
-		if _, tag, ok := strings.Cut(c.Image, ":"); !ok || tag == "" || tag == "latest" {
-			return fmt.Errorf("image %q has no pinned tag", c.Image)
-		}
-		return nil
-	}},
-	{"probes", func(c *corev1.Container) error {
-		if c.ReadinessProbe == nil || c.LivenessProbe == nil {
-			return errors.New("readiness or liveness probe is missing")
-		}
-		return nil
-	}},
+	}
+	if _, tag, ok := strings.Cut(c.Image, ":"); !ok || tag == "" || tag == "latest" {
+		out = append(out, fmt.Sprintf("container %s: image %q has no pinned tag", c.Name, c.Image))
+	}
+	if c.ReadinessProbe == nil || c.LivenessProbe == nil {
+		out = append(out, fmt.Sprintf("container %s: readiness or liveness probe is missing", c.Name))
+	}
+	return out
 }
 
 // TestPodSecurity: in every tree that deploys, the dev build included, the
@@ -69,11 +54,7 @@ func TestPodSecurity(t *testing.T) {
 			}
 			reasons = append(reasons, infra.ReadOnlyRootViolations(pod, writable[dir]...)...)
 			for _, c := range pod.Containers {
-				for _, r := range projectRules {
-					if err := r.check(&c); err != nil {
-						reasons = append(reasons, fmt.Sprintf("container %s: %s: %v", c.Name, r.name, err))
-					}
-				}
+				reasons = append(reasons, projectViolations(&c)...)
 			}
 			for _, r := range reasons {
 				t.Errorf("deployment/%s: %s", name, r)

@@ -160,56 +160,36 @@ func TestServerShutdownFitsTheGracePeriod(t *testing.T) {
 func TestConfigMapsRollOnlyWhatDoesNotReload(t *testing.T) {
 	reloads := map[string]bool{"prometheus": true, "grafana": true}
 	tr := mustBuild(t, ".")
-	for name, cm := range tr.ConfigMaps {
-		users := configMapUsers(tr, name)
-		if len(users) == 0 {
-			t.Errorf("ConfigMap %s: no Deployment reads it", name)
-		}
-		hashed := hashSuffixed(t, tr.Raw["configmap/"+name])
-		for _, u := range users {
-			switch {
-			case reloads[u.deployment] && (hashed || u.subPath):
-				t.Errorf("deployment/%s reloads ConfigMap %s, which must keep one name and be mounted without subPath", u.deployment, name)
-			case !reloads[u.deployment] && !hashed:
-				t.Errorf("deployment/%s reads ConfigMap %s only at start: its name must carry the content hash (labels %v)", u.deployment, name, cm.Labels)
-			}
+	read := map[string]bool{}
+	check := func(deployment, name string, subPath bool) {
+		read[name] = true
+		switch hashed := hashSuffixed(t, tr.Raw["configmap/"+name]); {
+		case reloads[deployment] && (hashed || subPath):
+			t.Errorf("deployment/%s reloads ConfigMap %s, which must keep one name and be mounted without subPath", deployment, name)
+		case !reloads[deployment] && !hashed:
+			t.Errorf("deployment/%s reads ConfigMap %s only at start: its name must carry the content hash", deployment, name)
 		}
 	}
-}
-
-// configMapUser is a Deployment that reads a ConfigMap, mounted (subPath or
-// not) or as its environment.
-type configMapUser struct {
-	deployment string
-	subPath    bool
-}
-
-// configMapUsers returns the Deployments of tr that read the ConfigMap name.
-func configMapUsers(tr *infra.Tree, name string) []configMapUser {
-	var out []configMapUser
 	for dn, d := range tr.Deployments {
 		pod := d.Spec.Template.Spec
-		for _, v := range pod.Volumes {
-			if v.ConfigMap == nil || v.ConfigMap.Name != name {
-				continue
-			}
-			u := configMapUser{deployment: dn}
-			for _, c := range pod.Containers {
-				for _, m := range c.VolumeMounts {
-					u.subPath = u.subPath || m.Name == v.Name && m.SubPath != ""
+		for _, c := range pod.Containers {
+			for _, v := range pod.Volumes {
+				if v.ConfigMap != nil && slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == v.Name }) {
+					check(dn, v.ConfigMap.Name, slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == v.Name && m.SubPath != "" }))
 				}
 			}
-			out = append(out, u)
-		}
-		for _, c := range pod.Containers {
 			for _, e := range c.EnvFrom {
-				if e.ConfigMapRef != nil && e.ConfigMapRef.Name == name {
-					out = append(out, configMapUser{deployment: dn})
+				if e.ConfigMapRef != nil {
+					check(dn, e.ConfigMapRef.Name, false)
 				}
 			}
 		}
 	}
-	return out
+	for name := range tr.ConfigMaps {
+		if !read[name] {
+			t.Errorf("ConfigMap %s: no Deployment reads it", name)
+		}
+	}
 }
 
 // hashSuffixed reports whether the ConfigMap's name ends in the hash of its
