@@ -7,14 +7,11 @@ package dashboards_test
 // docs/OBSERVABILITY.md lists what differs from the cluster.
 
 import (
-	"bytes"
 	"context"
 	"debug/buildinfo"
 	"fmt"
 	"maps"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
@@ -117,26 +114,20 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 	papi := promv1.NewAPI(pc)
 	ctx := t.Context()
 	began := time.Now()
-	proctest.Eventually(t, startTimeout, "Prometheus ready", func() bool {
-		resp, err := http.Get("http://" + promAddr + "/-/ready")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-	var targetsErr error
-	proctest.Eventually(t, startTimeout, "targets discovered, relabelled and up", func() bool {
-		targetsErr = promcheck.TargetsUp(ctx, papi, map[string][]map[string]string{
-			"prometheus": {{"instance": promAddr}},
-			"server":     {{"namespace": namespace, "pod": endpoints[1].pod, "service": endpoints[1].service}},
-			"client": {
-				{"namespace": namespace, "pod": endpoints[2].pod, "service": endpoints[2].service},
-				{"namespace": namespace, "pod": endpoints[3].pod, "service": endpoints[3].service},
-			},
-		})
-		return targetsErr == nil
-	})
+	targets := map[string][]map[string]string{
+		"prometheus": {{"instance": promAddr}},
+		"server":     {{"namespace": namespace, "pod": endpoints[1].pod, "service": endpoints[1].service}},
+		"client": {
+			{"namespace": namespace, "pod": endpoints[2].pod, "service": endpoints[2].service},
+			{"namespace": namespace, "pod": endpoints[3].pod, "service": endpoints[3].service},
+		},
+	}
+	if err := proctest.Poll(ctx, 100*time.Millisecond, startTimeout, "Prometheus ready, its targets discovered, relabelled and up", func(ctx context.Context) (bool, string) {
+		err := promcheck.TargetsUp(ctx, papi, targets)
+		return err == nil, fmt.Sprint(err)
+	}); err != nil {
+		t.Fatal(err)
+	}
 
 	checks, err := promcheck.Panels(ctx, papi, load(t), map[string]string{
 		"__rate_interval": liveRateInterval,
@@ -348,17 +339,13 @@ func prometheusBinary(t *testing.T, image string) string {
 	wantModule := fmt.Sprintf("v0.%s%02d.", m[1], minor)
 
 	start := time.Now()
-	cmd := exec.Command("go", "tool", "-n", "prometheus")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	bin, err := proctest.Tool(".", "prometheus")
 	if err != nil {
-		t.Fatalf("go tool -n prometheus: %v\n%s", err, stderr.String())
+		t.Fatal(err)
 	}
 	if took := time.Since(start); took > 10*time.Second {
 		t.Logf("built Prometheus in %v (cached from now on)", took.Round(time.Second))
 	}
-	bin := strings.TrimSpace(string(out))
 	info, err := buildinfo.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)
