@@ -5,7 +5,8 @@
 // filesystem) and operator (app for a cluster that runs the Prometheus
 // Operator, with ServiceMonitors, a PrometheusRule and the dashboards). Its
 // tests build every tree and check it against the rules the manifests must
-// keep; its functions evaluate Pod Security and write the PrometheusRule.
+// keep; its functions build a tree (Build), evaluate Pod Security and write
+// the PrometheusRule.
 //
 // The module is the project's checks: besides the manifests' tests, the
 // dashboards' against a real Prometheus (dashboards, promcheck), the

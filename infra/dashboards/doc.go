@@ -2,7 +2,7 @@
 // dashboards/ directory (JSON, the single source Grafana provisions from):
 // Load, the variables' expansion
 // (Expand, MultiValue) and the rules files the panels sit beside
-// (LoadRules). Its tests check that every panel queries the one Prometheus
+// (LoadRules). Its tests check that every panel queries a Prometheus
 // datasource with PromQL that parses and names only metrics the programs
 // export (testdata/exported-metrics.txt) or the recording rules in
 // infra/prometheus/rules.yml write; and, unless -short, that every panel
