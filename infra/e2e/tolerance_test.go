@@ -136,26 +136,6 @@ func TestFaults(t *testing.T) {
 			t.Errorf("restarted Prometheus: %d of %d targets up after %.1fs, want all within 10s (two scrape intervals)", got, want, took.Seconds())
 		}
 	})
-
-	t.Run("live updates of the server", func(t *testing.T) {
-		s := startTilt(t, 2, suite.rate)
-		_, failedStart := s.calls.read(t)
-		rs := s.editN(t, "server", 5)
-		sum := summarize(rs)
-		// Each edit began with a call through Tilt's forward of
-		// localhost:20000 (its connection lingers in the pod) and was timed
-		// until such a call was answered by the new code.
-		t.Logf("%d live updates of the server under load: through localhost:20000 p50 %.2fs, max %.2fs (%d polls failed); every pod answering p50 %.2fs, max %.2fs; %v client calls failed",
-			len(rs), sum.userP50.Seconds(), sum.userMax.Seconds(), sum.refused, sum.p50.Seconds(), sum.max.Seconds(), sum.failed)
-		if sum.failed != 0 {
-			t.Errorf("%v calls failed during live updates of the server, want 0", sum.failed)
-		}
-		_, failedEnd := s.calls.read(t)
-		if failedEnd != failedStart {
-			t.Errorf("%v calls failed during the session, want 0", failedEnd-failedStart)
-		}
-		s.restoreServer(t)
-	})
 }
 
 // restart rolls a deployment, as `kubectl rollout restart` does.
