@@ -119,8 +119,17 @@ func TestCall(t *testing.T) {
 			if root.Parent().IsValid() || client.Parent().SpanID() != root.SpanContext().SpanID() || client.SpanContext().TraceID() != root.SpanContext().TraceID() {
 				t.Errorf("client span %v (parent %v) is not the child of the call's root span %v", client.SpanContext(), client.Parent(), root.SpanContext())
 			}
-			if got, want := <-c.traceparents, fmt.Sprintf("00-%s-%s-01", client.SpanContext().TraceID(), client.SpanContext().SpanID()); got != want {
-				t.Errorf("the server got traceparent %q, want %q", got, want)
+			// A call past its deadline may end before the server sees it (a
+			// loaded machine): then there is no traceparent to check.
+			select {
+			case got := <-c.traceparents:
+				if want := fmt.Sprintf("00-%s-%s-01", client.SpanContext().TraceID(), client.SpanContext().SpanID()); got != want {
+					t.Errorf("the server got traceparent %q, want %q", got, want)
+				}
+			default:
+				if tt.name != "block" {
+					t.Errorf("the server got no call")
+				}
 			}
 			warnings := c.logs.FilterMessage("echo failed").All()
 			if !tt.fails {
