@@ -107,8 +107,13 @@ func mustPods(t testing.TB, ns, app string, ready bool, want int) []corev1.Pod {
 	if ready {
 		what, pods = "ready", slices.DeleteFunc(pods, func(p corev1.Pod) bool { return !podReady(&p) })
 	}
-	if err != nil || len(pods) == 0 || (want > 0 && len(pods) != want) {
-		t.Fatalf("want %d %s %s pods in %s (0: any but none), have %d (%v)", want, what, app, ns, len(pods), err)
+	switch {
+	case err != nil:
+		t.Fatalf("list the %s pods in %s: %v", app, ns, err)
+	case len(pods) == 0:
+		t.Fatalf("no %s %s pod in %s (is its Deployment scaled to 0, or still starting?)", what, app, ns)
+	case want > 0 && len(pods) != want:
+		t.Fatalf("want %d %s %s pods in %s, have %d", want, what, app, ns, len(pods))
 	}
 	return pods
 }

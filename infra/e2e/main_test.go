@@ -159,6 +159,16 @@ func deployKustomize() error {
 	if err != nil {
 		return err
 	}
+	// A server-side apply keeps the fields another manager set: over what
+	// Tilt deployed (debug mode's command, say), infra/base would not be
+	// what runs.
+	tilts, err := c.client.AppsV1().Deployments(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=tilt"})
+	if err != nil {
+		return err
+	}
+	if len(tilts.Items) > 0 {
+		return fmt.Errorf("E2E_DEPLOY=kustomize: deployment/%s in %s was deployed by Tilt, whose fields a server-side apply would keep: run tilt down (or delete the namespace) first", tilts.Items[0].Name, namespace)
+	}
 	var deployments []string
 	for _, o := range objs {
 		if suite.skipGrafana && o.GetLabels()["app"] == "grafana" {
