@@ -55,8 +55,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 //  3. it drains the calls in progress for at most ShutdownTimeout (see drain);
 //  4. it closes the metrics and debug listeners.
 //
-// The server reports SERVING once its listeners accept connections: they
-// queue connections from the moment they exist.
+// A browser's HTTP/1 request to the gRPC port gets a page on how to call it
+// (answerBrowsers). The server reports SERVING once its listeners accept
+// connections: they queue connections from the moment they exist.
 func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, metrics *platform.MetricsServer, lis listeners) error {
 	srv.setServing()
 	metrics.SetReady(true)
@@ -65,7 +66,7 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 	return platform.Serve(ctx,
 		platform.Actor{
 			Run: func() error {
-				if err := srv.Serve(lis.grpc); err != nil {
+				if err := srv.Serve(answerBrowsers(lis.grpc, log)); err != nil {
 					return fmt.Errorf("serve gRPC: %w", err)
 				}
 				return nil
