@@ -215,3 +215,27 @@ func hashSuffixed(t *testing.T, raw []byte) bool {
 	}
 	return h == name[i+1:]
 }
+
+// TestLogFormats: wherever the programs deploy they log JSON lines, for a
+// log collector; the Tilt dev build (infra/dev) switches them to console
+// lines, one readable line each in the Tilt UI's log panes.
+func TestLogFormats(t *testing.T) {
+	eachTree(t, func(t *testing.T, dir string, tr *infra.Tree) {
+		for _, name := range programs {
+			key := strings.ToUpper(name) + "_LOG_FORMAT"
+			got := "unset (json)"
+			for _, e := range container(t, tr, name).Env {
+				if e.Name == key {
+					got = e.Value
+				}
+			}
+			want := []string{"unset (json)", "json"}
+			if dir == "dev" {
+				want = []string{"console"}
+			}
+			if !slices.Contains(want, got) {
+				t.Errorf("deployment/%s: %s %s, want %s", name, key, got, strings.Join(want, " or "))
+			}
+		}
+	})
+}

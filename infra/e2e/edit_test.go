@@ -5,12 +5,10 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -127,16 +125,13 @@ func (p *podProbe) follow(t testing.TB, ns string) {
 	t.Helper()
 	revision := ""
 	followLog(t, ns, p.pod, func(text []byte) {
-		var line struct {
-			Msg      string `json:"msg"`
-			Revision string `json:"revision"`
-		}
-		if json.Unmarshal(text, &line) != nil {
+		line, ok := proctest.ParseLogLine(string(text))
+		if !ok {
 			return
 		}
-		switch line.Msg {
+		switch line["msg"] {
 		case "starting":
-			revision = line.Revision
+			revision, _ = line["revision"].(string)
 		case "serving", "calling echo":
 			p.mu.Lock()
 			p.serving[revision] = true
@@ -219,7 +214,7 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 		r.failed = failed1 - failed0
 	} else {
 		// The client itself restarted: count its failure log lines instead.
-		r.failed = float64(strings.Count(s.proc.Output()[logBefore:], `"msg":"echo failed"`))
+		r.failed = float64(len(proctest.LogLines(s.proc.Output()[logBefore:], "echo failed")))
 	}
 	// Tilt sees the new binary, and starts the live update, while the compile
 	// resource is still finishing: the hand-off may be negative.

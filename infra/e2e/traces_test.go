@@ -279,7 +279,7 @@ func workingSet(ctx context.Context, pod corev1.Pod) (int64, error) {
 	return 0, fmt.Errorf("pod %s not in the node's summary", pod.Name)
 }
 
-// logLines returns the JSON log lines of the pod whose message is msg.
+// logLines returns the log lines of the pod whose message is msg.
 func logLines(ctx context.Context, t *testing.T, pod, msg string) []map[string]any {
 	t.Helper()
 	since := int64(600)

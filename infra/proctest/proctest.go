@@ -6,10 +6,8 @@
 package proctest
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -188,22 +186,7 @@ func (p *Process) WaitAddr(key string, timeout time.Duration) (string, error) {
 // as its fields.
 func (p *Process) LogLines(msg string) []map[string]any { return LogLines(p.Output(), msg) }
 
-// LogLines returns the JSON log lines of out (a program's zap output) whose
-// message is msg, each as its fields.
-func LogLines(out, msg string) []map[string]any {
-	var lines []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(out))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var line map[string]any
-		if json.Unmarshal(sc.Bytes(), &line) == nil && line["msg"] == msg {
-			lines = append(lines, line)
-		}
-	}
-	return lines
-}
-
-// listeningAddr finds the JSON log line {"msg":"listening", key: "[::]:port"}
+// listeningAddr finds the log line {"msg":"listening", key: "[::]:port"}
 // in out and returns 127.0.0.1:port, or "" when there is none yet.
 func listeningAddr(out, key string) string {
 	for _, line := range LogLines(out, "listening") {

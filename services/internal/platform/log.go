@@ -61,7 +61,10 @@ func NewLogger(cfg LogConfig) (*zap.Logger, error) {
 	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	zc.EncoderConfig.EncodeDuration = zapcore.StringDurationEncoder
 	if cfg.Format == LogConsole {
+		// One line a message: the stack of an error would follow on lines
+		// of its own (JSON keeps it in a field).
 		zc.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+		zc.DisableStacktrace = true
 	}
 	log, err := zc.Build()
 	if err != nil {
