@@ -11,7 +11,11 @@
 // faults while the client sends calls, each with the target it must meet.
 // With a real Tilt they debug the programs in their pods through Delve and
 // pprof (TestDebugMode), and run the environment under the names of other
-// clusters, two developers side by side included (TestOtherClusters);
+// clusters, two developers side by side included (TestOtherClusters), and
+// read the Tilt UI as a person does: every link opens a page through its
+// forward and costs no forward, each action ends green or red with its
+// reason (TestTiltUI). TestLogFormat reads console lines from Tilt's dev
+// build and JSON from infra/base;
 // scripts/bench --loop-example times Tilt's own Go example the way
 // BenchmarkLiveUpdate times this project's loop.
 package e2e

@@ -1,0 +1,204 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"example.com/grpc-metrics/infra/proctest"
+)
+
+// The Tilt UI, as a person reads it: every link of every resource opens a
+// page, through Tilt's forwards, and opening them costs no forward; the
+// actions (the Tiltfile's action resources) end green or red, with the
+// reason in their own log.
+
+// wantLinks are the links each resource shows, by name. The Endpoints
+// column of the Tilt UI cuts names after about 9 characters.
+var wantLinks = map[string][]string{
+	"server":     {"gRPC", "metrics"},
+	"client":     {"metrics"},
+	"prometheus": {"targets", "alerts"},
+	"jaeger":     {"traces"},
+	"grafana":    {"echo", "gRPC", "runtime"},
+}
+
+const maxLinkName = 9
+
+// uiLink is one entry of a UIResource's endpointLinks.
+type uiLink struct {
+	URL  string `json:"url"`
+	Name string `json:"name"`
+}
+
+// links returns the endpoint links of every resource of the session.
+func (s *tiltSession) links(t testing.TB) map[string][]uiLink {
+	t.Helper()
+	var list struct {
+		Items []struct {
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+			Status struct {
+				EndpointLinks []uiLink `json:"endpointLinks"`
+			} `json:"status"`
+		} `json:"items"`
+	}
+	if err := json.Unmarshal(s.tilt(t, "get", "uiresource", "-o", "json"), &list); err != nil {
+		t.Fatalf("tilt get uiresource: %v", err)
+	}
+	links := map[string][]uiLink{}
+	for _, r := range list.Items {
+		if len(r.Status.EndpointLinks) > 0 {
+			links[r.Metadata.Name] = r.Status.EndpointLinks
+		}
+	}
+	return links
+}
+
+// TestTiltUI opens every link of every resource as a browser would, then
+// calls the gRPC port through its forward; it runs the smoke action against
+// the whole environment (green) and with the server scaled to 0 (red, naming
+// the server), and the load-burst action (green, with ghz's summary in its
+// log).
+func TestTiltUI(t *testing.T) {
+	if suite.skipGrafana {
+		// The smoke action runs scripts/smoke, which reads SMOKE_SKIP_GRAFANA.
+		t.Setenv("SMOKE_SKIP_GRAFANA", "1")
+	}
+	s := startTilt(t, 1, suite.rate)
+	logFrom := len(s.proc.Output())
+
+	t.Run("links", func(t *testing.T) {
+		links := s.links(t)
+		if got, want := slices.Sorted(maps.Keys(links)), slices.Sorted(maps.Keys(wantLinks)); !slices.Equal(got, want) {
+			t.Errorf("resources with links: %v, want %v", got, want)
+		}
+		browser := http.Client{Timeout: 10 * time.Second}
+		for resource, ls := range links {
+			var names []string
+			for _, l := range ls {
+				names = append(names, l.Name)
+				if n := len([]rune(l.Name)); n == 0 || n > maxLinkName {
+					t.Errorf("%s: link %s named %q: want a name of 1 to %d characters, which the Endpoints column shows whole", resource, l.URL, l.Name, maxLinkName)
+				}
+				if resource == "grafana" && suite.skipGrafana {
+					t.Logf("%s %s (%s): not opened, E2E_SKIP_GRAFANA=1: the Grafana deployed may not serve dashboards", resource, l.Name, l.URL)
+					continue
+				}
+				resp, err := browser.Get(l.URL)
+				if err != nil {
+					t.Errorf("%s: link %q: %v", resource, l.Name, err)
+					continue
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || resp.StatusCode != http.StatusOK || len(body) == 0 {
+					t.Errorf("%s: link %q (%s): %s, %d bytes (%v); want 200 and a page", resource, l.Name, l.URL, resp.Status, len(body), err)
+				}
+				if resource == "server" && l.Name == "gRPC" && !strings.Contains(string(body), "grpcurl -plaintext") {
+					t.Errorf("server: the gRPC link's page does not say how to call it:\n%s", body)
+				}
+			}
+			if !slices.Equal(names, wantLinks[resource]) {
+				t.Errorf("%s: links %q, want %q", resource, names, wantLinks[resource])
+			}
+		}
+		// What a person at a terminal does next: grpcurl through the forward.
+		if err := proctest.CheckHealth(s.target.local(20000)); err != nil {
+			t.Errorf("after every link was opened: %v", err)
+		}
+		if err := proctest.GetMetrics(s.target.local(9000)); err != nil {
+			t.Errorf("after every link was opened: %v", err)
+		}
+		if errs := s.forwardErrors(logFrom); len(errs) > 0 {
+			t.Errorf("Tilt lost forwards while the links were opened:\n%s", strings.Join(errs, "\n"))
+		}
+	})
+
+	t.Run("smoke", func(t *testing.T) {
+		if b := s.runAction(t, "smoke", 5*time.Minute); b.Error != "" {
+			t.Fatalf("smoke against the whole environment: %s\n%s", b.Error, tail(string(s.tilt(t, "logs", "smoke"))))
+		}
+		scaleServer(t, 0)
+		defer scaleServer(t, 1)
+		b := s.runAction(t, "smoke", 5*time.Minute)
+		log := string(s.tilt(t, "logs", "smoke"))
+		if b.Error == "" {
+			t.Fatalf("smoke with the server scaled to 0 ended green:\n%s", tail(log))
+		}
+		if reason := "no ready server pod in " + s.target.ns; !strings.Contains(log, reason) {
+			t.Errorf("smoke with the server scaled to 0: its log does not say %q:\n%s", reason, tail(log))
+		}
+	})
+
+	t.Run("load-burst", func(t *testing.T) {
+		b := s.runAction(t, "load-burst", 3*time.Minute)
+		log := string(s.tilt(t, "logs", "load-burst"))
+		if b.Error != "" {
+			t.Fatalf("load-burst: %s\n%s", b.Error, tail(log))
+		}
+		for _, want := range []string{"Summary:", "Status code distribution:", "[OK]"} {
+			if !strings.Contains(log, want) {
+				t.Errorf("load-burst's log has no %q (ghz's summary):\n%s", want, tail(log))
+			}
+		}
+	})
+}
+
+// runAction triggers the action resource name and waits, up to timeout,
+// for the run it started to end.
+func (s *tiltSession) runAction(t *testing.T, name string, timeout time.Duration) buildRecord {
+	t.Helper()
+	since := time.Now().Add(-time.Second) // Tilt's times are to the microsecond, ours too fine
+	s.tilt(t, "trigger", name)
+	var b buildRecord
+	err := proctest.Poll(t.Context(), time.Second, timeout, name+"'s run", func(context.Context) (bool, string) {
+		var ok bool
+		b, ok = s.buildAfter(t, name, since)
+		return ok, fmt.Sprintf("status %s", s.resource(t, name).Status.UpdateStatus)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: ran in %v, error %q", name, b.Finish.Sub(b.Start).Round(100*time.Millisecond), b.Error)
+	return b
+}
+
+// TestLogFormat reads the programs' pod logs: console lines, one a message,
+// in Tilt's dev build (its log panes); JSON lines, for a log collector, from
+// infra/base.
+func TestLogFormat(t *testing.T) {
+	want, format := proctest.IsJSONLogLine, "JSON"
+	switch suite.deploy {
+	case "tilt":
+		want, format = func(line string) bool { return !proctest.IsJSONLogLine(line) }, "console"
+	case "none":
+		t.Skip("E2E_DEPLOY=none: what deployed the programs, and so their log format, is not known")
+	}
+	for _, app := range []string{"server", "client"} {
+		pod := mustPods(t, namespace, app, false, 0)[0].Name
+		data, err := suite.c.client.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{}).DoRaw(t.Context())
+		if err != nil {
+			t.Fatalf("logs of %s: %v", pod, err)
+		}
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		for _, line := range lines {
+			if _, ok := proctest.ParseLogLine(line); !ok || !want(line) {
+				t.Errorf("%s: not a %s log line: %q", pod, format, line)
+			}
+		}
+		t.Logf("%s: %d %s log lines", pod, len(lines), format)
+	}
+}
