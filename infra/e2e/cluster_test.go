@@ -111,7 +111,7 @@ func mustPods(t testing.TB, ns, app string, ready bool, want int) []corev1.Pod {
 	case err != nil:
 		t.Fatalf("list the %s pods in %s: %v", app, ns, err)
 	case len(pods) == 0:
-		t.Fatalf("no %s %s pod in %s (is its Deployment scaled to 0, or still starting?)", what, app, ns)
+		t.Fatalf("no %s %s pod in %s (not deployed, scaled to 0, or still starting)", what, app, ns)
 	case want > 0 && len(pods) != want:
 		t.Fatalf("want %d %s %s pods in %s, have %d", want, what, app, ns, len(pods))
 	}
