@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
@@ -15,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"example.com/grpc-metrics/proto/foopb"
 	"example.com/grpc-metrics/services/internal/platform"
@@ -206,4 +210,74 @@ func BenchmarkEchoHandler(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkGRPCPort is the cost of answerBrowsers on the gRPC port, over
+// loopback TCP with a bare server, against the listener alone:
+//
+//	op=call  one echo call on a connection made once (its reads and writes
+//	         pass one atomic load each)
+//	op=conn  a new connection and one echo call on it (the server's SETTINGS
+//	         held until the client's preface arrives)
+//
+// -col /listener compares them.
+func BenchmarkGRPCPort(b *testing.B) {
+	for _, op := range []string{"call", "conn"} {
+		for _, wrapped := range []bool{false, true} {
+			name := "op=" + op + "/listener=plain"
+			if wrapped {
+				name = "op=" + op + "/listener=answerBrowsers"
+			}
+			b.Run(name, func(b *testing.B) {
+				lis, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					b.Fatal(err)
+				}
+				addr := lis.Addr().String()
+				if wrapped {
+					lis = answerBrowsers(lis, zap.NewNop())
+				}
+				s := grpc.NewServer()
+				foopb.RegisterFooServer(s, bareEcho{})
+				go s.Serve(lis) //nolint:errcheck // ends with Stop
+				defer s.Stop()
+				dial := func() *grpc.ClientConn {
+					conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+					if err != nil {
+						b.Fatal(err)
+					}
+					return conn
+				}
+				call := func(conn *grpc.ClientConn) {
+					if _, err := foopb.NewFooClient(conn).Echo(b.Context(), &foopb.EchoRequest{Name: "x"}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				conn := dial()
+				defer conn.Close()
+				call(conn)
+				b.ReportAllocs()
+				cpu := processCPU(b)
+				for b.Loop() {
+					if op == "call" {
+						call(conn)
+						continue
+					}
+					c := dial()
+					call(c)
+					c.Close()
+				}
+				b.ReportMetric(float64((processCPU(b)-cpu).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			})
+		}
+	}
+}
+
+// processCPU is the CPU time, user and system, the process has used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
