@@ -96,7 +96,15 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("grafana does not serve %s (uid %s): %v", file, d.UID, err)
 			}
 		}
-		t.Logf("Grafana %s", health.Version)
+		version := health.Version
+		if version == "" {
+			version = "(its /api/health names no version)"
+		}
+		if t.Failed() {
+			t.Errorf("could not check Grafana %s: it does not serve what infra/grafana provisions (the datasources, the dashboards); is it Grafana itself, with its provisioning mounted?", version)
+			return
+		}
+		t.Logf("Grafana %s", version)
 	})
 }
 
