@@ -110,7 +110,7 @@ func TestTiltUI(t *testing.T) {
 					t.Logf("%s %s (%s): NOT CHECKED, this Prometheus has no web UI (%s); its API through the same forward must answer", resource, l.Name, l.URL, strings.TrimSpace(string(body)))
 					api := *resp.Request.URL
 					api.Path, api.RawQuery = "/api/v1/targets", ""
-					if err := getOK(browser, api.String()); err != nil {
+					if err := proctest.GetOK(api.String()); err != nil {
 						t.Errorf("%s: %v", resource, err)
 					}
 					continue
@@ -166,20 +166,6 @@ func TestTiltUI(t *testing.T) {
 			}
 		}
 	})
-}
-
-// getOK GETs url and wants 200.
-func getOK(c http.Client, url string) error {
-	resp, err := c.Get(url)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
 }
 
 // runAction triggers the action resource name and waits, up to timeout,

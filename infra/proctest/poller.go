@@ -74,16 +74,19 @@ func CheckHealth(addr string) error {
 }
 
 // GetMetrics GETs /metrics on a connection of its own.
-func GetMetrics(addr string) error {
+func GetMetrics(addr string) error { return GetOK("http://" + addr + "/metrics") }
+
+// GetOK GETs url on a connection of its own, within 2s, and wants 200.
+func GetOK(url string) error {
 	c := http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Get("http://" + addr + "/metrics")
+	resp, err := c.Get(url)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
 	io.Copy(io.Discard, resp.Body) //nolint:errcheck // only the status matters
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s/metrics: %s", addr, resp.Status)
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
 	return nil
 }
