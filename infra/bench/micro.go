@@ -13,10 +13,12 @@ import (
 // servers: the sub-benchmarks are named server=bare, server=ours/log=info...
 func micro(ctx context.Context, s settings, b binaries, dir string) error {
 	// Ours against bare, then each part of ours alone against bare: where
-	// the difference goes.
+	// the difference goes; then the gRPC port with and without the page
+	// for browsers.
 	for _, run := range []struct{ bench, col string }{
 		{"^BenchmarkEcho(Call|Handler)$", "/server"},
 		{"^BenchmarkEchoCallPart$", "/part"},
+		{"^BenchmarkGRPCPort$", "/listener"},
 	} {
 		cmd := exec.CommandContext(ctx, b.serverTest, "-test.run", "^$", "-test.bench", run.bench, "-test.benchmem",
 			"-test.count", strconv.Itoa(s.microCount))
