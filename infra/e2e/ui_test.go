@@ -70,8 +70,9 @@ func (s *tiltSession) links(t testing.TB) map[string][]uiLink {
 // TestTiltUI opens every link of every resource as a browser would, then
 // calls the gRPC port through its forward; it runs the smoke action against
 // the whole environment (green) and with the server scaled to 0 (red, naming
-// the server), and the load-burst action (green, with ghz's summary in its
-// log).
+// the server), the bad-calls action (green after its minute, the refused
+// calls in its own pane, in console lines) and the load-burst action
+// (green, with ghz's summary in its log).
 func TestTiltUI(t *testing.T) {
 	if suite.skipGrafana {
 		// The smoke action runs scripts/smoke, which reads SMOKE_SKIP_GRAFANA.
@@ -151,6 +152,24 @@ func TestTiltUI(t *testing.T) {
 		}
 		if reason := "no ready server pod in " + s.target.ns; !strings.Contains(log, reason) {
 			t.Errorf("smoke with the server scaled to 0: its log does not say %q:\n%s", reason, tail(log))
+		}
+	})
+
+	t.Run("bad-calls", func(t *testing.T) {
+		b := s.runAction(t, "bad-calls", 3*time.Minute)
+		log := string(s.tilt(t, "logs", "bad-calls"))
+		if b.Error != "" {
+			t.Fatalf("bad-calls: %s\n%s", b.Error, tail(log))
+		}
+		refused := proctest.LogLines(log, "echo failed")
+		if len(refused) == 0 || refused[0]["code"] != "InvalidArgument" {
+			t.Errorf("bad-calls' log: %d echo failed lines (first %v), want INVALID_ARGUMENT ones, in its own pane:\n%s", len(refused), refused, tail(log))
+		}
+		for line := range strings.Lines(log) {
+			if proctest.IsJSONLogLine(strings.TrimSpace(line)) {
+				t.Errorf("bad-calls' log has a JSON line, want console lines: %s", line)
+				break
+			}
 		}
 	})
 
