@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"example.com/grpc-metrics/services/internal/platform"
 )
 
 // A browser that opens the gRPC port (the Tilt UI's link to it, a curl)
@@ -115,13 +116,7 @@ func (c *sniffedConn) Close() error {
 }
 
 // SyscallConn keeps the socket options within reach of grpc-go.
-func (c *sniffedConn) SyscallConn() (syscall.RawConn, error) {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("%T: %w", c.Conn, errors.ErrUnsupported)
-	}
-	return sc.SyscallConn()
-}
+func (c *sniffedConn) SyscallConn() (syscall.RawConn, error) { return platform.RawConn(c.Conn) }
 
 func isHTTP1(b []byte) bool {
 	for _, m := range http1Methods {
@@ -133,9 +128,11 @@ func isHTTP1(b []byte) bool {
 }
 
 // answerBrowser reads the HTTP/1 request that begins with head, answers it
-// with a page on how to call the gRPC port, and closes the connection the
-// way net/http does: its end first, then the rest once the peer has closed
-// its own or after browserTimeout, so that nothing unread is left to reset.
+// with a page on how to call the gRPC port ("Connection: close"), and
+// closes the connection once the peer has closed its own, or after
+// browserTimeout, so that nothing unread is left to reset. Where c can
+// (a plain TCP connection; not a worker's tracked one) it closes its own
+// end for writing first, as net/http does.
 func answerBrowser(c net.Conn, head []byte, log *zap.Logger) {
 	defer c.Close()                               //nolint:errcheck // the page is written or the peer is gone
 	c.SetDeadline(time.Now().Add(browserTimeout)) //nolint:errcheck // the reads and writes below report it

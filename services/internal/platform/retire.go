@@ -2,6 +2,7 @@ package platform
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"syscall"
@@ -103,10 +104,15 @@ func (c *trackedConn) Close() error {
 }
 
 // SyscallConn keeps the socket options within reach of the server.
-func (c *trackedConn) SyscallConn() (syscall.RawConn, error) {
-	sc, ok := c.Conn.(syscall.Conn)
+func (c *trackedConn) SyscallConn() (syscall.RawConn, error) { return RawConn(c.Conn) }
+
+// RawConn is the socket under c, for a wrapper of a connection that
+// embeds net.Conn and so hides its SyscallConn (grpc-go reads socket
+// options through syscall.Conn).
+func RawConn(c net.Conn) (syscall.RawConn, error) {
+	sc, ok := c.(syscall.Conn)
 	if !ok {
-		return nil, errors.ErrUnsupported
+		return nil, fmt.Errorf("%T: %w", c, errors.ErrUnsupported)
 	}
 	return sc.SyscallConn()
 }
