@@ -223,11 +223,9 @@ func TestLogFormats(t *testing.T) {
 	eachTree(t, func(t *testing.T, dir string, tr *infra.Tree) {
 		for _, name := range programs {
 			key := strings.ToUpper(name) + "_LOG_FORMAT"
-			got := "unset (json)"
-			for _, e := range container(t, tr, name).Env {
-				if e.Name == key {
-					got = e.Value
-				}
+			got := settings(t, name, container(t, tr, name))[key]
+			if got == "" {
+				got = "unset (json)"
 			}
 			want := []string{"unset (json)", "json"}
 			if dir == "dev" {
