@@ -9,7 +9,6 @@ import (
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
-	"github.com/sercand/kuberesolver/v6"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
@@ -99,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 }
 
 // kubernetesScheme names the targets resolved by watching a Service's
-// EndpointSlices through the Kubernetes API (kuberesolver): the client learns
+// EndpointSlices through the Kubernetes API (slices.go): the client learns
 // of a pod the moment it is ready, and of one that stops at once.
 const kubernetesScheme = "kubernetes"
 
@@ -107,7 +106,7 @@ const kubernetesScheme = "kubernetes"
 // every address the target resolves to, retries, quick reconnection, each
 // call traced and measured (grpc_client_* with trace-id exemplars).
 func dial(cfg Config, p *platform.Program) (*grpc.ClientConn, error) {
-	resolvers, err := resolvers(cfg.ServerAddr)
+	resolvers, err := resolvers(cfg.ServerAddr, p.Log.Named("resolver"))
 	if err != nil {
 		return nil, err
 	}
@@ -146,13 +145,13 @@ func dial(cfg Config, p *platform.Program) (*grpc.ClientConn, error) {
 // resolvers returns the resolver the target needs beyond grpc-go's own: for
 // kubernetes:///, one with the pod's service account, made now so that a
 // client outside a pod says so at start rather than failing every call.
-func resolvers(target string) ([]resolver.Builder, error) {
+func resolvers(target string, log *zap.Logger) ([]resolver.Builder, error) {
 	if !strings.HasPrefix(target, kubernetesScheme+"://") {
 		return nil, nil
 	}
-	k8s, err := kuberesolver.NewInClusterK8sClient()
+	b, err := newSliceBuilder(log)
 	if err != nil {
 		return nil, fmt.Errorf("%s_SERVER_ADDR=%s: the Kubernetes API is not reachable from here: %w", envPrefix, target, err)
 	}
-	return []resolver.Builder{kuberesolver.NewBuilder(k8s, kubernetesScheme)}, nil
+	return []resolver.Builder{b}, nil
 }

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/resolver"
+)
+
+// fakeAPI serves the list and the watch of EndpointSlices: the list from
+// items, each watch from the events sent on the channel until it closes.
+type fakeAPI struct {
+	t *testing.T
+
+	mu     sync.Mutex
+	items  []string // the list's slices, as JSON
+	listRV string
+	lists  int
+	status int // answer lists with this code, when not 0
+	watchs chan chan string
+	rvs    []string // resourceVersion of each watch
+}
+
+func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/apis/discovery.k8s.io/v1/namespaces/echo/endpointslices" ||
+		r.URL.Query().Get("labelSelector") != "kubernetes.io/service-name=server-service" {
+		f.t.Errorf("unexpected request %s", r.URL)
+		http.NotFound(w, r)
+		return
+	}
+	if r.URL.Query().Get("watch") != "true" {
+		f.mu.Lock()
+		f.lists++
+		status, body := f.status, fmt.Sprintf(`{"metadata":{"resourceVersion":%q},"items":[%s]}`, f.listRV, strings.Join(f.items, ","))
+		f.mu.Unlock()
+		if status != 0 {
+			w.WriteHeader(status)
+			fmt.Fprintf(w, `{"kind":"Status","code":%d,"message":"endpointslices is forbidden: User \"system:serviceaccount:echo:client\" cannot list"}`, status)
+			return
+		}
+		fmt.Fprint(w, body)
+		return
+	}
+	f.mu.Lock()
+	f.rvs = append(f.rvs, r.URL.Query().Get("resourceVersion"))
+	f.mu.Unlock()
+	var events chan string
+	select {
+	case events = <-f.watchs:
+	case <-r.Context().Done():
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	w.(http.Flusher).Flush()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			fmt.Fprintln(w, ev)
+			w.(http.Flusher).Flush()
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// recordingConn is the resolver's grpc-go side: what it was told, in order.
+type recordingConn struct {
+	resolver.ClientConn
+	updates chan string // the addresses of each update, joined; or "error: ..."
+}
+
+func (c *recordingConn) UpdateState(s resolver.State) error {
+	var addrs []string
+	for _, a := range s.Addresses {
+		addrs = append(addrs, a.Addr)
+	}
+	c.updates <- strings.Join(addrs, ",")
+	return nil
+}
+
+func (c *recordingConn) ReportError(err error) { c.updates <- "error: " + err.Error() }
+
+func (c *recordingConn) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case u := <-c.updates:
+		return u
+	case <-time.After(5 * time.Second):
+		t.Fatal("no update from the resolver in 5s")
+		return ""
+	}
+}
+
+// slice is an EndpointSlice of server-service as JSON; each endpoint is
+// "address", "address:notready" or "address:terminating" (serving while it
+// terminates).
+func slice(name, port string, endpoints ...string) string {
+	var eps []string
+	for _, e := range endpoints {
+		addr, state, _ := strings.Cut(e, ":")
+		cond := `{"ready":true,"serving":true,"terminating":false}`
+		switch state {
+		case "notready":
+			cond = `{"ready":false,"serving":false,"terminating":false}`
+		case "terminating":
+			cond = `{"ready":false,"serving":true,"terminating":true}`
+		}
+		eps = append(eps, fmt.Sprintf(`{"addresses":[%q],"conditions":%s}`, addr, cond))
+	}
+	return fmt.Sprintf(`{"metadata":{"name":%q,"resourceVersion":"1"},"addressType":"IPv4","endpoints":[%s],"ports":[{"name":"metrics","port":9000},{"name":"grpc","port":%s}]}`,
+		name, strings.Join(eps, ","), port)
+}
+
+func event(typ, object string) string {
+	b, _ := json.Marshal(map[string]json.RawMessage{"type": json.RawMessage(fmt.Sprintf("%q", typ)), "object": json.RawMessage(object)})
+	return string(b)
+}
+
+func startResolver(t *testing.T, f *fakeAPI, endpoint string) *recordingConn {
+	t.Helper()
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	b := &sliceBuilder{api: &kubeAPI{base: srv.URL, http: srv.Client()}, ownNamespace: "echo", log: zap.NewNop()}
+	cc := &recordingConn{updates: make(chan string, 100)}
+	r, err := b.Build(resolver.Target{URL: *mustURL(t, "kubernetes:///"+endpoint)}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return cc
+}
+
+// The addresses are those of every slice of the Service: a pod's and this
+// machine's (--local) together, then either alone as the other goes.
+func TestSliceResolverMergesSlices(t *testing.T) {
+	f := &fakeAPI{t: t, listRV: "10", watchs: make(chan chan string),
+		items: []string{slice("server-service-abc", "20000", "10.244.0.7", "10.244.0.8:notready")}}
+	cc := startResolver(t, f, "server-service.echo:grpc")
+	events := make(chan string)
+	f.watchs <- events
+	steps := []struct {
+		event, want string
+	}{
+		{"", "10.244.0.7:20000"},
+		{event("ADDED", slice("server-service-local", "20000", "10.244.0.1")), "10.244.0.1:20000,10.244.0.7:20000"},
+		// The pod stops: it is terminating, and this machine is ready.
+		{event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.7:terminating")), "10.244.0.1:20000"},
+		// This machine leaves: the terminating pod still serves, so calls go there.
+		{event("DELETED", slice("server-service-local", "20000", "10.244.0.1")), "10.244.0.7:20000"},
+		{event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.9:notready")), "error: no ready endpoint in the EndpointSlices of echo/server-service (port grpc)"},
+		{event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.9")), "10.244.0.9:20000"},
+	}
+	for i, s := range steps {
+		if s.event != "" {
+			events <- s.event
+		}
+		if got := cc.next(t); got != s.want {
+			t.Fatalf("step %d: addresses %q, want %q", i, got, s.want)
+		}
+	}
+	// An event that changes no address tells grpc-go nothing.
+	events <- event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.9", "10.244.0.10:notready"))
+	events <- event("ADDED", slice("server-service-xyz", "20000", "10.244.0.11"))
+	if got := cc.next(t); got != "10.244.0.11:20000,10.244.0.9:20000" {
+		t.Fatalf("after an unchanged and a new slice: %q", got)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if diff := cmp.Diff([]string{"10"}, f.rvs); diff != "" {
+		t.Errorf("watches from resource versions (-want +got):\n%s", diff)
+	}
+}
+
+// A watch that the API ends, or whose version is too old, is followed by a
+// new list, which replaces every slice (one deleted meanwhile is gone).
+func TestSliceResolverListsAgain(t *testing.T) {
+	f := &fakeAPI{t: t, listRV: "10", watchs: make(chan chan string),
+		items: []string{slice("a", "20000", "10.244.0.7"), slice("b", "20000", "10.244.0.8")}}
+	cc := startResolver(t, f, "server-service:20000")
+	if got := cc.next(t); got != "10.244.0.7:20000,10.244.0.8:20000" {
+		t.Fatalf("first list: %q", got)
+	}
+	events := make(chan string)
+	f.watchs <- events
+	f.mu.Lock()
+	f.items, f.listRV = []string{slice("a", "20000", "10.244.0.7")}, "20"
+	f.mu.Unlock()
+	events <- event("ERROR", `{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 10 (15)"}`)
+	if got := cc.next(t); got != "10.244.0.7:20000" {
+		t.Fatalf("after a 410: %q", got)
+	}
+	events2 := make(chan string)
+	f.watchs <- events2
+	close(events2) // the API ends the watch
+	f.mu.Lock()
+	f.items, f.listRV = []string{slice("c", "20000", "10.244.0.9")}, "30"
+	f.mu.Unlock()
+	events3 := make(chan string)
+	f.watchs <- events3
+	if got := cc.next(t); got != "10.244.0.9:20000" {
+		t.Fatalf("after the watch ended: %q", got)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if diff := cmp.Diff([]string{"10", "20", "30"}, f.rvs); diff != "" {
+		t.Errorf("watches from resource versions (-want +got):\n%s", diff)
+	}
+}
+
+// A refused list is reported with the API's own message, and retried.
+func TestSliceResolverReportsAPIErrors(t *testing.T) {
+	f := &fakeAPI{t: t, listRV: "10", watchs: make(chan chan string), status: http.StatusForbidden}
+	cc := startResolver(t, f, "server-service.echo:grpc")
+	got := cc.next(t)
+	if !strings.Contains(got, "EndpointSlices of echo/server-service: list: 403: endpointslices is forbidden") {
+		t.Fatalf("reported %q", got)
+	}
+	f.mu.Lock()
+	f.status, f.items = 0, []string{slice("a", "20000", "10.244.0.7")}
+	f.mu.Unlock()
+	if got := cc.next(t); got != "10.244.0.7:20000" {
+		t.Fatalf("after the retry: %q", got)
+	}
+}
+
+func TestSliceTargetPorts(t *testing.T) {
+	all := map[string]endpointSlice{}
+	for name, js := range map[string]string{
+		"a": slice("a", "20000", "10.244.0.7"),
+		"b": slice("b", "20001", "10.244.0.8"),
+		// A slice without the port named grpc is not the Service's gRPC.
+		"c": `{"metadata":{"name":"c"},"addressType":"IPv4","endpoints":[{"addresses":["10.244.0.9"]}],"ports":[{"name":"metrics","port":9000}]}`,
+		// Nor one of FQDNs.
+		"d": `{"metadata":{"name":"d"},"addressType":"FQDN","endpoints":[{"addresses":["example.com"]}],"ports":[{"name":"grpc","port":20000}]}`,
+	} {
+		var s endpointSlice
+		if err := json.Unmarshal([]byte(js), &s); err != nil {
+			t.Fatal(err)
+		}
+		all[name] = s
+	}
+	for port, want := range map[string][]string{
+		"grpc":  {"10.244.0.7:20000", "10.244.0.8:20001"},
+		"20001": {"10.244.0.8:20001"},
+		"9000":  {"10.244.0.7:9000", "10.244.0.8:9000", "10.244.0.9:9000"},
+		"http":  {},
+	} {
+		var got []string
+		for _, a := range (sliceTarget{service: "s", namespace: "n", port: port}).addresses(all) {
+			got = append(got, a.Addr)
+		}
+		if diff := cmp.Diff(want, got, cmpEmpty); diff != "" {
+			t.Errorf("port %s (-want +got):\n%s", port, diff)
+		}
+	}
+}
+
+var cmpEmpty = cmp.FilterValues(func(a, b []string) bool { return len(a) == 0 && len(b) == 0 }, cmp.Ignore())
+
+func TestParseSliceTarget(t *testing.T) {
+	for endpoint, want := range map[string]string{
+		"server-service.echo:grpc":  "server-service echo grpc",
+		"server-service:20000":      "server-service own 20000",
+		"server-service.echo":       `"server-service.echo": want service.namespace:port (the port by number or by the Service port's name)`,
+		"server-service.echo.svc:1": `"server-service.echo.svc:1": want service.namespace:port, such as server-service.echo:grpc`,
+		".echo:grpc":                `".echo:grpc": want service.namespace:port, such as server-service.echo:grpc`,
+	} {
+		got := ""
+		if tg, err := parseSliceTarget(endpoint, "own"); err != nil {
+			got = err.Error()
+		} else {
+			got = tg.service + " " + tg.namespace + " " + tg.port
+		}
+		if got != want {
+			t.Errorf("%s: %s, want %s", endpoint, got, want)
+		}
+	}
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
