@@ -187,11 +187,13 @@ func (p *Process) WaitAddr(key string, timeout time.Duration) (string, error) {
 func (p *Process) LogLines(msg string) []map[string]any { return LogLines(p.Output(), msg) }
 
 // listeningAddr finds the log line {"msg":"listening", key: "[::]:port"}
-// in out and returns 127.0.0.1:port, or "" when there is none yet.
+// (or "host:port,host:port" for several hosts, on one port) in out and
+// returns 127.0.0.1:port, or "" when there is none yet.
 func listeningAddr(out, key string) string {
 	for _, line := range LogLines(out, "listening") {
 		s, _ := line[key].(string)
-		if _, port, err := net.SplitHostPort(s); err == nil {
+		first, _, _ := strings.Cut(s, ",")
+		if _, port, err := net.SplitHostPort(first); err == nil {
 			return net.JoinHostPort("127.0.0.1", port)
 		}
 	}

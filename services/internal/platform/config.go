@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"reflect"
 	"strconv"
 	"strings"
@@ -18,13 +19,16 @@ type Config interface {
 	Validate() error
 	Logging() LogConfig
 	HandsOver() bool
+	Hosts() []string
 }
 
 // Common is the configuration every program has: its metrics and debug
-// listeners, its logger and the hand-over of its sockets, read from
-// PREFIX_METRICS_PORT, PREFIX_DEBUG_PORT, PREFIX_LOG_* and PREFIX_HANDOVER.
+// listeners, the addresses it listens on, its logger and the hand-over of
+// its sockets, read from PREFIX_METRICS_PORT, PREFIX_DEBUG_PORT,
+// PREFIX_LISTEN_HOSTS, PREFIX_LOG_* and PREFIX_HANDOVER.
 type Common struct {
 	MetricsPort int       `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
+	ListenHosts []string  `envconfig:"LISTEN_HOSTS" desc:"IP addresses the program's listeners (not the debug one) listen on, comma-separated, such as 127.0.0.1,10.244.0.1; empty: every interface"`
 	DebugPort   DebugPort `envconfig:"DEBUG_PORT" desc:"TCP port of the debug listener (net/http/pprof), on loopback only; unset or empty: no debug listener"`
 	Log         LogConfig `envconfig:"LOG"`
 	Handover    bool      `envconfig:"HANDOVER" default:"false" desc:"keep the listening sockets in this process and serve from a child; on SIGHUP start the binary anew (a live update replaced it) on the same sockets and retire the old child once the new one serves"`
@@ -36,6 +40,9 @@ func (c Common) Logging() LogConfig { return c.Log }
 // HandsOver reports whether the program hands its sockets over on SIGHUP.
 func (c Common) HandsOver() bool { return c.Handover }
 
+// Hosts returns the addresses to listen on, none for every interface.
+func (c Common) Hosts() []string { return c.ListenHosts }
+
 // NamedPort is a TCP port setting and the variable it comes from.
 type NamedPort struct {
 	Key  string // PREFIX_NAME
@@ -46,6 +53,16 @@ type NamedPort struct {
 // before it, in the order: the program's own ports, PREFIX_METRICS_PORT,
 // then PREFIX_DEBUG_PORT when it is on. Port 0, any free one, may repeat.
 func (c Common) Check(prefix string, own ...NamedPort) error {
+	for i, h := range c.ListenHosts {
+		if net.ParseIP(h) == nil {
+			return &FieldError{Key: prefix + "_LISTEN_HOSTS", Value: strings.Join(c.ListenHosts, ","), Reason: fmt.Sprintf("%q is not an IP address", h)}
+		}
+		for _, before := range c.ListenHosts[:i] {
+			if net.ParseIP(before).Equal(net.ParseIP(h)) {
+				return &FieldError{Key: prefix + "_LISTEN_HOSTS", Value: strings.Join(c.ListenHosts, ","), Reason: fmt.Sprintf("%s is there twice", h)}
+			}
+		}
+	}
 	ports := append(own[:len(own):len(own)], NamedPort{Key: prefix + "_METRICS_PORT", Port: c.MetricsPort})
 	if c.DebugPort.On {
 		ports = append(ports, NamedPort{Key: prefix + "_DEBUG_PORT", Port: c.DebugPort.Port})

@@ -123,7 +123,7 @@ type usageConfig struct {
 	Mode     usageMode         `envconfig:"MODE" default:"a" desc:"a named string"`
 	Size     uint16            `envconfig:"SIZE" desc:"an unsigned number"`
 	Ratio    float64           `envconfig:"RATIO" desc:"a number"`
-	Hosts    []string          `envconfig:"HOSTS" desc:"a list"`
+	Peers    []string          `envconfig:"PEERS" desc:"a list"`
 	Weights  map[string]int    `envconfig:"WEIGHTS" desc:"pairs"`
 	Limit    *int              `envconfig:"LIMIT" desc:"a pointer"`
 	Nested   usageNested       `envconfig:"NESTED"`

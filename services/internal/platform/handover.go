@@ -51,7 +51,7 @@ const workerStartTimeout = 10 * time.Second
 // (LISTEN_FDS), by name, and clears the variables so no child sees them.
 // systemd sets LISTEN_PID between fork and exec; os/exec cannot, so the
 // supervisor names itself there, and sockets from the parent are ours.
-func inherited() (map[string]net.Listener, error) {
+func inherited() (map[string][]net.Listener, error) {
 	if os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getppid()) {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid())) //nolint:errcheck // never fails on Unix
 	}
@@ -62,16 +62,12 @@ func inherited() (map[string]net.Listener, error) {
 	if len(named) == 0 {
 		return nil, nil
 	}
-	out := make(map[string]net.Listener, len(named))
 	for name, ls := range named {
-		for _, l := range ls {
-			if l == nil || out[name] != nil {
-				return nil, fmt.Errorf("inherited sockets (LISTEN_FDS): %q is not one listening socket", name)
-			}
-			out[name] = l
+		if slices.Contains(ls, nil) {
+			return nil, fmt.Errorf("inherited sockets (LISTEN_FDS): %q is not a listening socket", name)
 		}
 	}
-	return out, nil
+	return named, nil
 }
 
 // NotifyReady tells the supervisor, if one started this process, that it
@@ -131,14 +127,16 @@ func (p *Program) Supervise(open *Listeners) error {
 		done:    make(chan struct{}),
 	}
 	for _, l := range open.taken {
-		f, err := l.lis.(interface{ File() (*os.File, error) }).File()
-		if err != nil {
-			return fmt.Errorf("hand-over: socket %s: %w", l.name, err)
+		for _, part := range l.parts {
+			f, err := part.(interface{ File() (*os.File, error) }).File()
+			if err != nil {
+				return fmt.Errorf("hand-over: socket %s: %w", l.name, err)
+			}
+			defer f.Close()
+			s.sockets = append(s.sockets, socket{name: l.name, file: f})
 		}
-		defer f.Close()
-		s.sockets = append(s.sockets, socket{name: l.name, file: f})
-		// The workers accept; this process only keeps the socket open.
-		l.lis.Close() //nolint:errcheck // the file keeps the socket
+		// The workers accept; this process only keeps the sockets open.
+		l.lis.Close() //nolint:errcheck // the files keep the sockets
 	}
 	return s.run(p.supervisorSignals)
 }

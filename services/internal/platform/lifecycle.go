@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/oklog/run"
 	"go.uber.org/zap"
@@ -36,23 +38,27 @@ func Serve(ctx context.Context, actors ...Actor) error {
 	return nil // ctx ended: a stop, not a failure
 }
 
-// Listeners opens a program's TCP listeners one after the other, or takes
-// those it inherited from a supervisor (Supervise); if one fails, Err closes
-// those already open.
+// Listeners opens a program's TCP listeners one after the other, on every
+// interface or on each of the hosts the configuration names
+// (PREFIX_LISTEN_HOSTS), or takes those it inherited from a supervisor
+// (Supervise); if one fails, Err closes those already open.
 type Listeners struct {
-	inherited map[string]net.Listener
+	inherited map[string][]net.Listener
+	hosts     []string
 	taken     []namedListener
 	err       error
 }
 
 type namedListener struct {
-	name string
-	lis  net.Listener
+	name  string
+	lis   net.Listener   // what the server accepts from
+	parts []net.Listener // its sockets, one for each host
 }
 
-// Listen listens on port of every interface (0: any free one), for what.
+// Listen listens on port (0: any free one) for what: of every interface, or
+// of each host listened on, all on the same port.
 func (l *Listeners) Listen(ctx context.Context, what string, port int) net.Listener {
-	return l.listen(ctx, what, net.JoinHostPort("", strconv.Itoa(port)))
+	return l.listen(ctx, what, l.hosts, port)
 }
 
 // Debug listens on the debug port, on loopback only: profiles reveal the
@@ -63,26 +69,39 @@ func (l *Listeners) Debug(ctx context.Context, p DebugPort) net.Listener {
 	if !p.On {
 		return nil
 	}
-	return l.listen(ctx, "debug", net.JoinHostPort("127.0.0.1", strconv.Itoa(p.Port)))
+	return l.listen(ctx, "debug", []string{"127.0.0.1"}, p.Port)
 }
 
-func (l *Listeners) listen(ctx context.Context, what, addr string) net.Listener {
+func (l *Listeners) listen(ctx context.Context, what string, hosts []string, port int) net.Listener {
 	if l.err != nil {
 		return nil
 	}
-	lis, ok := l.inherited[what]
+	parts, ok := l.inherited[what]
 	if ok {
 		delete(l.inherited, what)
-		lis = newRetiringListener(lis)
-	} else {
-		var lc net.ListenConfig
-		var err error
-		if lis, err = lc.Listen(ctx, "tcp", addr); err != nil {
+		lis := newRetiringListener(joinListeners(parts))
+		l.taken = append(l.taken, namedListener{name: what, lis: lis, parts: parts})
+		return lis
+	}
+	if len(hosts) == 0 {
+		hosts = []string{""}
+	}
+	var lc net.ListenConfig
+	for _, h := range hosts {
+		lis, err := lc.Listen(ctx, "tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+		if err != nil {
+			for _, p := range parts {
+				p.Close() //nolint:errcheck // the listen error is the one to report
+			}
 			l.err = fmt.Errorf("listen for %s: %w", what, err)
 			return nil
 		}
+		// Any free port: the same one on every host.
+		port = lis.Addr().(*net.TCPAddr).Port
+		parts = append(parts, lis)
 	}
-	l.taken = append(l.taken, namedListener{name: what, lis: lis})
+	lis := joinListeners(parts)
+	l.taken = append(l.taken, namedListener{name: what, lis: lis, parts: parts})
 	return lis
 }
 
@@ -91,9 +110,11 @@ func (l *Listeners) listen(ctx context.Context, what, addr string) net.Listener 
 // inherited socket that the configuration does not ask for is closed.
 func (l *Listeners) Err(log *zap.Logger) error {
 	var errs []error
-	for name, lis := range l.inherited {
+	for name, parts := range l.inherited {
 		log.Warn("closing an inherited socket that the configuration does not use", zap.String("name", name))
-		errs = append(errs, lis.Close())
+		for _, p := range parts {
+			errs = append(errs, p.Close())
+		}
 	}
 	if l.err != nil {
 		for _, t := range l.taken {
@@ -103,8 +124,85 @@ func (l *Listeners) Err(log *zap.Logger) error {
 	}
 	fields := make([]zap.Field, len(l.taken))
 	for i, t := range l.taken {
-		fields[i] = zap.Stringer(t.name, t.lis.Addr())
+		addrs := make([]string, len(t.parts))
+		for j, p := range t.parts {
+			addrs[j] = p.Addr().String()
+		}
+		fields[i] = zap.String(t.name, strings.Join(addrs, ","))
 	}
 	log.Info("listening", fields...)
 	return errors.Join(errs...)
 }
+
+// joinListeners accepts from every listener in ls, which all serve the same
+// port on several hosts, as one. Its address is the first's.
+func joinListeners(ls []net.Listener) net.Listener {
+	if len(ls) == 1 {
+		return ls[0]
+	}
+	j := &joinedListener{ls: ls, conns: make(chan acceptResult), closed: make(chan struct{})}
+	for _, l := range ls {
+		go j.accept(l)
+	}
+	return j
+}
+
+type joinedListener struct {
+	ls     []net.Listener
+	conns  chan acceptResult
+	closed chan struct{}
+	once   sync.Once
+}
+
+type acceptResult struct {
+	conn net.Conn
+	err  error
+}
+
+// accept passes on what l accepts until it fails; an error other than a
+// close ends that listener alone, as it would end a server on it.
+func (j *joinedListener) accept(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil && errors.Is(err, net.ErrClosed) {
+			return
+		}
+		select {
+		case j.conns <- acceptResult{c, err}:
+		case <-j.closed:
+			if c != nil {
+				c.Close() //nolint:errcheck // accepted after the close: not served
+			}
+			return
+		}
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return
+			}
+		}
+	}
+}
+
+func (j *joinedListener) Accept() (net.Conn, error) {
+	select {
+	case r := <-j.conns:
+		return r.conn, r.err
+	case <-j.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close closes every listener; Accept then returns net.ErrClosed.
+func (j *joinedListener) Close() error {
+	var errs []error
+	j.once.Do(func() {
+		close(j.closed)
+		for _, l := range j.ls {
+			errs = append(errs, l.Close())
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func (j *joinedListener) Addr() net.Addr { return j.ls[0].Addr() }

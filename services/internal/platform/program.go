@@ -58,7 +58,8 @@ type Program struct {
 	Registry *prometheus.Registry
 	signals  context.CancelFunc
 
-	inherited         map[string]net.Listener // from a supervisor
+	inherited         map[string][]net.Listener // from a supervisor
+	hosts             []string                  // to listen on; none: every interface
 	supervisorSignals chan os.Signal          // when this process is the supervisor
 	stdout, stderr    io.Writer
 }
@@ -88,7 +89,7 @@ func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.
 	if err != nil {
 		return fail(err)
 	}
-	p := &Program{inherited: inherited, stdout: stdout, stderr: stderr}
+	p := &Program{inherited: inherited, hosts: cfg.Hosts(), stdout: stdout, stderr: stderr}
 	// The supervisor catches its signals from the start: as PID 1 it would
 	// otherwise ignore them, and anywhere else die of them.
 	if cfg.HandsOver() && inherited == nil {
@@ -170,7 +171,7 @@ func (p *Program) Supervising() bool { return p.supervisorSignals != nil }
 
 // Listeners opens the program's listeners, or takes them from the
 // supervisor that started it.
-func (p *Program) Listeners() *Listeners { return &Listeners{inherited: p.inherited} }
+func (p *Program) Listeners() *Listeners { return &Listeners{inherited: p.inherited, hosts: p.hosts} }
 
 // HandedOver reports whether ctx, a Start context, ended because a new
 // process serves on the program's sockets.

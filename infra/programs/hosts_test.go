@@ -1,0 +1,93 @@
+package programs_test
+
+import (
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"example.com/grpc-metrics/infra/proctest"
+)
+
+// TestListenHosts: with SERVER_LISTEN_HOSTS the server listens on those
+// addresses only (what --local uses: loopback and the one address the
+// cluster's pods reach this machine at), the same port on each, through a
+// hand-over too; a value that is not a list of IP addresses is refused.
+func TestListenHosts(t *testing.T) {
+	if !loopbackAnswers(t, "127.0.0.2") {
+		t.Skip("127.0.0.2 is not a loopback address here (Linux has all of 127/8), so there is no address to be refused on")
+	}
+	bin := t.TempDir() + "/server"
+	replaceWith(t, bin)
+	server := proctest.Start(t, bin, serverEnv("SERVER_LISTEN_HOSTS=127.0.0.1,::1", "SERVER_HANDOVER=true"))
+	grpcAddr := server.Addr(t, "grpc", startTimeout)
+	_, port, _ := net.SplitHostPort(grpcAddr)
+	metricsAddr := server.Addr(t, "metrics", startTimeout)
+	_, metricsPort, _ := net.SplitHostPort(metricsAddr)
+	check := func(when string) {
+		t.Helper()
+		for _, host := range []string{"127.0.0.1", "::1"} {
+			addr := net.JoinHostPort(host, port)
+			if err := proctest.CheckHealth(addr); err != nil {
+				t.Errorf("%s: gRPC on %s: %v", when, addr, err)
+			}
+			if err := proctest.GetMetrics(net.JoinHostPort(host, metricsPort)); err != nil {
+				t.Errorf("%s: metrics on %s: %v", when, host, err)
+			}
+		}
+		for _, p := range []string{port, metricsPort} {
+			addr := net.JoinHostPort("127.0.0.2", p)
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				t.Errorf("%s: %s accepted a connection: the server listens beyond its hosts", when, addr)
+			}
+		}
+	}
+	proctest.Eventually(t, 10*time.Second, "serves", func() bool { return proctest.CheckHealth(grpcAddr) == nil })
+	check("at start")
+
+	before := handovers(server)
+	replaceWith(t, bin)
+	server.Signal(t, syscall.SIGHUP)
+	proctest.Eventually(t, 10*time.Second, "the hand-over", func() bool { return handovers(server) > before })
+	check("after a hand-over")
+
+	for value, want := range map[string]string{
+		"localhost":           `SERVER_LISTEN_HOSTS=localhost: "localhost" is not an IP address`,
+		"127.0.0.1,127.0.0.1": "SERVER_LISTEN_HOSTS=127.0.0.1,127.0.0.1: 127.0.0.1 is there twice",
+	} {
+		bad := proctest.Start(t, bin, serverEnv("SERVER_LISTEN_HOSTS="+value))
+		if code, _ := bad.Wait(t, 10*time.Second); code == 0 || !strings.Contains(bad.Output(), want) {
+			t.Errorf("SERVER_LISTEN_HOSTS=%s: exit %d, output without %q:\n%s", value, code, want, bad.Output())
+		}
+	}
+}
+
+func replaceWith(t *testing.T, bin string) {
+	t.Helper()
+	if err := writeExecutable(bin, mustRead(t, binDir+"/server")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// loopbackAnswers reports whether a listener on host:0 can be made here.
+func loopbackAnswers(t *testing.T, host string) bool {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// writeExecutable puts a new file at path as a live update does (unlink,
+// then create).
+func writeExecutable(path string, data []byte) error {
+	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return os.WriteFile(path, data, 0o755)
+}
