@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"slices"
+	"strings"
+)
+
+// hostAddress is where the cluster's pods reach this machine.
+type hostAddress struct {
+	// Address is what the EndpointSlices name: the pods connect to it.
+	Address string `json:"address"`
+	// Listen is the address of this machine to listen on besides loopback,
+	// or "" when the connections to Address arrive on loopback.
+	Listen string `json:"listen"`
+	// How says how Address was found, for the Tilt log.
+	How string `json:"how"`
+}
+
+// node is a cluster node, as the API lists it.
+type node struct {
+	Name        string
+	InternalIPs []string
+}
+
+// network is a Docker network a node's container is attached to.
+type network struct {
+	Name, Gateway, IPAddress string
+}
+
+// machine is what findAddress asks of this machine and its cluster.
+type machine struct {
+	goos string
+	// nodes lists the cluster's nodes.
+	nodes func() ([]node, error)
+	// localIPs lists this machine's own addresses.
+	localIPs func() ([]net.IP, error)
+	// container returns the Docker networks of the container named name,
+	// or ok false when this machine's Docker has no such container (or no
+	// Docker runs).
+	container func(name string) (networks []network, ok bool)
+	// resolveIn returns the IPv4 addresses of host as the container
+	// resolves it.
+	resolveIn func(container, host string) ([]string, error)
+}
+
+// errRemote is why --local is refused for a cluster that is not on this
+// machine.
+var errRemote = errors.New("its pods cannot reach a program on this machine")
+
+// findAddress finds the address of this machine that the pods of the
+// cluster of context reach, or says why there is none. It never guesses:
+//   - a node whose InternalIP is an address of this machine (a single-node
+//     cluster run by this machine itself: k3s, microk8s, minikube's none
+//     driver): that IP, listened on;
+//   - nodes that are containers of this machine's Docker (kind, Docker
+//     Desktop's kind clusters): on Linux the gateway of their Docker
+//     network, an address of this machine's bridge, listened on; elsewhere
+//     (Docker Desktop, OrbStack, colima run containers in a VM)
+//     host.docker.internal as the node resolves it, whose connections the
+//     VM passes on to this machine's loopback;
+//   - anything else (a team's cluster, a cloud's, a VM's that this machine
+//     cannot see): errRemote.
+func findAddress(m machine, context string) (hostAddress, error) {
+	nodes, err := m.nodes()
+	if err != nil {
+		return hostAddress{}, fmt.Errorf("the nodes of context %s: %w", context, err)
+	}
+	if len(nodes) == 0 {
+		return hostAddress{}, fmt.Errorf("the cluster of context %s has no nodes yet", context)
+	}
+	ips, err := m.localIPs()
+	if err != nil {
+		return hostAddress{}, fmt.Errorf("this machine's addresses: %w", err)
+	}
+	for _, n := range nodes {
+		for _, a := range n.InternalIPs {
+			ip := net.ParseIP(a)
+			for _, local := range ips {
+				if ip != nil && ip.Equal(local) {
+					return hostAddress{Address: a, Listen: a, How: fmt.Sprintf("node %s's InternalIP, an address of this machine", n.Name)}, nil
+				}
+			}
+		}
+	}
+	var names []string
+	for _, n := range nodes {
+		names = append(names, n.Name)
+		networks, ok := m.container(n.Name)
+		if !ok {
+			continue
+		}
+		if m.goos == "linux" {
+			for _, nw := range networks {
+				gw := net.ParseIP(nw.Gateway)
+				if gw == nil || gw.To4() == nil || !slicesContainIP(ips, gw) {
+					continue
+				}
+				return hostAddress{Address: nw.Gateway, Listen: nw.Gateway,
+					How: fmt.Sprintf("the gateway of Docker network %s, which node %s's container is attached to", nw.Name, n.Name)}, nil
+			}
+			continue
+		}
+		addrs, err := m.resolveIn(n.Name, "host.docker.internal")
+		if err != nil {
+			return hostAddress{}, fmt.Errorf("host.docker.internal as node %s resolves it: %w", n.Name, err)
+		}
+		if len(addrs) > 0 {
+			listen := ""
+			if slicesContainIP(ips, net.ParseIP(addrs[0])) {
+				listen = addrs[0]
+			}
+			return hostAddress{Address: addrs[0], Listen: listen,
+				How: fmt.Sprintf("host.docker.internal as node %s's container resolves it", n.Name)}, nil
+		}
+	}
+	return hostAddress{}, fmt.Errorf("context %s: %w: its nodes (%s) are neither this machine nor containers of this machine's Docker, "+
+		"as a team's or a cloud's cluster is. Leave out --local and run the program in the cluster; -- --debug NAME stops it on breakpoints there (docs/DEBUGGING.md)",
+		context, errRemote, strings.Join(names, ", "))
+}
+
+func slicesContainIP(ips []net.IP, ip net.IP) bool {
+	for _, l := range ips {
+		if ip != nil && l.Equal(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// realMachine asks kubectl (of context) and docker.
+func realMachine(goos, kubectl, context string) machine {
+	return machine{
+		goos: goos,
+		nodes: func() ([]node, error) {
+			out, err := command(kubectl, "--context", context, "get", "nodes", "-o", "json")
+			if err != nil {
+				return nil, err
+			}
+			var list struct {
+				Items []struct {
+					Metadata struct {
+						Name string `json:"name"`
+					} `json:"metadata"`
+					Status struct {
+						Addresses []struct {
+							Type    string `json:"type"`
+							Address string `json:"address"`
+						} `json:"addresses"`
+					} `json:"status"`
+				} `json:"items"`
+			}
+			if err := json.Unmarshal(out, &list); err != nil {
+				return nil, fmt.Errorf("kubectl get nodes: %w", err)
+			}
+			var nodes []node
+			for _, it := range list.Items {
+				n := node{Name: it.Metadata.Name}
+				for _, a := range it.Status.Addresses {
+					if a.Type == "InternalIP" {
+						n.InternalIPs = append(n.InternalIPs, a.Address)
+					}
+				}
+				nodes = append(nodes, n)
+			}
+			return nodes, nil
+		},
+		localIPs: func() ([]net.IP, error) {
+			addrs, err := net.InterfaceAddrs()
+			if err != nil {
+				return nil, err
+			}
+			var ips []net.IP
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok {
+					ips = append(ips, n.IP)
+				}
+			}
+			return ips, nil
+		},
+		container: func(name string) ([]network, bool) {
+			if _, err := exec.LookPath("docker"); err != nil {
+				return nil, false
+			}
+			out, err := command("docker", "inspect", "--type", "container", "--format", "{{json .NetworkSettings.Networks}}", name)
+			if err != nil {
+				return nil, false
+			}
+			var byName map[string]struct {
+				Gateway   string `json:"Gateway"`
+				IPAddress string `json:"IPAddress"`
+			}
+			if json.Unmarshal(out, &byName) != nil {
+				return nil, false
+			}
+			var nets []network
+			for n, v := range byName {
+				nets = append(nets, network{Name: n, Gateway: v.Gateway, IPAddress: v.IPAddress})
+			}
+			return nets, true
+		},
+		resolveIn: func(container, host string) ([]string, error) {
+			out, err := command("docker", "exec", container, "getent", "ahostsv4", host)
+			if err != nil {
+				return nil, err
+			}
+			var addrs []string
+			for _, line := range strings.Split(string(out), "\n") {
+				if f := strings.Fields(line); len(f) > 0 && net.ParseIP(f[0]) != nil && !slices.Contains(addrs, f[0]) {
+					addrs = append(addrs, f[0])
+				}
+			}
+			return addrs, nil
+		},
+	}
+}
+
+// command runs name with args and returns its standard output, or an error
+// with its standard error.
+func command(name string, args ...string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if msg == "" {
+			msg = err.Error()
+		}
+		return nil, fmt.Errorf("%s %s: %s", name, strings.Join(args, " "), msg)
+	}
+	return stdout.Bytes(), nil
+}

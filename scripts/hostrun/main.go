@@ -1,0 +1,129 @@
+// Command hostrun runs one of the programs on this machine in place of its
+// pods, for the Tiltfile's --local: the cluster's calls and Prometheus's
+// scrapes reach it through EndpointSlices of its Services that name this
+// machine. Nothing runs in the cluster for it: no agent, no sidecar.
+//
+//	hostrun address --context CTX
+//
+// prints, as JSON, the address of this machine that the cluster's pods
+// reach, or fails with why there is none (address.go).
+//
+//	hostrun run --context CTX --namespace NS --address IP --ready URL --binary FILE
+//	        --slice SERVICE=PORTNAME:PORT... [--restart] [--handback FILE] [--serving FILE]
+//	        -- COMMAND [ARG...]
+//
+// starts COMMAND and, once URL answers 200, makes the slices (run.go). A
+// new FILE (the next build) is handed to the running program with SIGHUP,
+// or, with --restart, the program is restarted. SIGTERM or SIGINT withdraws
+// the slices and stops the program; if the file --handback names exists
+// (the Tiltfile writes it when it deploys the program to the cluster again)
+// the slices stay until the Services' pods are ready.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	if err := mainErr(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "hostrun:", err)
+		os.Exit(1)
+	}
+}
+
+func mainErr(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("usage: hostrun address|run [flags]")
+	}
+	switch args[0] {
+	case "address":
+		fs := flag.NewFlagSet("address", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		kubeContext := fs.String("context", "", "kube context of the cluster")
+		kubectl := fs.String("kubectl", "kubectl", "kubectl to ask the cluster with")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *kubeContext == "" || fs.NArg() > 0 {
+			return errors.New("usage: hostrun address --context CTX")
+		}
+		a, err := findAddress(realMachine(runtime.GOOS, *kubectl, *kubeContext), *kubeContext)
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(stdout).Encode(a)
+	case "run":
+		cfg, err := parseRun(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+		defer stop()
+		return cfg.run(ctx, stderr)
+	}
+	return fmt.Errorf("unknown command %q: address or run", args[0])
+}
+
+// sliceFlags collects repeated --slice values.
+type sliceFlags []sliceSpec
+
+func (s *sliceFlags) String() string { return fmt.Sprint(*s) }
+
+func (s *sliceFlags) Set(v string) error {
+	spec, err := parseSliceSpec(v)
+	if err != nil {
+		return err
+	}
+	*s = append(*s, spec)
+	return nil
+}
+
+func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c runConfig
+	var specs sliceFlags
+	fs.StringVar(&c.cluster.context, "context", "", "kube context of the cluster")
+	fs.StringVar(&c.cluster.namespace, "namespace", "", "namespace of the Services")
+	fs.StringVar(&c.cluster.kubectl, "kubectl", "kubectl", "kubectl to change the cluster with")
+	fs.StringVar(&c.address, "address", "", "the address of this machine that the pods reach (hostrun address)")
+	fs.StringVar(&c.ready, "ready", "", "URL that answers 200 once the program serves")
+	fs.StringVar(&c.binary, "binary", "", "the program's binary: a new one is handed over (or restarted)")
+	fs.BoolVar(&c.restart, "restart", false, "restart the program for a new binary instead of sending it SIGHUP")
+	fs.StringVar(&c.handback, "handback", "", "when this file exists at a stop, the slices stay until the Services' pods are ready")
+	fs.StringVar(&c.serving, "serving", "", "file that exists while the program answers (Tilt's readiness probe)")
+	fs.Var(&specs, "slice", "SERVICE=PORTNAME:PORT whose calls come here (repeat)")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	c.slices, c.command = specs, fs.Args()
+	var missing []string
+	for _, f := range []struct{ name, value string }{
+		{"--context", c.cluster.context}, {"--namespace", c.cluster.namespace}, {"--address", c.address},
+		{"--ready", c.ready}, {"--binary", c.binary},
+	} {
+		if f.value == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(c.slices) == 0 {
+		missing = append(missing, "--slice")
+	}
+	if len(c.command) == 0 {
+		missing = append(missing, "COMMAND after --")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("run: missing %s", strings.Join(missing, ", "))
+	}
+	return &c, nil
+}

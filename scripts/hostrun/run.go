@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	// tick is how often the binary and the program's readiness are looked at.
+	tick = 100 * time.Millisecond
+	// publishRetry spaces the attempts to make the slices after a failure.
+	publishRetry = 2 * time.Second
+	// handbackTimeout bounds the wait for the Services' pods at a stop, and
+	// haltTimeout the program's own stop: both within the 30s that Tilt
+	// gives a serve_cmd between its SIGTERM and a SIGKILL.
+	handbackTimeout = 20 * time.Second
+	haltTimeout     = 8 * time.Second
+	// withdrawnGrace lets the clients' watches see the slices go before the
+	// program stops (they see it within milliseconds).
+	withdrawnGrace = 500 * time.Millisecond
+)
+
+// runConfig is hostrun run's flags.
+type runConfig struct {
+	cluster  cluster
+	address  string // what the slices name
+	ready    string // URL that answers 200 once the program serves
+	binary   string
+	restart  bool
+	handback string
+	serving  string
+	slices   []sliceSpec
+	command  []string
+}
+
+// child is the program, started by hostrun.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // of Wait, once done is closed
+}
+
+func (c *runConfig) start() (*child, error) {
+	cmd := exec.Command(c.command[0], c.command[1:]...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	cmd.SysProcAttr = procAttr()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	ch := &child{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		ch.err = cmd.Wait()
+		close(ch.done)
+	}()
+	return ch, nil
+}
+
+// halt stops the program: SIGTERM (to the program, which passes it on to
+// its worker; with --restart, to its group, Delve and its child), then
+// SIGKILL to the group if it has not exited within haltTimeout.
+func (c *runConfig) halt(ch *child) {
+	pid := ch.cmd.Process.Pid
+	if c.restart {
+		syscall.Kill(-pid, syscall.SIGTERM) //nolint:errcheck // it may have exited
+	} else {
+		ch.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it may have exited
+	}
+	select {
+	case <-ch.done:
+	case <-time.After(haltTimeout):
+		syscall.Kill(-pid, syscall.SIGKILL) //nolint:errcheck // it may have exited
+		<-ch.done
+	}
+}
+
+// answers reports whether the program's readiness URL answers 200.
+func (c *runConfig) answers(client *http.Client) bool {
+	resp, err := client.Get(c.ready)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+func (c *runConfig) setServing(on bool) {
+	if c.serving == "" {
+		return
+	}
+	if on {
+		os.WriteFile(c.serving, nil, 0o644) //nolint:errcheck // the probe then says not ready
+	} else {
+		os.Remove(c.serving) //nolint:errcheck // not there
+	}
+}
+
+// stamp tells one binary from the next.
+type stamp struct {
+	mod  time.Time
+	size int64
+}
+
+func stampOf(path string) (stamp, bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return stamp{}, false
+	}
+	return stamp{fi.ModTime(), fi.Size()}, true
+}
+
+func (c *runConfig) services() string {
+	names := make([]string, len(c.slices))
+	for i, s := range c.slices {
+		names[i] = fmt.Sprintf("%s (%s %d)", s.service, s.portName, s.port)
+	}
+	return strings.Join(names, ", ")
+}
+
+// run runs the program until ctx ends; see the top of main.go.
+func (c *runConfig) run(ctx context.Context, log io.Writer) error {
+	logf := func(format string, args ...any) { fmt.Fprintf(log, "hostrun: "+format+"\n", args...) }
+	client := &http.Client{Timeout: 500 * time.Millisecond}
+
+	// Slices that a hostrun killed before it could withdraw them name
+	// this machine, where nothing serves yet.
+	if err := c.cluster.withdraw(c.slices); err != nil {
+		logf("%v", err)
+	}
+	c.setServing(false)
+	last, _ := stampOf(c.binary)
+	ch, err := c.start()
+	if err != nil {
+		return err
+	}
+	var (
+		answered, published bool
+		nextPublish         time.Time
+		waitingForService   bool
+	)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		var exited <-chan struct{}
+		if ch != nil {
+			exited = ch.done
+		}
+		select {
+		case <-ctx.Done():
+			return c.stop(ch, published, logf)
+		case <-exited:
+			logf("%s exited (%v): the cluster's calls to it fail until a new build starts it again", c.command[0], ch.err)
+			c.setServing(false)
+			if published {
+				if err := c.cluster.withdraw(c.slices); err != nil {
+					logf("%v", err)
+				}
+				published = false
+			}
+			ch, answered = nil, false
+		case <-t.C:
+			if s, ok := stampOf(c.binary); ok && s != last {
+				last = s
+				switch {
+				case ch == nil:
+					logf("a new build: starting it")
+					if ch, err = c.start(); err != nil {
+						logf("could not start %s: %v", c.command[0], err)
+					}
+				case c.restart:
+					logf("a new build: restarting the program")
+					c.halt(ch)
+					c.setServing(false)
+					answered = false
+					if ch, err = c.start(); err != nil {
+						logf("could not start %s: %v", c.command[0], err)
+					}
+				default:
+					logf("a new build: handing the sockets over to it (SIGHUP)")
+					ch.cmd.Process.Signal(syscall.SIGHUP) //nolint:errcheck // an exit is seen above
+				}
+			}
+			if ch != nil && !answered && c.answers(client) {
+				answered = true
+				c.setServing(true)
+			}
+			if answered && !published && time.Now().After(nextPublish) {
+				switch err := c.cluster.publish(c.slices, c.address); {
+				case err == nil:
+					published, waitingForService = true, false
+					logf("the cluster's calls to %s now come here, to %s", c.services(), c.address)
+				case errors.Is(err, errNoService):
+					if !waitingForService {
+						logf("serving; waiting for the Services to be deployed (%v)", err)
+						waitingForService = true
+					}
+				default:
+					logf("could not send the cluster's calls here: %v; retrying", err)
+					nextPublish = time.Now().Add(publishRetry)
+				}
+			}
+		}
+	}
+}
+
+// stop withdraws the slices (once the Services' pods are ready, if the
+// program goes back to the cluster) and then stops the program.
+func (c *runConfig) stop(ch *child, published bool, logf func(string, ...any)) error {
+	if published {
+		if _, err := os.Stat(c.handback); c.handback != "" && err == nil {
+			logf("handing the Services back to the cluster: serving until their pods are ready (at most %v)", handbackTimeout)
+			deadline := time.Now().Add(handbackTimeout)
+			for {
+				ok, why := c.cluster.servedElsewhere(c.slices)
+				if ok {
+					break
+				}
+				if time.Now().After(deadline) {
+					logf("%s after %v; stopping anyway", why, handbackTimeout)
+					break
+				}
+				time.Sleep(250 * time.Millisecond)
+			}
+		}
+		if err := c.cluster.withdraw(c.slices); err != nil {
+			logf("%v", err)
+		} else {
+			logf("the cluster's calls no longer come here")
+		}
+		time.Sleep(withdrawnGrace)
+	}
+	c.setServing(false)
+	if ch != nil {
+		c.halt(ch)
+	}
+	return nil
+}

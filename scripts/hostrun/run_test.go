@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestMain runs the test binary as the program when HOSTRUN_TEST_PROGRAM
+// names a folder: it serves /readyz on the port in HOSTRUN_TEST_PORT and
+// writes each signal it gets to the folder's file "signals".
+func TestMain(m *testing.M) {
+	if dir := os.Getenv("HOSTRUN_TEST_PROGRAM"); dir != "" {
+		testProgram(dir)
+		return
+	}
+	os.Exit(m.Run())
+}
+
+func testProgram(dir string) {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
+	lis, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("HOSTRUN_TEST_PORT"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	os.WriteFile(filepath.Join(dir, "pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)     //nolint:errcheck // the test reads it
+	go http.Serve(lis, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})) //nolint:errcheck // ends with the process
+	for sig := range sigs {
+		f, _ := os.OpenFile(filepath.Join(dir, "signals"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		fmt.Fprintln(f, sig)
+		f.Close()
+		if sig == syscall.SIGTERM {
+			os.Exit(0)
+		}
+	}
+}
+
+// fakeKubectl is a kubectl that records its calls in dir/calls (one line
+// each, an apply's input on the next), knows the Service while dir/service
+// exists and lists dir/slices for any get of endpointslices.
+const fakeKubectl = `#!/bin/sh
+dir=$(dirname "$0")
+echo "$*" >>"$dir/calls"
+case "$*" in
+  *" apply -f -") cat >>"$dir/calls"; echo >>"$dir/calls" ;;
+  *"get service"*) [ -f "$dir/service" ] && printf uid-1 ;;
+  *"get endpointslices"*) cat "$dir/slices" ;;
+esac
+exit 0
+`
+
+type runTest struct {
+	t       *testing.T
+	dir     string
+	cfg     *runConfig
+	stopRun context.CancelFunc
+	done    chan error
+}
+
+func startRun(t *testing.T) *runTest {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("kubectl", fakeKubectl, 0o755)
+	write("service", "", 0o644)
+	write("slices", `{"items":[]}`, 0o644)
+	write("binary", "1", 0o644)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := fmt.Sprint(lis.Addr().(*net.TCPAddr).Port)
+	lis.Close()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOSTRUN_TEST_PROGRAM", dir)
+	t.Setenv("HOSTRUN_TEST_PORT", port)
+	cfg, err := parseRun([]string{
+		"--context", "kind-x", "--namespace", "echo", "--kubectl", filepath.Join(dir, "kubectl"),
+		"--address", "10.244.0.1", "--ready", "http://127.0.0.1:" + port + "/readyz",
+		"--binary", filepath.Join(dir, "binary"), "--slice", "server-service=grpc:20000", "--slice", "server-metrics-service=metrics:9000",
+		"--handback", filepath.Join(dir, "handback"), "--serving", filepath.Join(dir, "serving"),
+		"--", self,
+	}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runTest{t: t, dir: dir, cfg: cfg, stopRun: cancel, done: make(chan error, 1)}
+	go func() { r.done <- cfg.run(ctx, os.Stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(30 * time.Second):
+			t.Error("hostrun run did not return")
+		}
+	})
+	return r
+}
+
+func (r *runTest) read(name string) string {
+	b, _ := os.ReadFile(filepath.Join(r.dir, name))
+	return string(b)
+}
+
+func (r *runTest) eventually(what string, cond func() bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("not within 10s: %s\nkubectl calls:\n%s\nsignals: %q", what, r.read("calls"), r.read("signals"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (r *runTest) killProgram() {
+	r.t.Helper()
+	pid, err := strconv.Atoi(r.read("pid"))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *runTest) newBinary(content string) {
+	r.t.Helper()
+	if err := os.WriteFile(filepath.Join(r.dir, "binary"), []byte(content), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// The slices are made once the program answers, name this machine's
+// address and their Services, and are owned by them; a new build is handed
+// over with SIGHUP; a stop withdraws the slices before the program gets
+// SIGTERM.
+func TestRunPublishesHandsOverAndWithdraws(t *testing.T) {
+	r := startRun(t)
+	r.eventually("the slices are applied", func() bool { return strings.Contains(r.read("calls"), "apply -f -") })
+	calls := r.read("calls")
+	if !strings.HasPrefix(calls, "--context kind-x --namespace echo delete endpointslice --ignore-not-found --wait=false server-service-hostrun server-metrics-service-hostrun\n") {
+		t.Errorf("a start first withdraws slices left behind; calls:\n%s", calls)
+	}
+	for _, want := range []string{
+		`"addresses":["10.244.0.1"]`, `"conditions":{"ready":true,"serving":true,"terminating":false}`,
+		`"endpointslice.kubernetes.io/managed-by":"hostrun.grpc-metrics.example.com"`, `"kubernetes.io/service-name":"server-service"`,
+		`"ownerReferences":[{"apiVersion":"v1","kind":"Service","name":"server-service","uid":"uid-1"}]`,
+		`"ports":[{"name":"grpc","port":20000,"protocol":"TCP"}]`, `"ports":[{"name":"metrics","port":9000,"protocol":"TCP"}]`,
+	} {
+		if !strings.Contains(calls, want) {
+			t.Errorf("the applied slices lack %s:\n%s", want, calls)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r.dir, "serving")); err != nil {
+		t.Errorf("the serving file for Tilt's probe: %v", err)
+	}
+
+	r.newBinary("22")
+	r.eventually("the program gets SIGHUP", func() bool { return r.read("signals") == "hangup\n" })
+
+	r.stopRun()
+	if err := <-r.done; err != nil {
+		t.Fatal(err)
+	}
+	r.done <- nil
+	calls = r.read("calls")
+	if !strings.HasSuffix(calls, "delete endpointslice --ignore-not-found --wait=false server-service-hostrun server-metrics-service-hostrun\n") {
+		t.Errorf("the stop did not end with withdrawing the slices:\n%s", calls)
+	}
+	if got := r.read("signals"); got != "hangup\nterminated\n" {
+		t.Errorf("the program's signals %q, want a hang-up then SIGTERM", got)
+	}
+	if _, err := os.Stat(filepath.Join(r.dir, "serving")); !os.IsNotExist(err) {
+		t.Errorf("the serving file is still there after the stop: %v", err)
+	}
+}
+
+// Going back to the cluster (the handback file exists), the slices stay,
+// and the program serves, until the Services have a ready pod.
+func TestRunHandsBackOnceThePodsAreReady(t *testing.T) {
+	r := startRun(t)
+	r.eventually("the slices are applied", func() bool { return strings.Contains(r.read("calls"), "apply -f -") })
+	if err := os.WriteFile(filepath.Join(r.dir, "handback"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.stopRun()
+	r.eventually("hostrun looks for the Services' pods", func() bool {
+		return strings.Count(r.read("calls"), "get endpointslices") >= 3
+	})
+	if strings.Contains(r.read("signals"), "terminated") || strings.HasSuffix(r.read("calls"), "server-metrics-service-hostrun\n") {
+		t.Fatalf("the slices were withdrawn or the program stopped before any pod was ready:\n%s", r.read("calls"))
+	}
+	if err := os.WriteFile(filepath.Join(r.dir, "slices"), []byte(`{"items":[{"endpoints":[{"conditions":{"ready":true}}]}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-r.done:
+		r.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("hostrun did not stop once the pods were ready")
+	}
+	if !strings.HasSuffix(r.read("calls"), "server-metrics-service-hostrun\n") || r.read("signals") != "terminated\n" {
+		t.Errorf("after the pods were ready: calls\n%s\nsignals %q", r.read("calls"), r.read("signals"))
+	}
+}
+
+// A program that exits has its slices withdrawn (nothing points at a dead
+// address) and is started again by the next build.
+func TestRunRestartsAfterAnExit(t *testing.T) {
+	r := startRun(t)
+	r.eventually("the slices are applied", func() bool { return strings.Count(r.read("calls"), "apply -f -") == 1 })
+	// Killed, as a crash would end it.
+	r.killProgram()
+	r.eventually("the slices are withdrawn", func() bool {
+		return strings.Count(r.read("calls"), "delete endpointslice") == 2
+	})
+	if _, err := os.Stat(filepath.Join(r.dir, "serving")); !os.IsNotExist(err) {
+		t.Errorf("the serving file is still there after the exit: %v", err)
+	}
+	r.newBinary("333")
+	r.eventually("the new build is started and published", func() bool { return strings.Count(r.read("calls"), "apply -f -") == 2 })
+}
