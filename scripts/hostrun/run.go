@@ -135,10 +135,15 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 		logf("%v", err)
 	}
 	c.setServing(false)
-	last, _ := stampOf(c.binary)
-	ch, err := c.start()
-	if err != nil {
-		return err
+	var ch *child
+	last, built := stampOf(c.binary)
+	if built {
+		var err error
+		if ch, err = c.start(); err != nil {
+			return err
+		}
+	} else {
+		logf("waiting for the first build of %s", c.binary)
 	}
 	var (
 		answered, published bool
@@ -171,6 +176,7 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 				switch {
 				case ch == nil:
 					logf("a new build: starting it")
+					var err error
 					if ch, err = c.start(); err != nil {
 						logf("could not start %s: %v", c.command[0], err)
 					}
@@ -179,6 +185,7 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 					c.halt(ch)
 					c.setServing(false)
 					answered = false
+					var err error
 					if ch, err = c.start(); err != nil {
 						logf("could not start %s: %v", c.command[0], err)
 					}

@@ -421,8 +421,9 @@ func (r *sliceResolver) watch(ctx context.Context, rv string) error {
 }
 
 // update gives grpc-go the addresses when they changed. With none, calls
-// fail (after waiting for their deadline) with this error rather than go
-// to addresses that no longer serve.
+// fail after waiting for their deadline (round_robin: "no children to pick
+// from") rather than go on to addresses that no longer serve; the log says
+// why.
 func (r *sliceResolver) update() {
 	addrs := r.target.addresses(r.slices)
 	names := make([]string, len(addrs))
@@ -434,8 +435,9 @@ func (r *sliceResolver) update() {
 	}
 	r.sent, r.last = true, names
 	if len(addrs) == 0 {
-		r.log.Warn("the Service has no ready endpoint: calls wait, then fail", zap.Int("slices", len(r.slices)))
-		r.cc.ReportError(fmt.Errorf("no ready endpoint in the EndpointSlices of %s/%s (port %s)", r.target.namespace, r.target.service, r.target.port))
+		r.log.Warn("no ready endpoint in the Service's EndpointSlices: calls wait for one, then fail", zap.Int("slices", len(r.slices)))
+		// An error alone would leave grpc-go on the last addresses.
+		r.cc.UpdateState(resolver.State{}) //nolint:errcheck // refused for being empty, as meant
 		return
 	}
 	r.log.Info("servers", zap.Strings("addresses", names), zap.Int("slices", len(r.slices)))

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -13,6 +15,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 )
 
@@ -159,7 +165,8 @@ func TestSliceResolverMergesSlices(t *testing.T) {
 		{event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.7:terminating")), "10.244.0.1:20000"},
 		// This machine leaves: the terminating pod still serves, so calls go there.
 		{event("DELETED", slice("server-service-local", "20000", "10.244.0.1")), "10.244.0.7:20000"},
-		{event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.9:notready")), "error: no ready endpoint in the EndpointSlices of echo/server-service (port grpc)"},
+		// None left: the last addresses are dropped.
+		{event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.9:notready")), ""},
 		{event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.9")), "10.244.0.9:20000"},
 	}
 	for i, s := range steps {
@@ -296,4 +303,58 @@ func mustURL(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// Through grpc-go: calls go to the slices' address, and once the Service
+// has no ready endpoint they fail, though the address that went away
+// still serves.
+func TestSliceResolverWithGRPC(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	go srv.Serve(lis) //nolint:errcheck // ends with Stop
+	t.Cleanup(srv.Stop)
+	port := fmt.Sprint(lis.Addr().(*net.TCPAddr).Port)
+
+	f := &fakeAPI{t: t, listRV: "10", watchs: make(chan chan string),
+		items: []string{slice("a", port, "127.0.0.1")}}
+	api := httptest.NewServer(f)
+	t.Cleanup(api.Close)
+	b := &sliceBuilder{api: &kubeAPI{base: api.URL, http: api.Client()}, ownNamespace: "echo", log: zap.NewNop()}
+	conn, err := grpc.NewClient("kubernetes:///server-service.echo:grpc", grpc.WithResolvers(b),
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultServiceConfig(serviceConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	check := func() error {
+		ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+		defer cancel()
+		_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+		return err
+	}
+	// The first call starts the resolver (grpc-go's channel starts idle).
+	if err := check(); err != nil {
+		t.Fatalf("a call to the slice's address: %v", err)
+	}
+	events := make(chan string)
+	f.watchs <- events
+	events <- event("MODIFIED", slice("a", port, "127.0.0.1:notready"))
+	// The event reaches grpc-go a moment later; from then on no call goes
+	// through.
+	failed := false
+	for i := 0; i < 20 && !failed; i++ {
+		failed = check() != nil
+	}
+	if !failed {
+		t.Fatal("with no ready endpoint, 20 calls in a row went on to the address that left the slices")
+	}
+	for i := range 3 {
+		if err := check(); err == nil {
+			t.Fatalf("call %d after the first failure went through to the address that left the slices", i+1)
+		}
+	}
 }
