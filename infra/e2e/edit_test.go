@@ -148,13 +148,7 @@ func (p *podProbe) state(program string) (revision string, answering bool) {
 	if err != nil {
 		return "", false
 	}
-	for _, m := range mfs["echo_"+program+"_build_info"].GetMetric() {
-		for _, l := range m.GetLabel() {
-			if l.GetName() == "revision" {
-				revision = l.GetValue()
-			}
-		}
-	}
+	revision = revisionOf(mfs, program)
 	if program == "server" {
 		return revision, answered(mfs) >= 1
 	}

@@ -30,6 +30,10 @@ type jaegerTrace struct {
 	Spans     []jaegerSpan `json:"spans"`
 	Processes map[string]struct {
 		ServiceName string `json:"serviceName"`
+		Tags        []struct {
+			Key   string `json:"key"`
+			Value any    `json:"value"`
+		} `json:"tags"`
 	} `json:"processes"`
 }
 

@@ -10,14 +10,17 @@
 //
 //	hostrun run --context CTX --namespace NS --address IP --ready URL --binary FILE
 //	        --slice SERVICE=PORTNAME:PORT... [--restart] [--handback FILE] [--serving FILE]
-//	        -- COMMAND [ARG...]
+//	        [-- COMMAND [ARG...]]
 //
 // starts COMMAND and, once URL answers 200, makes the slices (run.go). A
 // new FILE (the next build) is handed to the running program with SIGHUP,
 // or, with --restart, the program is restarted. SIGTERM or SIGINT withdraws
 // the slices and stops the program; if the file --handback names exists
 // (the Tiltfile writes it when it deploys the program to the cluster again)
-// the slices stay until the Services' pods are ready.
+// the slices stay until the Services' pods are ready. Without COMMAND (and
+// --binary) another starts the program, an IDE's debugger: the slices are
+// made while URL answers and withdrawn once its port refuses connections
+// (a process stopped at a breakpoint still holds it).
 package main
 
 import (
@@ -110,7 +113,7 @@ func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
 	var missing []string
 	for _, f := range []struct{ name, value string }{
 		{"--context", c.cluster.context}, {"--namespace", c.cluster.namespace}, {"--address", c.address},
-		{"--ready", c.ready}, {"--binary", c.binary},
+		{"--ready", c.ready},
 	} {
 		if f.value == "" {
 			missing = append(missing, f.name)
@@ -119,8 +122,8 @@ func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
 	if len(c.slices) == 0 {
 		missing = append(missing, "--slice")
 	}
-	if len(c.command) == 0 {
-		missing = append(missing, "COMMAND after --")
+	if len(c.command) > 0 && c.binary == "" {
+		missing = append(missing, "--binary (with a COMMAND)")
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("run: missing %s", strings.Join(missing, ", "))

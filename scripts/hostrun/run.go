@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -18,6 +20,8 @@ const (
 	tick = 100 * time.Millisecond
 	// publishRetry spaces the attempts to make the slices after a failure.
 	publishRetry = 2 * time.Second
+	// serviceRetry spaces the looks for Services that are not deployed yet.
+	serviceRetry = 500 * time.Millisecond
 	// handbackTimeout bounds the wait for the Services' pods at a stop, and
 	// haltTimeout the program's own stop: both within the 30s that Tilt
 	// gives a serve_cmd between its SIGTERM and a SIGKILL.
@@ -135,6 +139,9 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 		logf("%v", err)
 	}
 	c.setServing(false)
+	if len(c.command) == 0 {
+		return c.follow(ctx, client, logf)
+	}
 	var ch *child
 	last, built := stampOf(c.binary)
 	if built {
@@ -147,8 +154,7 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 	}
 	var (
 		answered, published bool
-		nextPublish         time.Time
-		waitingForService   bool
+		p                   publisher
 	)
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -198,22 +204,90 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 				answered = true
 				c.setServing(true)
 			}
-			if answered && !published && time.Now().After(nextPublish) {
-				switch err := c.cluster.publish(c.slices, c.address); {
-				case err == nil:
-					published, waitingForService = true, false
-					logf("the cluster's calls to %s now come here, to %s", c.services(), c.address)
-				case errors.Is(err, errNoService):
-					if !waitingForService {
-						logf("serving; waiting for the Services to be deployed (%v)", err)
-						waitingForService = true
-					}
-				default:
-					logf("could not send the cluster's calls here: %v; retrying", err)
-					nextPublish = time.Now().Add(publishRetry)
-				}
+			if answered && !published {
+				published = p.try(c, logf)
 			}
 		}
+	}
+}
+
+// publisher makes the slices, retrying, and says so once.
+type publisher struct {
+	next              time.Time
+	waitingForService bool
+}
+
+// try makes the slices unless a retry is not due; it reports whether they
+// are made.
+func (p *publisher) try(c *runConfig, logf func(string, ...any)) bool {
+	if time.Now().Before(p.next) {
+		return false
+	}
+	switch err := c.cluster.publish(c.slices, c.address); {
+	case err == nil:
+		p.waitingForService = false
+		logf("the cluster's calls to %s now come here, to %s", c.services(), c.address)
+		return true
+	case errors.Is(err, errNoService):
+		if !p.waitingForService {
+			logf("serving; waiting for the Services to be deployed (%v)", err)
+			p.waitingForService = true
+		}
+		p.next = time.Now().Add(serviceRetry)
+	default:
+		logf("could not send the cluster's calls here: %v; retrying", err)
+		p.next = time.Now().Add(publishRetry)
+	}
+	return false
+}
+
+// refusedAfter is how many ticks in a row a followed program's port must
+// refuse connections before its slices are withdrawn.
+const refusedAfter = 3
+
+// follow is run without a COMMAND: the slices follow a program that
+// another started (an IDE's debugger).
+func (c *runConfig) follow(ctx context.Context, client *http.Client, logf func(string, ...any)) error {
+	u, err := url.Parse(c.ready)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("--ready %q: not a URL", c.ready)
+	}
+	logf("waiting for the program on this machine to answer %s (start it in your IDE)", c.ready)
+	var (
+		published bool
+		refused   int
+		p         publisher
+	)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return c.stop(nil, published, logf)
+		case <-t.C:
+		}
+		if !published {
+			if c.answers(client) {
+				c.setServing(true)
+				published = p.try(c, logf)
+			}
+			continue
+		}
+		conn, err := net.DialTimeout("tcp", u.Host, 200*time.Millisecond)
+		if err == nil {
+			conn.Close()
+			refused = 0
+			continue
+		}
+		if refused++; refused < refusedAfter {
+			continue
+		}
+		logf("the program on this machine stopped (%v): the cluster's calls no longer come here", err)
+		c.setServing(false)
+		if err := c.cluster.withdraw(c.slices); err != nil {
+			logf("%v", err)
+		}
+		published, refused = false, 0
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -70,6 +71,13 @@ type runTest struct {
 
 func startRun(t *testing.T) *runTest {
 	t.Helper()
+	return startRunWith(t, true)
+}
+
+// startRunWith starts hostrun run; with command false it follows a
+// program that the test starts itself (r.startProgram), as an IDE would.
+func startRunWith(t *testing.T, command bool) *runTest {
+	t.Helper()
 	dir := t.TempDir()
 	write := func(name, content string, mode os.FileMode) {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), mode); err != nil {
@@ -92,13 +100,16 @@ func startRun(t *testing.T) *runTest {
 	}
 	t.Setenv("HOSTRUN_TEST_PROGRAM", dir)
 	t.Setenv("HOSTRUN_TEST_PORT", port)
-	cfg, err := parseRun([]string{
+	args := []string{
 		"--context", "kind-x", "--namespace", "echo", "--kubectl", filepath.Join(dir, "kubectl"),
 		"--address", "10.244.0.1", "--ready", "http://127.0.0.1:" + port + "/readyz",
-		"--binary", filepath.Join(dir, "binary"), "--slice", "server-service=grpc:20000", "--slice", "server-metrics-service=metrics:9000",
+		"--slice", "server-service=grpc:20000", "--slice", "server-metrics-service=metrics:9000",
 		"--handback", filepath.Join(dir, "handback"), "--serving", filepath.Join(dir, "serving"),
-		"--", self,
-	}, os.Stderr)
+	}
+	if command {
+		args = append(args, "--binary", filepath.Join(dir, "binary"), "--", self)
+	}
+	cfg, err := parseRun(args, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +167,7 @@ func (r *runTest) newBinary(content string) {
 // SIGTERM.
 func TestRunPublishesHandsOverAndWithdraws(t *testing.T) {
 	r := startRun(t)
-	r.eventually("the slices are applied", func() bool { return strings.Contains(r.read("calls"), "apply -f -") })
+	r.eventually("the slices are applied", func() bool { return strings.Contains(r.read("calls"), `"kind":"List"}`) })
 	calls := r.read("calls")
 	if !strings.HasPrefix(calls, "--context kind-x --namespace echo delete endpointslice --ignore-not-found --wait=false server-service-hostrun server-metrics-service-hostrun\n") {
 		t.Errorf("a start first withdraws slices left behind; calls:\n%s", calls)
@@ -199,7 +210,7 @@ func TestRunPublishesHandsOverAndWithdraws(t *testing.T) {
 // and the program serves, until the Services have a ready pod.
 func TestRunHandsBackOnceThePodsAreReady(t *testing.T) {
 	r := startRun(t)
-	r.eventually("the slices are applied", func() bool { return strings.Contains(r.read("calls"), "apply -f -") })
+	r.eventually("the slices are applied", func() bool { return strings.Contains(r.read("calls"), `"kind":"List"}`) })
 	if err := os.WriteFile(filepath.Join(r.dir, "handback"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +239,7 @@ func TestRunHandsBackOnceThePodsAreReady(t *testing.T) {
 // address) and is started again by the next build.
 func TestRunRestartsAfterAnExit(t *testing.T) {
 	r := startRun(t)
-	r.eventually("the slices are applied", func() bool { return strings.Count(r.read("calls"), "apply -f -") == 1 })
+	r.eventually("the slices are applied", func() bool { return strings.Count(r.read("calls"), `"kind":"List"}`) == 1 })
 	// Killed, as a crash would end it.
 	r.killProgram()
 	r.eventually("the slices are withdrawn", func() bool {
@@ -239,4 +250,31 @@ func TestRunRestartsAfterAnExit(t *testing.T) {
 	}
 	r.newBinary("333")
 	r.eventually("the new build is started and published", func() bool { return strings.Count(r.read("calls"), "apply -f -") == 2 })
+}
+
+// Without a COMMAND, hostrun follows a program started by another (an
+// IDE): the slices are made once it answers, withdrawn once its port
+// refuses connections, and made again when it is back.
+func TestRunFollowsAProgramStartedElsewhere(t *testing.T) {
+	r := startRunWith(t, false)
+	time.Sleep(300 * time.Millisecond)
+	if strings.Contains(r.read("calls"), "apply") {
+		t.Fatalf("slices made before any program answers:\n%s", r.read("calls"))
+	}
+	for round := 1; round <= 2; round++ {
+		self, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(self)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		r.eventually("the slices are made", func() bool { return strings.Count(r.read("calls"), "apply -f -") == round })
+		if err := cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait() //nolint:errcheck // killed
+		r.eventually("the slices are withdrawn", func() bool { return strings.Count(r.read("calls"), "delete endpointslice") == round+1 })
+	}
 }
