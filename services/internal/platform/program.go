@@ -60,7 +60,7 @@ type Program struct {
 
 	inherited         map[string][]net.Listener // from a supervisor
 	hosts             []string                  // to listen on; none: every interface
-	supervisorSignals chan os.Signal          // when this process is the supervisor
+	supervisorSignals chan os.Signal            // when this process is the supervisor
 	stdout, stderr    io.Writer
 }
 
