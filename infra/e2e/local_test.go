@@ -401,6 +401,13 @@ func BenchmarkLoopModes(b *testing.B) {
 			list, err := suite.c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: hostrunSlice})
 			return err == nil && len(list.Items) == 0, "hostrun's slices are still there"
 		})
+		// The local process lets go of localhost:20000 a moment after its
+		// slices go; Tilt's forward to the pod binds it on its next retry.
+		time.Sleep(time.Second)
+		wait("Tilt's forward of localhost:20000 to the pod", func(context.Context) (bool, string) {
+			_, err := s.userCall("user")
+			return err == nil, fmt.Sprint(err)
+		})
 		s.probes["server"] = newProbes(b, ns, "server")
 		time.Sleep(settle)
 		_, failed1 := s.calls.read(b)
@@ -414,4 +421,74 @@ func BenchmarkLoopModes(b *testing.B) {
 	b.ReportMetric(pl.Seconds(), "local-p50-s")
 	b.ReportMetric(pl.Seconds()/pc.Seconds(), "local/cluster")
 	b.ReportMetric(failed, "failed-calls")
+}
+
+// TestLocalClient: --local client. The client runs on this machine and
+// calls the server pod through Tilt's forward; Prometheus scrapes it here;
+// back in the cluster, its Deployment is restored.
+func TestLocalClient(t *testing.T) {
+	s := startTilt(t, 1, suite.rate)
+	ctx := t.Context()
+	ns := s.target.ns
+	local := "http://" + s.target.local(9001) + "/metrics"
+	s.tilt(t, append(append([]string{"args"}, s.target.args(1, s.rate)...), "--local", "client")...)
+	var address string
+	if err := poll(ctx, 3*time.Minute, "--local client: no client pod, hostrun's slice, calls answered", func(ctx context.Context) (bool, string) {
+		if pods, err := suite.c.runningPodsIn(ctx, ns, "client"); err != nil || len(pods) > 0 {
+			return false, fmt.Sprintf("client pods still running: %d (%v)", len(pods), err)
+		}
+		list, err := suite.c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: hostrunSlice})
+		if err != nil || len(list.Items) != 1 || list.Items[0].Labels[discoveryv1.LabelServiceName] != "client-metrics-service" || len(list.Items[0].Endpoints) != 1 {
+			return false, fmt.Sprintf("hostrun's slices: %d (%v)", len(list.Items), err)
+		}
+		address = list.Items[0].Endpoints[0].Addresses[0]
+		mfs, err := proctest.Scrape(local)
+		if err != nil {
+			return false, err.Error()
+		}
+		return proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}) >= 10, "fewer than 10 calls answered"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	papi := prometheusAt(t, ns, mustPods(t, ns, "prometheus", true, 0)[0].Name)
+	if err := poll(ctx, 2*time.Minute, "up{job=\"client\"} == 1 for "+address+":9001", func(ctx context.Context) (bool, string) {
+		targets, err := papi.Targets(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, tg := range targets.Active {
+			if tg.Labels["job"] == "client" && string(tg.Labels["instance"]) == address+":9001" && tg.Health == "up" {
+				return true, ""
+			}
+		}
+		return false, "no such target up yet"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := proctest.Scrape(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, failed := proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}), proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "error"})
+	t.Logf("--local client: %v calls answered, %v failed, through %s to the server pod; Prometheus scrapes it at %s:9001", ok, failed, s.target.local(20000), address)
+	if failed > 0 {
+		t.Errorf("the local client's calls: %v failed", failed)
+	}
+
+	s.tilt(t, append([]string{"args"}, s.target.args(1, s.rate)...)...)
+	if err := poll(ctx, 3*time.Minute, "the client back in the cluster, no hostrun slice", func(ctx context.Context) (bool, string) {
+		if err := suite.c.waitRolloutIn(ctx, ns, "client", time.Second); err != nil {
+			return false, err.Error()
+		}
+		list, err := suite.c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: hostrunSlice})
+		return err == nil && len(list.Items) == 0, "hostrun's slice is still there"
+	}); err != nil {
+		t.Fatal(err)
+	}
+	calls := newCallCounter(t, ns)
+	ok0, _ := calls.read(t)
+	time.Sleep(3 * time.Second)
+	if ok1, _ := calls.read(t); ok1 <= ok0 {
+		t.Errorf("the client pod made no successful call in 3s after it came back")
+	}
 }

@@ -20,6 +20,11 @@ type hostAddress struct {
 	Listen string `json:"listen"`
 	// How says how Address was found, for the Tilt log.
 	How string `json:"how"`
+	// Loopback is this machine's loopback addresses (127.0.0.1, and ::1
+	// where IPv6 is on), all of which the program listens on: Tilt's
+	// forwards of localhost bind each, and one left to a forward while the
+	// program holds the other would outlive the program.
+	Loopback []string `json:"loopback"`
 }
 
 // node is a cluster node, as the API lists it.
@@ -67,6 +72,26 @@ var errRemote = errors.New("its pods cannot reach a program on this machine")
 //   - anything else (a team's cluster, a cloud's, a VM's that this machine
 //     cannot see): errRemote.
 func findAddress(m machine, context string) (hostAddress, error) {
+	a, err := findClusterAddress(m, context)
+	if err != nil {
+		return a, err
+	}
+	ips, err := m.localIPs()
+	if err != nil {
+		return hostAddress{}, fmt.Errorf("this machine's addresses: %w", err)
+	}
+	for _, want := range []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback} {
+		if slicesContainIP(ips, want) {
+			a.Loopback = append(a.Loopback, want.String())
+		}
+	}
+	if len(a.Loopback) == 0 {
+		return hostAddress{}, errors.New("this machine has neither 127.0.0.1 nor ::1")
+	}
+	return a, nil
+}
+
+func findClusterAddress(m machine, context string) (hostAddress, error) {
 	nodes, err := m.nodes()
 	if err != nil {
 		return hostAddress{}, fmt.Errorf("the nodes of context %s: %w", context, err)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -42,23 +43,23 @@ func TestFindAddress(t *testing.T) {
 		{
 			"a single node that is this machine",
 			fakeMachine("linux", []node{{Name: "vm", InternalIPs: []string{"10.244.0.1"}}}, []string{"127.0.0.1", "10.0.2.15", "10.244.0.1"}, nil, nil),
-			hostAddress{Address: "10.244.0.1", Listen: "10.244.0.1", How: "node vm's InternalIP, an address of this machine"},
+			hostAddress{Address: "10.244.0.1", Listen: "10.244.0.1", How: "node vm's InternalIP, an address of this machine", Loopback: []string{"127.0.0.1"}},
 		},
 		{
 			"kind on Linux: the Docker network's gateway",
-			fakeMachine("linux", kindNode, []string{"127.0.0.1", "172.18.0.1"}, kindNet, nil),
-			hostAddress{Address: "172.18.0.1", Listen: "172.18.0.1", How: "the gateway of Docker network kind, which node grpc-metrics-control-plane's container is attached to"},
+			fakeMachine("linux", kindNode, []string{"127.0.0.1", "::1", "172.18.0.1"}, kindNet, nil),
+			hostAddress{Address: "172.18.0.1", Listen: "172.18.0.1", How: "the gateway of Docker network kind, which node grpc-metrics-control-plane's container is attached to", Loopback: []string{"127.0.0.1", "::1"}},
 		},
 		{
 			"kind on macOS: host.docker.internal, reached on loopback",
-			fakeMachine("darwin", kindNode, []string{"127.0.0.1", "192.168.1.20"}, kindNet, []string{"192.168.65.254"}),
-			hostAddress{Address: "192.168.65.254", Listen: "", How: "host.docker.internal as node grpc-metrics-control-plane's container resolves it"},
+			fakeMachine("darwin", kindNode, []string{"::1", "127.0.0.1", "192.168.1.20"}, kindNet, []string{"192.168.65.254"}),
+			hostAddress{Address: "192.168.65.254", Listen: "", How: "host.docker.internal as node grpc-metrics-control-plane's container resolves it", Loopback: []string{"127.0.0.1", "::1"}},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := findAddress(tt.m, "ctx")
-			if err != nil || got != tt.want {
+			if err != nil || !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("findAddress: %+v, %v; want %+v", got, err, tt.want)
 			}
 		})
