@@ -206,6 +206,16 @@ func TestLocalServer(t *testing.T) {
 		return true, ""
 	})
 	t.Logf("back in the cluster in %v; %v client calls failed", took.Round(100*time.Millisecond), failed)
+	// Tilt's forward of localhost:20000 binds once the local process has
+	// let go of it.
+	began := time.Now()
+	if err := poll(ctx, 20*time.Second, "a call through Tilt's forward of "+s.target.local(20000), func(context.Context) (bool, string) {
+		_, err := s.userCall("user")
+		return err == nil, fmt.Sprint(err)
+	}); err != nil {
+		t.Error(err)
+	}
+	t.Logf("localhost:20000 answered through Tilt's forward %v after the switch back had settled", time.Since(began).Round(10*time.Millisecond))
 	if failed > 0 {
 		t.Errorf("%v client calls failed at the switch back, want 0", failed)
 	}

@@ -16,8 +16,10 @@ import (
 )
 
 const (
-	// tick is how often the binary and the program's readiness are looked at.
-	tick = 100 * time.Millisecond
+	// tick is how often the binary (a stat) and, until it answers, the
+	// program's readiness are looked at: a new build waits half of it on
+	// average before it is handed over.
+	tick = 25 * time.Millisecond
 	// publishRetry spaces the attempts to make the slices after a failure.
 	publishRetry = 2 * time.Second
 	// serviceRetry spaces the looks for Services that are not deployed yet.
@@ -241,9 +243,13 @@ func (p *publisher) try(c *runConfig, logf func(string, ...any)) bool {
 	return false
 }
 
-// refusedAfter is how many ticks in a row a followed program's port must
-// refuse connections before its slices are withdrawn.
-const refusedAfter = 3
+// A followed program (no COMMAND) is looked at every followTick; its port
+// must refuse connections refusedAfter times in a row before its slices
+// are withdrawn.
+const (
+	followTick   = 100 * time.Millisecond
+	refusedAfter = 3
+)
 
 // follow is run without a COMMAND: the slices follow a program that
 // another started (an IDE's debugger).
@@ -258,7 +264,7 @@ func (c *runConfig) follow(ctx context.Context, client *http.Client, logf func(s
 		refused   int
 		p         publisher
 	)
-	t := time.NewTicker(tick)
+	t := time.NewTicker(followTick)
 	defer t.Stop()
 	for {
 		select {
