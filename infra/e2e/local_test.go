@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-delve/delve/service/api"
 	dto "github.com/prometheus/client_model/go"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -233,11 +234,13 @@ func TestLocalServer(t *testing.T) {
 	t.Run("under Delve on this machine, a breakpoint stops the in-cluster client's calls", func(t *testing.T) {
 		// The in-cluster client's deadline grows for a debugged server: it
 		// rolls out.
+		logFrom := len(s.proc.Output())
 		s.tilt(t, append(append([]string{"args"}, s.target.args(1, s.rate)...), "--local", "server", "--debug", "server")...)
-		if err := poll(ctx, 3*time.Minute, "the local server under Delve, answering the client", func(ctx context.Context) (bool, string) {
-			out, err := tiltCommand(s.dir, s.target.env(), "get", "cmd", "--port", fmt.Sprint(s.target.port), "-o", "jsonpath={.items[*].spec.args}")
-			if err != nil || !strings.Contains(out, "build/local/dlv") {
-				return false, "hostrun does not run Delve yet"
+		if err := poll(ctx, 3*time.Minute, "the local server's debug build under Delve, answering the client", func(ctx context.Context) (bool, string) {
+			// hostrun starts the last build at once (the optimized one), and
+			// Delve again on the debug build once it is compiled.
+			if !strings.Contains(s.proc.Output()[logFrom:], "hostrun: a new build: restarting the program") {
+				return false, "the debug build is not running under Delve yet"
 			}
 			conn, err := net.DialTimeout("tcp", serverDelve, time.Second)
 			if err != nil {
@@ -260,6 +263,7 @@ func TestLocalServer(t *testing.T) {
 		}
 		s.calls = newCallCounter(t, ns)
 		file, line := breakpointLocation(t, s.dir)
+		inClusterCallStops(t, file, line)
 		debugCall(t, s, file, line, "local breakpoint", "local breakpoint")
 		s.tilt(t, append([]string{"args"}, s.target.args(1, s.rate)...)...)
 		for _, app := range []string{"server", "client"} {
@@ -501,4 +505,42 @@ func TestLocalClient(t *testing.T) {
 	if ok1, _ := calls.read(t); ok1 <= ok0 {
 		t.Errorf("the client pod made no successful call in 3s after it came back")
 	}
+}
+
+// inClusterCallStops sets a breakpoint at file:line in the server that
+// Delve runs on this machine and waits for the first stop, which only a
+// call of the in-cluster client can make (its name is CLIENT_NAME's
+// default, "world"), then lets it go.
+func inClusterCallStops(t *testing.T, file string, line int) {
+	t.Helper()
+	dlv, err := attach(serverDelve)
+	if err != nil {
+		t.Fatalf("attach to Delve at %s: %v", serverDelve, err)
+	}
+	bp, err := dlv.CreateBreakpoint(&api.Breakpoint{File: file, Line: line})
+	if err != nil {
+		t.Fatalf("breakpoint at %s:%d: %v", file, line, err)
+	}
+	select {
+	case state := <-dlv.Continue():
+		if state.Err != nil || state.CurrentThread == nil || state.CurrentThread.Breakpoint == nil || state.CurrentThread.Breakpoint.ID != bp.ID {
+			t.Fatalf("stopped, but not at the breakpoint: %+v", state)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no call of the in-cluster client stopped at the breakpoint within 10s")
+	}
+	args, err := dlv.ListFunctionArgs(api.EvalScope{GoroutineID: -1}, api.LoadConfig{FollowPointers: true, MaxVariableRecurse: 2, MaxStringLen: 64, MaxStructFields: -1})
+	if err != nil {
+		t.Fatalf("the handler's arguments: %v", err)
+	}
+	if !hasStringField(args, "Name", "world") {
+		t.Errorf("the call stopped at the breakpoint is not the in-cluster client's (name \"world\"): %+v", args)
+	}
+	if _, err := dlv.ClearBreakpoint(bp.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := dlv.Disconnect(true); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a call of the in-cluster client stopped at %s:%d in the server on this machine", filepath.Base(file), line)
 }
