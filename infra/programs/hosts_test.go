@@ -19,16 +19,22 @@ func TestListenHosts(t *testing.T) {
 	if !loopbackAnswers(t, "127.0.0.2") {
 		t.Skip("127.0.0.2 is not a loopback address here (Linux has all of 127/8), so there is no address to be refused on")
 	}
+	// Two addresses to listen on: both loopbacks, or two of 127/8 where
+	// IPv6 is off.
+	hosts := []string{"127.0.0.1", "::1"}
+	if !loopbackAnswers(t, "::1") {
+		hosts[1] = "127.0.0.3"
+	}
 	bin := t.TempDir() + "/server"
 	replaceWith(t, bin)
-	server := proctest.Start(t, bin, serverEnv("SERVER_LISTEN_HOSTS=127.0.0.1,::1", "SERVER_HANDOVER=true"))
+	server := proctest.Start(t, bin, serverEnv("SERVER_LISTEN_HOSTS="+strings.Join(hosts, ","), "SERVER_HANDOVER=true"))
 	grpcAddr := server.Addr(t, "grpc", startTimeout)
 	_, port, _ := net.SplitHostPort(grpcAddr)
 	metricsAddr := server.Addr(t, "metrics", startTimeout)
 	_, metricsPort, _ := net.SplitHostPort(metricsAddr)
 	check := func(when string) {
 		t.Helper()
-		for _, host := range []string{"127.0.0.1", "::1"} {
+		for _, host := range hosts {
 			addr := net.JoinHostPort(host, port)
 			if err := proctest.CheckHealth(addr); err != nil {
 				t.Errorf("%s: gRPC on %s: %v", when, addr, err)

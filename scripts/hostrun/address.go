@@ -163,7 +163,7 @@ func realMachine(goos, kubectl, context string) machine {
 	return machine{
 		goos: goos,
 		nodes: func() ([]node, error) {
-			out, err := command(kubectl, "--context", context, "get", "nodes", "-o", "json")
+			out, err := command(nil, kubectl, "--context", context, "get", "nodes", "-o", "json")
 			if err != nil {
 				return nil, err
 			}
@@ -212,7 +212,7 @@ func realMachine(goos, kubectl, context string) machine {
 			if _, err := exec.LookPath("docker"); err != nil {
 				return nil, false
 			}
-			out, err := command("docker", "inspect", "--type", "container", "--format", "{{json .NetworkSettings.Networks}}", name)
+			out, err := command(nil, "docker", "inspect", "--type", "container", "--format", "{{json .NetworkSettings.Networks}}", name)
 			if err != nil {
 				return nil, false
 			}
@@ -230,7 +230,7 @@ func realMachine(goos, kubectl, context string) machine {
 			return nets, true
 		},
 		resolveIn: func(container, host string) ([]string, error) {
-			out, err := command("docker", "exec", container, "getent", "ahostsv4", host)
+			out, err := command(nil, "docker", "exec", container, "getent", "ahostsv4", host)
 			if err != nil {
 				return nil, err
 			}
@@ -245,12 +245,12 @@ func realMachine(goos, kubectl, context string) machine {
 	}
 }
 
-// command runs name with args and returns its standard output, or an error
-// with its standard error.
-func command(name string, args ...string) ([]byte, error) {
+// command runs name with args and stdin and returns its standard output,
+// or an error with its standard error.
+func command(stdin []byte, name string, args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		if msg == "" {

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os/exec"
 	"strconv"
 	"strings"
 )
@@ -41,17 +39,7 @@ type cluster struct {
 }
 
 func (c cluster) run(stdin []byte, args ...string) ([]byte, error) {
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(c.kubectl, append([]string{"--context", c.context, "--namespace", c.namespace}, args...)...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = bytes.NewReader(stdin), &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if msg == "" {
-			msg = err.Error()
-		}
-		return nil, fmt.Errorf("kubectl %s: %s", strings.Join(args, " "), msg)
-	}
-	return stdout.Bytes(), nil
+	return command(stdin, c.kubectl, append([]string{"--context", c.context, "--namespace", c.namespace}, args...)...)
 }
 
 // errNoService is a Service that does not exist (yet, or any more).
