@@ -106,6 +106,7 @@ func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
 	fs.StringVar(&c.handback, "handback", "", "when this file exists at a stop, the slices stay until the Services' pods are ready")
 	fs.StringVar(&c.serving, "serving", "", "file that exists while the program answers (Tilt's readiness probe)")
 	fs.Var(&specs, "slice", "SERVICE=PORTNAME:PORT whose calls come here (repeat)")
+	fs.StringVar(&c.replaces, "replaces", "", "KIND/NAME of the cluster's workload that this machine replaces, deleted once the slices are made (a Deployment left by an earlier tilt up)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

@@ -43,6 +43,7 @@ type runConfig struct {
 	restart  bool
 	handback string
 	serving  string
+	replaces string // KIND/NAME
 	slices   []sliceSpec
 	command  []string
 }
@@ -217,6 +218,7 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 type publisher struct {
 	next              time.Time
 	waitingForService bool
+	replaced          bool // --replaces is done
 }
 
 // try makes the slices unless a retry is not due; it reports whether they
@@ -229,6 +231,16 @@ func (p *publisher) try(c *runConfig, logf func(string, ...any)) bool {
 	case err == nil:
 		p.waitingForService = false
 		logf("the cluster's calls to %s now come here, to %s", c.services(), c.address)
+		if c.replaces != "" && !p.replaced {
+			// Its pods serve on while they stop (preStop), and this
+			// machine is in the slices already.
+			if out, err := c.cluster.run(nil, "delete", c.replaces, "--ignore-not-found", "--wait=false"); err != nil {
+				logf("could not delete %s: %v", c.replaces, err)
+			} else if len(out) > 0 {
+				logf("%s of the cluster is deleted: this machine serves its Services", c.replaces)
+			}
+			p.replaced = true
+		}
 		return true
 	case errors.Is(err, errNoService):
 		if !p.waitingForService {

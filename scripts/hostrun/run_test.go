@@ -105,6 +105,7 @@ func startRunWith(t *testing.T, command bool) *runTest {
 		"--address", "10.244.0.1", "--ready", "http://127.0.0.1:" + port + "/readyz",
 		"--slice", "server-service=grpc:20000", "--slice", "server-metrics-service=metrics:9000",
 		"--handback", filepath.Join(dir, "handback"), "--serving", filepath.Join(dir, "serving"),
+		"--replaces", "deployment/server",
 	}
 	if command {
 		args = append(args, "--binary", filepath.Join(dir, "binary"), "--", self)
@@ -185,6 +186,13 @@ func TestRunPublishesHandsOverAndWithdraws(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(r.dir, "serving")); err != nil {
 		t.Errorf("the serving file for Tilt's probe: %v", err)
 	}
+	// The Deployment an earlier tilt up left goes once this machine is in
+	// the slices.
+	r.eventually("the replaced Deployment is deleted", func() bool {
+		c := r.read("calls")
+		i, j := strings.Index(c, `"kind":"List"}`), strings.Index(c, "delete deployment/server --ignore-not-found --wait=false")
+		return i >= 0 && j > i
+	})
 
 	r.newBinary("22")
 	r.eventually("the program gets SIGHUP", func() bool { return r.read("signals") == "hangup\n" })
