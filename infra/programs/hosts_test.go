@@ -3,6 +3,7 @@ package programs_test
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -25,8 +26,10 @@ func TestListenHosts(t *testing.T) {
 	if !loopbackAnswers(t, "::1") {
 		hosts[1] = "127.0.0.3"
 	}
-	bin := t.TempDir() + "/server"
-	replaceWith(t, bin)
+	bin := filepath.Join(t.TempDir(), "server")
+	if err := os.WriteFile(bin, mustRead(t, filepath.Join(binDir, "server")), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	server := proctest.Start(t, bin, serverEnv("SERVER_LISTEN_HOSTS="+strings.Join(hosts, ","), "SERVER_HANDOVER=true"))
 	grpcAddr := server.Addr(t, "grpc", startTimeout)
 	_, port, _ := net.SplitHostPort(grpcAddr)
@@ -55,7 +58,7 @@ func TestListenHosts(t *testing.T) {
 	check("at start")
 
 	before := handovers(server)
-	replaceWith(t, bin)
+	replace(t, bin, filepath.Join(binDir, "server"), "")
 	server.Signal(t, syscall.SIGHUP)
 	proctest.Eventually(t, 10*time.Second, "the hand-over", func() bool { return handovers(server) > before })
 	check("after a hand-over")
@@ -71,13 +74,6 @@ func TestListenHosts(t *testing.T) {
 	}
 }
 
-func replaceWith(t *testing.T, bin string) {
-	t.Helper()
-	if err := writeExecutable(bin, mustRead(t, binDir+"/server")); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // loopbackAnswers reports whether a listener on host:0 can be made here.
 func loopbackAnswers(t *testing.T, host string) bool {
 	t.Helper()
@@ -87,13 +83,4 @@ func loopbackAnswers(t *testing.T, host string) bool {
 	}
 	l.Close()
 	return true
-}
-
-// writeExecutable puts a new file at path as a live update does (unlink,
-// then create).
-func writeExecutable(path string, data []byte) error {
-	if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
-		return err
-	}
-	return os.WriteFile(path, data, 0o755)
 }

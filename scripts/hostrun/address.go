@@ -72,13 +72,13 @@ var errRemote = errors.New("its pods cannot reach a program on this machine")
 //   - anything else (a team's cluster, a cloud's, a VM's that this machine
 //     cannot see): errRemote.
 func findAddress(m machine, context string) (hostAddress, error) {
-	a, err := findClusterAddress(m, context)
-	if err != nil {
-		return a, err
-	}
 	ips, err := m.localIPs()
 	if err != nil {
 		return hostAddress{}, fmt.Errorf("this machine's addresses: %w", err)
+	}
+	a, err := findClusterAddress(m, context, ips)
+	if err != nil {
+		return a, err
 	}
 	for _, want := range []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback} {
 		if slicesContainIP(ips, want) {
@@ -91,7 +91,9 @@ func findAddress(m machine, context string) (hostAddress, error) {
 	return a, nil
 }
 
-func findClusterAddress(m machine, context string) (hostAddress, error) {
+// findClusterAddress is findAddress's Address and Listen, ips this
+// machine's addresses.
+func findClusterAddress(m machine, context string, ips []net.IP) (hostAddress, error) {
 	nodes, err := m.nodes()
 	if err != nil {
 		return hostAddress{}, fmt.Errorf("the nodes of context %s: %w", context, err)
@@ -99,17 +101,10 @@ func findClusterAddress(m machine, context string) (hostAddress, error) {
 	if len(nodes) == 0 {
 		return hostAddress{}, fmt.Errorf("the cluster of context %s has no nodes yet", context)
 	}
-	ips, err := m.localIPs()
-	if err != nil {
-		return hostAddress{}, fmt.Errorf("this machine's addresses: %w", err)
-	}
 	for _, n := range nodes {
 		for _, a := range n.InternalIPs {
-			ip := net.ParseIP(a)
-			for _, local := range ips {
-				if ip != nil && ip.Equal(local) {
-					return hostAddress{Address: a, Listen: a, How: fmt.Sprintf("node %s's InternalIP, an address of this machine", n.Name)}, nil
-				}
+			if slicesContainIP(ips, net.ParseIP(a)) {
+				return hostAddress{Address: a, Listen: a, How: fmt.Sprintf("node %s's InternalIP, an address of this machine", n.Name)}, nil
 			}
 		}
 	}

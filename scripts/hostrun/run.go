@@ -109,6 +109,27 @@ func (c *runConfig) setServing(on bool) {
 	}
 }
 
+// unpublish withdraws the slices and tells Tilt's probe that nothing
+// serves here; it reports whether the slices are gone.
+func (c *runConfig) unpublish(logf func(string, ...any)) bool {
+	c.setServing(false)
+	if err := c.cluster.withdraw(c.slices); err != nil {
+		logf("%v", err)
+		return false
+	}
+	return true
+}
+
+// startOrLog starts the program, or logs why it could not (the next build
+// tries again).
+func (c *runConfig) startOrLog(logf func(string, ...any)) *child {
+	ch, err := c.start()
+	if err != nil {
+		logf("could not start %s: %v", c.command[0], err)
+	}
+	return ch
+}
+
 // stamp tells one binary from the next.
 type stamp struct {
 	mod  time.Time
@@ -138,10 +159,7 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 
 	// Slices that a hostrun killed before it could withdraw them name
 	// this machine, where nothing serves yet.
-	if err := c.cluster.withdraw(c.slices); err != nil {
-		logf("%v", err)
-	}
-	c.setServing(false)
+	c.unpublish(logf)
 	if len(c.command) == 0 {
 		return c.follow(ctx, client, logf)
 	}
@@ -171,33 +189,24 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 			return c.stop(ch, published, logf)
 		case <-exited:
 			logf("%s exited (%v): the cluster's calls to it fail until a new build starts it again", c.command[0], ch.err)
-			c.setServing(false)
 			if published {
-				if err := c.cluster.withdraw(c.slices); err != nil {
-					logf("%v", err)
-				}
-				published = false
+				c.unpublish(logf)
 			}
-			ch, answered = nil, false
+			c.setServing(false)
+			ch, answered, published = nil, false, false
 		case <-t.C:
 			if s, ok := stampOf(c.binary); ok && s != last {
 				last = s
 				switch {
 				case ch == nil:
 					logf("a new build: starting it")
-					var err error
-					if ch, err = c.start(); err != nil {
-						logf("could not start %s: %v", c.command[0], err)
-					}
+					ch = c.startOrLog(logf)
 				case c.restart:
 					logf("a new build: restarting the program")
 					c.halt(ch)
 					c.setServing(false)
 					answered = false
-					var err error
-					if ch, err = c.start(); err != nil {
-						logf("could not start %s: %v", c.command[0], err)
-					}
+					ch = c.startOrLog(logf)
 				default:
 					logf("a new build: handing the sockets over to it (SIGHUP)")
 					ch.cmd.Process.Signal(syscall.SIGHUP) //nolint:errcheck // an exit is seen above
@@ -301,10 +310,7 @@ func (c *runConfig) follow(ctx context.Context, client *http.Client, logf func(s
 			continue
 		}
 		logf("the program on this machine stopped (%v): the cluster's calls no longer come here", err)
-		c.setServing(false)
-		if err := c.cluster.withdraw(c.slices); err != nil {
-			logf("%v", err)
-		}
+		c.unpublish(logf)
 		published, refused = false, 0
 	}
 }
@@ -328,9 +334,7 @@ func (c *runConfig) stop(ch *child, published bool, logf func(string, ...any)) e
 				time.Sleep(250 * time.Millisecond)
 			}
 		}
-		if err := c.cluster.withdraw(c.slices); err != nil {
-			logf("%v", err)
-		} else {
+		if c.unpublish(logf) {
 			logf("the cluster's calls no longer come here")
 		}
 		time.Sleep(withdrawnGrace)
