@@ -101,13 +101,13 @@ func TestDebugMode(t *testing.T) {
 
 	// Both programs, as a person switches while Tilt runs: tilt args
 	// replaces every option given before.
-	s.tilt(t, append(append([]string{"args"}, s.target.args(1, s.rate)...), "--debug", "server", "--debug", "client")...)
+	s.setOptions(t, "--debug", "server", "--debug", "client")
 	waitClientDebugged(t, s, true)
 	s.calls = newCallCounter(t, s.target.ns)
 	debugClient(t, s)
 
 	// And back: no Delve, the liveness probes back.
-	s.tilt(t, append([]string{"args"}, s.target.args(1, s.rate)...)...)
+	s.setOptions(t)
 	waitClientDebugged(t, s, false)
 	s.restoreServer(t)
 }

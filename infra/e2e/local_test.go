@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-delve/delve/service/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	dto "github.com/prometheus/client_model/go"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -41,7 +42,7 @@ func (s *tiltSession) switchMode(t *testing.T, what string, ready func(context.C
 	t.Helper()
 	_, failed0 := s.calls.read(t)
 	began := time.Now()
-	s.tilt(t, append(append([]string{"args"}, s.target.args(1, s.rate)...), extra...)...)
+	s.setOptions(t, extra...)
 	if err := poll(t.Context(), 3*time.Minute, what, ready); err != nil {
 		t.Fatal(err)
 	}
@@ -51,10 +52,45 @@ func (s *tiltSession) switchMode(t *testing.T, what string, ready func(context.C
 	return failed1 - failed0, took
 }
 
+// hostrunSlices lists the slices of scripts/hostrun in ns.
+func hostrunSlices(ctx context.Context, ns string) (*discoveryv1.EndpointSliceList, error) {
+	return suite.c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: hostrunSlice})
+}
+
+// noHostrunSlice is a poll condition: scripts/hostrun has withdrawn its
+// slices from ns.
+func noHostrunSlice(ctx context.Context, ns string) (bool, string) {
+	list, err := hostrunSlices(ctx, ns)
+	if err != nil {
+		return false, err.Error()
+	}
+	return len(list.Items) == 0, fmt.Sprintf("hostrun's slices: %d", len(list.Items))
+}
+
+// targetUp is a poll condition: Prometheus has the target instance of job
+// up.
+func targetUp(ctx context.Context, papi promv1.API, job, instance string) (bool, string) {
+	targets, err := papi.Targets(ctx)
+	if err != nil {
+		return false, err.Error()
+	}
+	var seen []string
+	for _, tg := range targets.Active {
+		if string(tg.Labels["job"]) != job {
+			continue
+		}
+		seen = append(seen, fmt.Sprintf("%s %s", tg.Labels["instance"], tg.Health))
+		if string(tg.Labels["instance"]) == instance && tg.Health == promv1.HealthGood {
+			return true, ""
+		}
+	}
+	return false, fmt.Sprintf("the %s job's targets: %v", job, seen)
+}
+
 // hostrunAddress is the address the slices of scripts/hostrun name, once
 // both Services have one.
 func hostrunAddress(ctx context.Context, ns string) (string, string) {
-	list, err := suite.c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: hostrunSlice})
+	list, err := hostrunSlices(ctx, ns)
 	if err != nil {
 		return "", err.Error()
 	}
@@ -135,20 +171,7 @@ func TestLocalServer(t *testing.T) {
 	t.Run("Prometheus has the local target up", func(t *testing.T) {
 		papi := prometheusAt(t, ns, mustPods(t, ns, "prometheus", true, 0)[0].Name)
 		err := poll(ctx, 2*time.Minute, "up{job=\"server\"} == 1 for "+address, func(ctx context.Context) (bool, string) {
-			targets, err := papi.Targets(ctx)
-			if err != nil {
-				return false, err.Error()
-			}
-			var seen []string
-			for _, tg := range targets.Active {
-				if tg.Labels["job"] == "server" {
-					seen = append(seen, fmt.Sprintf("%s %s", tg.Labels["instance"], tg.Health))
-					if string(tg.Labels["instance"]) == address+":9000" && tg.Health == "up" {
-						return true, ""
-					}
-				}
-			}
-			return false, fmt.Sprintf("the server job's targets: %v", seen)
+			return targetUp(ctx, papi, "server", address+":9000")
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -200,11 +223,7 @@ func TestLocalServer(t *testing.T) {
 		if err := suite.c.waitRolloutIn(ctx, ns, "server", time.Second); err != nil {
 			return false, err.Error()
 		}
-		list, err := suite.c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: hostrunSlice})
-		if err != nil || len(list.Items) > 0 {
-			return false, fmt.Sprintf("hostrun's slices: %d (%v)", len(list.Items), err)
-		}
-		return true, ""
+		return noHostrunSlice(ctx, ns)
 	})
 	t.Logf("back in the cluster in %v; %v client calls failed", took.Round(100*time.Millisecond), failed)
 	// Tilt's forward of localhost:20000 binds once the local process has
@@ -235,7 +254,7 @@ func TestLocalServer(t *testing.T) {
 		// The in-cluster client's deadline grows for a debugged server: it
 		// rolls out.
 		logFrom := len(s.proc.Output())
-		s.tilt(t, append(append([]string{"args"}, s.target.args(1, s.rate)...), "--local", "server", "--debug", "server")...)
+		s.setOptions(t, "--local", "server", "--debug", "server")
 		if err := poll(ctx, 3*time.Minute, "the local server's debug build under Delve, answering the client", func(ctx context.Context) (bool, string) {
 			// hostrun starts the last build at once (the optimized one), and
 			// Delve again on the debug build once it is compiled.
@@ -265,7 +284,7 @@ func TestLocalServer(t *testing.T) {
 		file, line := breakpointLocation(t, s.dir)
 		inClusterCallStops(t, file, line)
 		debugCall(t, s, file, line, "local breakpoint", "local breakpoint")
-		s.tilt(t, append([]string{"args"}, s.target.args(1, s.rate)...)...)
+		s.setOptions(t)
 		for _, app := range []string{"server", "client"} {
 			if err := suite.c.waitRolloutIn(ctx, ns, app, 3*time.Minute); err != nil {
 				t.Fatal(err)
@@ -379,9 +398,6 @@ func BenchmarkLoopModes(b *testing.B) {
 	ns := s.target.ns
 	var cluster, local []time.Duration
 	var failed float64
-	options := func(extra ...string) []string {
-		return append(append([]string{"args"}, s.target.args(1, s.rate)...), extra...)
-	}
 	wait := func(what string, cond func(context.Context) (bool, string)) {
 		if err := poll(b.Context(), 3*time.Minute, what, cond); err != nil {
 			b.Fatal(err)
@@ -394,7 +410,7 @@ func BenchmarkLoopModes(b *testing.B) {
 			cluster = append(cluster, r.user)
 			b.Logf("in the cluster: %.2fs (compile %.2fs, sync %.2fs)", r.user.Seconds(), r.compile.Seconds(), r.sync.Seconds())
 		}
-		s.tilt(b, options("--local", "server")...)
+		s.setOptions(b, "--local", "server")
 		wait("--local server serving the client", func(ctx context.Context) (bool, string) {
 			if a, why := hostrunAddress(ctx, ns); a == "" {
 				return false, why
@@ -407,13 +423,12 @@ func BenchmarkLoopModes(b *testing.B) {
 			local = append(local, r.user)
 			b.Logf("on this machine: %.2fs (watch %.2fs, compile %.2fs)", r.user.Seconds(), r.detect.Seconds(), r.compile.Seconds())
 		}
-		s.tilt(b, options()...)
+		s.setOptions(b)
 		wait("the server back in the cluster", func(ctx context.Context) (bool, string) {
 			if err := suite.c.waitRolloutIn(ctx, ns, "server", time.Second); err != nil {
 				return false, err.Error()
 			}
-			list, err := suite.c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: hostrunSlice})
-			return err == nil && len(list.Items) == 0, "hostrun's slices are still there"
+			return noHostrunSlice(ctx, ns)
 		})
 		// The local process lets go of localhost:20000 a moment after its
 		// slices go; Tilt's forward to the pod binds it on its next retry.
@@ -445,13 +460,13 @@ func TestLocalClient(t *testing.T) {
 	ctx := t.Context()
 	ns := s.target.ns
 	local := "http://" + s.target.local(9001) + "/metrics"
-	s.tilt(t, append(append([]string{"args"}, s.target.args(1, s.rate)...), "--local", "client")...)
+	s.setOptions(t, "--local", "client")
 	var address string
 	if err := poll(ctx, 3*time.Minute, "--local client: no client pod, hostrun's slice, calls answered", func(ctx context.Context) (bool, string) {
 		if pods, err := suite.c.runningPodsIn(ctx, ns, "client"); err != nil || len(pods) > 0 {
 			return false, fmt.Sprintf("client pods still running: %d (%v)", len(pods), err)
 		}
-		list, err := suite.c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: hostrunSlice})
+		list, err := hostrunSlices(ctx, ns)
 		if err != nil || len(list.Items) != 1 || list.Items[0].Labels[discoveryv1.LabelServiceName] != "client-metrics-service" || len(list.Items[0].Endpoints) != 1 {
 			return false, fmt.Sprintf("hostrun's slices: %d (%v)", len(list.Items), err)
 		}
@@ -466,16 +481,7 @@ func TestLocalClient(t *testing.T) {
 	}
 	papi := prometheusAt(t, ns, mustPods(t, ns, "prometheus", true, 0)[0].Name)
 	if err := poll(ctx, 2*time.Minute, "up{job=\"client\"} == 1 for "+address+":9001", func(ctx context.Context) (bool, string) {
-		targets, err := papi.Targets(ctx)
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, tg := range targets.Active {
-			if tg.Labels["job"] == "client" && string(tg.Labels["instance"]) == address+":9001" && tg.Health == "up" {
-				return true, ""
-			}
-		}
-		return false, "no such target up yet"
+		return targetUp(ctx, papi, "client", address+":9001")
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -489,13 +495,12 @@ func TestLocalClient(t *testing.T) {
 		t.Errorf("the local client's calls: %v failed", failed)
 	}
 
-	s.tilt(t, append([]string{"args"}, s.target.args(1, s.rate)...)...)
+	s.setOptions(t)
 	if err := poll(ctx, 3*time.Minute, "the client back in the cluster, no hostrun slice", func(ctx context.Context) (bool, string) {
 		if err := suite.c.waitRolloutIn(ctx, ns, "client", time.Second); err != nil {
 			return false, err.Error()
 		}
-		list, err := suite.c.client.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: hostrunSlice})
-		return err == nil && len(list.Items) == 0, "hostrun's slice is still there"
+		return noHostrunSlice(ctx, ns)
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -239,6 +239,14 @@ func (s *tiltSession) tilt(t testing.TB, args ...string) []byte {
 	return []byte(out)
 }
 
+// setOptions changes the Tiltfile options while Tilt runs, as a person does
+// with tilt args, which replaces every option given before: the session's
+// own, then extra.
+func (s *tiltSession) setOptions(t testing.TB, extra ...string) {
+	t.Helper()
+	s.tilt(t, append(append([]string{"args"}, s.target.args(1, s.rate)...), extra...)...)
+}
+
 // tiltCommand runs tilt with args in dir with the environment env, and
 // returns its output.
 func tiltCommand(dir string, env []string, args ...string) (string, error) {
