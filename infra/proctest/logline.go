@@ -12,12 +12,13 @@ import (
 // "server │ ").
 var consoleStart = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[.0-9]*(?:Z|[+-]\d\d(?::?\d\d)?)\t(?:DEBUG|INFO|WARN|ERROR|DPANIC|PANIC|FATAL)\t`)
 
-// ParseLogLine reads one log line of the programs in either of their
-// formats, after any prefix: JSON (one object) or console (time, level,
+// ParseLogLine reads one log line of the programs, or of the bench's
+// baseline, in either of their formats (zap's production encoders), after
+// any prefix: JSON (one object, its level first) or console (time, level,
 // logger name, caller and message, tab-separated, then the fields as one
 // JSON object). It returns the line's fields, with ts, level (lower case),
 // logger, caller and msg as the JSON format names them, and whether it was
-// a log line at all.
+// a log line at all. Their "listening" line, which Addr reads, is one.
 func ParseLogLine(line string) (map[string]any, bool) {
 	if i := strings.Index(line, `{"level":`); i >= 0 {
 		var fields map[string]any

@@ -10,9 +10,11 @@
 //	                 batches over OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT
 //
 // Both also serve grpc.health.v1, SERVING from the start, so the benchmark
-// can wait for them as it waits for the server.
+// can wait for them as it waits for the server, and announce their
+// addresses as the programs do: a zap line "listening" at info level, in
+// JSON or console lines (-log-format), that infra/proctest reads.
 //
-// Usage: baseline [-stack bare|defaults] [-addr 127.0.0.1:20100]   (port 0: any free port, logged)
+// Usage: baseline [-stack bare|defaults] [-addr 127.0.0.1:20100] [-log-format json|console]   (port 0: any free port, logged)
 package main
 
 import (
@@ -34,6 +36,8 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -44,17 +48,43 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:20100", "TCP address of the gRPC listener")
 	stack := flag.String("stack", "bare", "bare, or defaults: the ecosystem's metrics and tracing with their defaults")
+	format := flag.String("log-format", "json", "log encoding, as the programs': json or console")
 	flag.Parse()
 	if *stack != "bare" && *stack != "defaults" {
 		fmt.Fprintf(os.Stderr, "baseline: -stack %q: use bare or defaults\n", *stack)
 		os.Exit(2)
 	}
+	log, err := newLogger(*format)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baseline:", err)
+		os.Exit(2)
+	}
+	defer log.Sync() //nolint:errcheck // stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *addr, *stack); err != nil {
-		fmt.Fprintln(os.Stderr, "baseline:", err)
+	if err := run(ctx, log.With(zap.String("program", "baseline"), zap.String("stack", *stack)), *addr, *stack); err != nil {
+		log.Error("baseline failed", zap.Error(err))
 		os.Exit(1)
 	}
+}
+
+// newLogger builds a logger that writes the programs' lines: zap's
+// production configuration with ISO 8601 times, and in the console format
+// capital levels, as services/internal/platform's NewLogger does. It logs
+// the start-up only; no call is logged.
+func newLogger(format string) (*zap.Logger, error) {
+	zc := zap.NewProductionConfig()
+	zc.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
+	switch format {
+	case "json":
+	case "console":
+		zc.Encoding = format
+		zc.EncoderConfig.EncodeLevel = zapcore.CapitalLevelEncoder
+		zc.DisableStacktrace = true
+	default:
+		return nil, fmt.Errorf("-log-format %q: use json or console", format)
+	}
+	return zc.Build()
 }
 
 // echo replies with the name it was sent.
@@ -69,7 +99,7 @@ func (echo) Echo(_ context.Context, req *foopb.EchoRequest) (*foopb.EchoReply, e
 }
 
 // run serves on addr until ctx ends, then stops at once.
-func run(ctx context.Context, addr, stack string) error {
+func run(ctx context.Context, log *zap.Logger, addr, stack string) error {
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
@@ -77,17 +107,18 @@ func run(ctx context.Context, addr, stack string) error {
 	}
 	var opts []grpc.ServerOption
 	var register func(*grpc.Server)
-	metrics := ""
+	listening := []zap.Field{zap.String("grpc", lis.Addr().String())}
 	if stack == "defaults" {
 		o, reg, shutdown, metricsAddr, err := defaults(ctx)
 		if err != nil {
 			return err
 		}
 		defer shutdown()
-		opts, register, metrics = o, reg, fmt.Sprintf(",\"metrics\":%q", metricsAddr)
+		opts, register = o, reg
+		listening = append(listening, zap.String("metrics", metricsAddr))
 	}
 	// The line the benchmark reads the addresses from, as the programs log it.
-	fmt.Fprintf(os.Stderr, "{\"msg\":\"listening\",\"grpc\":%q%s}\n", lis.Addr().String(), metrics)
+	log.Info("listening", listening...)
 	s := grpc.NewServer(opts...)
 	foopb.RegisterFooServer(s, echo{})
 	healthpb.RegisterHealthServer(s, health.NewServer()) // "" is SERVING
