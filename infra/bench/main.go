@@ -46,6 +46,7 @@ type settings struct {
 	duration    time.Duration // of one throughput run
 	concurrency int           // ghz workers of the throughput runs
 	microCount  int           // go test -count of the micro benchmarks
+	microTime   string        // go test -benchtime of the micro benchmarks
 	starts      int           // start-to-SERVING measurements of each program
 	edits       int           // rebuilds after a one-line edit
 	only        string        // run only this section (one of sections)
@@ -72,9 +73,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: -only %s: no such section (%s)\n", s.only, strings.Join(sections, ", "))
 		os.Exit(2)
 	}
-	s.duration, s.concurrency, s.microCount, s.starts = 8*time.Second, 16, 5, 10
+	s.duration, s.concurrency, s.microCount, s.microTime, s.starts = 8*time.Second, 16, 5, "1s", 10
 	if s.quick {
-		s.rounds, s.calls, s.duration, s.microCount, s.starts, s.edits = 2, 2000, 2*time.Second, 1, 3, 1
+		s.rounds, s.calls, s.duration, s.microCount, s.microTime, s.starts, s.edits = 2, 2000, 2*time.Second, 1, "200x", 3, 1
 	}
 	if flag.NArg() != 1 || s.rounds < 1 || s.calls < 100 || s.rate < 1 || s.edits < 1 {
 		fmt.Fprintln(os.Stderr, "usage: bench [-quick] [-rounds N>=1] [-calls N>=100] [-rate R>=1] [-edits N>=1] [-only SECTION] [-compare REV] REPOSITORY")
@@ -92,6 +93,8 @@ type report struct{ lines [][2]string }
 
 func (r *report) add(what, value string) { r.lines = append(r.lines, [2]string{what, value}) }
 
+// section prints the title of a part of the run: a section's begins with
+// its name and a colon.
 func section(title string) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("\n== %s   (load average %s)\n", title, strings.Join(strings.Fields(string(load))[:3], " "))
@@ -120,13 +123,13 @@ func run(ctx context.Context, s settings) error {
 		}
 	}
 	if s.runs("micro") {
-		section(fmt.Sprintf("micro: one call in process, go test -bench -count %d, benchstat", s.microCount))
+		section(fmt.Sprintf("micro: one call in process, go test -bench -benchtime %s -count %d, benchstat", s.microTime, s.microCount))
 		if err := micro(ctx, s, bin, tmp); err != nil {
 			return err
 		}
 	}
 	if s.runs("startup") {
-		section("inner loop: binaries, start to SERVING, rebuild after a one-line edit")
+		section("startup: binaries, exec to SERVING, rebuild after a one-line edit")
 		if err := innerLoop(ctx, s, bin, tmp, &rep); err != nil {
 			return err
 		}

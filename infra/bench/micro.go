@@ -21,7 +21,7 @@ func micro(ctx context.Context, s settings, b binaries, dir string) error {
 		{"^BenchmarkGRPCPort$", "/listener"},
 	} {
 		cmd := exec.CommandContext(ctx, b.serverTest, "-test.run", "^$", "-test.bench", run.bench, "-test.benchmem",
-			"-test.count", strconv.Itoa(s.microCount))
+			"-test.benchtime", s.microTime, "-test.count", strconv.Itoa(s.microCount))
 		cmd.Dir = filepath.Join(s.root, "services", "server")
 		out, err := cmd.Output()
 		if err != nil {
