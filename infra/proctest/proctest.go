@@ -35,6 +35,17 @@ func Build(root, dir string, programs ...string) error {
 	return nil
 }
 
+// BuildSupervisor compiles scripts/supervisor, the dev image's PID 1, of
+// the repository rooted at root into dir, for this machine.
+func BuildSupervisor(root, dir string) error {
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "supervisor"), "./supervisor")
+	cmd.Dir = filepath.Join(root, "scripts")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build ./supervisor: %w\n%s", err, out)
+	}
+	return nil
+}
+
 // Process is a running program whose output is kept.
 type Process struct {
 	name string

@@ -14,8 +14,9 @@ import (
 
 // TestListenHosts: with SERVER_LISTEN_HOSTS the server listens on those
 // addresses only (what --local uses: loopback and the one address the
-// cluster's pods reach this machine at), the same port on each, through a
-// hand-over too; a value that is not a list of IP addresses is refused.
+// cluster's pods reach this machine at), the same port on each; so it does
+// when it is given a socket on each of them (hostrun's supervisor), through
+// a hand-over too; a value that is not a list of IP addresses is refused.
 func TestListenHosts(t *testing.T) {
 	if !loopbackAnswers(t, "127.0.0.2") {
 		t.Skip("127.0.0.2 is not a loopback address here (Linux has all of 127/8), so there is no address to be refused on")
@@ -30,11 +31,8 @@ func TestListenHosts(t *testing.T) {
 	if err := os.WriteFile(bin, mustRead(t, filepath.Join(binDir, "server")), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	server := proctest.Start(t, bin, serverEnv("SERVER_LISTEN_HOSTS="+strings.Join(hosts, ","), "SERVER_HANDOVER=true"))
-	grpcAddr := server.Addr(t, "grpc", startTimeout)
-	_, port, _ := net.SplitHostPort(grpcAddr)
-	metricsAddr := server.Addr(t, "metrics", startTimeout)
-	_, metricsPort, _ := net.SplitHostPort(metricsAddr)
+	var server *proctest.Process
+	var port, metricsPort string
 	check := func(when string) {
 		t.Helper()
 		for _, host := range hosts {
@@ -54,8 +52,22 @@ func TestListenHosts(t *testing.T) {
 			}
 		}
 	}
-	proctest.Eventually(t, 10*time.Second, "serves", func() bool { return proctest.CheckHealth(grpcAddr) == nil })
-	check("at start")
+	serves := func(p *proctest.Process) {
+		t.Helper()
+		server = p
+		grpcAddr := server.Addr(t, "grpc", startTimeout)
+		_, port, _ = net.SplitHostPort(grpcAddr)
+		_, metricsPort, _ = net.SplitHostPort(server.Addr(t, "metrics", startTimeout))
+		proctest.Eventually(t, 10*time.Second, "serves", func() bool { return proctest.CheckHealth(grpcAddr) == nil })
+	}
+	serves(proctest.Start(t, bin, serverEnv("SERVER_LISTEN_HOSTS="+strings.Join(hosts, ","))))
+	check("listening itself")
+	server.Stop(5 * time.Second)
+
+	on := func(h string) string { return net.JoinHostPort(h, "0") }
+	serves(proctest.Start(t, filepath.Join(binDir, "supervisor"), serverEnv(),
+		"--listen", "grpc="+on(hosts[0])+","+on(hosts[1]), "--listen", "metrics="+on(hosts[0])+","+on(hosts[1]), "--", bin))
+	check("given its sockets")
 
 	before := handovers(server)
 	replace(t, bin, filepath.Join(binDir, "server"), "")

@@ -39,6 +39,10 @@ func buildAndRun(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	if err := proctest.BuildSupervisor(filepath.Join("..", ".."), dir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	binDir = dir
 	return m.Run()
 }
@@ -248,9 +252,9 @@ func TestClientSurvivesServerRestart(t *testing.T) {
 	t.Logf("calls succeeded again %v after the server restarted", took.Round(time.Millisecond))
 }
 
-// TestRestartInPlace restarts the server the way a live update in debug mode
-// does (ext://restart_process: SIGTERM, wait for the exit, start the new binary on
-// the same port) with the settings of infra/base, while a client calls it.
+// TestRestartInPlace restarts the server in place, as a process manager or
+// an IDE's restart does (SIGTERM, wait for the exit, start the new binary on
+// the same port), with the settings of infra/base, while a client calls it.
 // The restart must not wait out pod-termination delays, and no call may fail:
 // calls wait for the server within their deadline.
 func TestRestartInPlace(t *testing.T) {

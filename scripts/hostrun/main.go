@@ -9,12 +9,15 @@
 // reach, or fails with why there is none (address.go).
 //
 //	hostrun run --context CTX --namespace NS --address IP --ready URL --binary FILE
-//	        --slice SERVICE=PORTNAME:PORT... [--restart] [--handback FILE] [--serving FILE]
+//	        --slice SERVICE=PORTNAME:PORT... --listen NAME=HOST:PORT[,HOST:PORT...]...
+//	        [--delve HOST:PORT --dlv FILE] [--handback FILE] [--serving FILE]
 //	        [-- COMMAND [ARG...]]
 //
-// starts COMMAND and, once URL answers 200, makes the slices (run.go). A
-// new FILE (the next build) is handed to the running program with SIGHUP,
-// or, with --restart, the program is restarted. SIGTERM or SIGINT withdraws
+// runs COMMAND under a supervisor (scripts/internal/supervisor) that holds
+// the sockets --listen names, as a pod's does, and, once URL answers 200,
+// makes the slices (run.go). A new FILE (the next build) takes over from
+// the running process on the same sockets; with --delve, under one Delve
+// server that debuggers attach to at HOST:PORT. SIGTERM or SIGINT withdraws
 // the slices and stops the program; if the file --handback names exists
 // (the Tiltfile writes it when it deploys the program to the cluster again)
 // the slices stay until the Services' pods are ready. Without COMMAND (and
@@ -35,6 +38,8 @@ import (
 	"runtime"
 	"strings"
 	"syscall"
+
+	"example.com/grpc-metrics/scripts/internal/supervisor"
 )
 
 func main() {
@@ -77,6 +82,19 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q: address or run", args[0])
 }
 
+// listenFlags collects repeated --listen values.
+type listenFlags []string
+
+func (l *listenFlags) String() string { return strings.Join(*l, " ") }
+
+func (l *listenFlags) Set(v string) error {
+	if _, _, err := supervisor.ParseListen(v); err != nil {
+		return err
+	}
+	*l = append(*l, v)
+	return nil
+}
+
 // sliceFlags collects repeated --slice values.
 type sliceFlags []sliceSpec
 
@@ -96,13 +114,16 @@ func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
 	fs.SetOutput(stderr)
 	var c runConfig
 	var specs sliceFlags
+	var listens listenFlags
 	fs.StringVar(&c.cluster.context, "context", "", "kube context of the cluster")
 	fs.StringVar(&c.cluster.namespace, "namespace", "", "namespace of the Services")
 	fs.StringVar(&c.cluster.kubectl, "kubectl", "kubectl", "kubectl to change the cluster with")
 	fs.StringVar(&c.address, "address", "", "the address of this machine that the pods reach (hostrun address)")
 	fs.StringVar(&c.ready, "ready", "", "URL that answers 200 once the program serves")
-	fs.StringVar(&c.binary, "binary", "", "the program's binary: a new one is handed over (or restarted)")
-	fs.BoolVar(&c.restart, "restart", false, "restart the program for a new binary instead of sending it SIGHUP")
+	fs.StringVar(&c.binary, "binary", "", "the program's binary: a new one takes over from the running process")
+	fs.Var(&listens, "listen", "NAME=HOST:PORT[,HOST:PORT...]: a socket the program is given by NAME (repeat)")
+	fs.StringVar(&c.delve, "delve", "", "HOST:PORT: run the program under Delve; debuggers attach here")
+	fs.StringVar(&c.dlv, "dlv", "dlv", "Delve's binary, with --delve")
 	fs.StringVar(&c.handback, "handback", "", "when this file exists at a stop, the slices stay until the Services' pods are ready")
 	fs.StringVar(&c.serving, "serving", "", "file that exists while the program answers (Tilt's readiness probe)")
 	fs.Var(&specs, "slice", "SERVICE=PORTNAME:PORT whose calls come here (repeat)")
@@ -110,7 +131,7 @@ func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	c.slices, c.command = specs, fs.Args()
+	c.slices, c.command, c.listens = specs, fs.Args(), listens
 	var missing []string
 	for _, f := range []struct{ name, value string }{
 		{"--context", c.cluster.context}, {"--namespace", c.cluster.namespace}, {"--address", c.address},

@@ -9,10 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"example.com/grpc-metrics/scripts/internal/supervisor"
 )
 
 const (
@@ -29,6 +33,8 @@ const (
 	// gives a serve_cmd between its SIGTERM and a SIGKILL.
 	handbackTimeout = 20 * time.Second
 	haltTimeout     = 8 * time.Second
+	// startTimeout bounds a new build's start, until it reports READY=1.
+	startTimeout = 10 * time.Second
 	// withdrawnGrace lets the clients' watches see the slices go before the
 	// program stops (they see it within milliseconds).
 	withdrawnGrace = 500 * time.Millisecond
@@ -40,7 +46,9 @@ type runConfig struct {
 	address  string // what the slices name
 	ready    string // URL that answers 200 once the program serves
 	binary   string
-	restart  bool
+	listens  []string // the program's sockets, as scripts/supervisor's --listen
+	delve    string   // where debuggers attach, with the program under Delve
+	dlv      string   // Delve's binary
 	handback string
 	serving  string
 	replaces string // KIND/NAME
@@ -48,43 +56,62 @@ type runConfig struct {
 	command  []string
 }
 
-// child is the program, started by hostrun.
-type child struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // of Wait, once done is closed
+// supervised is the program under a supervisor (scripts/internal/supervisor),
+// which holds its sockets: a new build takes over from the running process
+// without a connection refused, under Delve too.
+type supervised struct {
+	signals chan os.Signal
+	done    chan struct{}
+	err     error // of Run, once done is closed
 }
 
-func (c *runConfig) start() (*child, error) {
-	cmd := exec.Command(c.command[0], c.command[1:]...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.SysProcAttr = procAttr()
-	if err := cmd.Start(); err != nil {
+// supervise runs the program on sockets until it stops; see supervised.
+func (c *runConfig) supervise(sockets []supervisor.Socket, log *zap.Logger) (*supervised, error) {
+	dir, err := os.MkdirTemp("", "hostrun-")
+	if err != nil {
 		return nil, err
 	}
-	ch := &child{cmd: cmd, done: make(chan struct{})}
+	s := &supervisor.Supervisor{Log: log, StartTimeout: startTimeout}
+	var closeLauncher func()
+	if c.delve == "" {
+		s.Launcher = &supervisor.Exec{Command: c.command, Sockets: sockets, Dir: dir, Env: os.Environ(), Stdout: os.Stdout, Stderr: os.Stderr, Log: log}
+	} else {
+		l, err := net.Listen("tcp", c.delve)
+		if err != nil {
+			os.RemoveAll(dir) //nolint:errcheck // best effort
+			return nil, fmt.Errorf("--delve %s: %w", c.delve, err)
+		}
+		front := supervisor.NewFront(l, true, log.Named("debuggers"))
+		go front.Serve()
+		d := &supervisor.Delve{Dlv: c.dlv, Command: c.command, Sockets: sockets, Dir: dir, Env: os.Environ(), Front: front, Stdout: os.Stdout, Stderr: os.Stderr, Log: log}
+		s.Launcher, s.Sequential, s.StartTimeout, closeLauncher = d, true, 0, d.Close
+	}
+	sv := &supervised{signals: make(chan os.Signal, 4), done: make(chan struct{})}
 	go func() {
-		ch.err = cmd.Wait()
-		close(ch.done)
+		sv.err = s.Run(sv.signals)
+		if closeLauncher != nil {
+			closeLauncher()
+		}
+		os.RemoveAll(dir) //nolint:errcheck // best effort
+		close(sv.done)
 	}()
-	return ch, nil
+	return sv, nil
 }
 
-// halt stops the program: SIGTERM (to the program, which passes it on to
-// its worker; with --restart, to its group, Delve and its child), then
-// SIGKILL to the group if it has not exited within haltTimeout.
-func (c *runConfig) halt(ch *child) {
-	pid := ch.cmd.Process.Pid
-	if c.restart {
-		syscall.Kill(-pid, syscall.SIGTERM) //nolint:errcheck // it may have exited
-	} else {
-		ch.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck // it may have exited
-	}
+// halt stops the program: SIGTERM, passed on by the supervisor, and a
+// second one (every process, the draining ones too) if it has not stopped
+// within haltTimeout.
+func (sv *supervised) halt() {
+	sv.signals <- syscall.SIGTERM
 	select {
-	case <-ch.done:
+	case <-sv.done:
 	case <-time.After(haltTimeout):
-		syscall.Kill(-pid, syscall.SIGKILL) //nolint:errcheck // it may have exited
-		<-ch.done
+		sv.signals <- syscall.SIGTERM
+		select {
+		case <-sv.done:
+		case <-time.After(time.Second):
+			// The kernel stops what is left when hostrun exits (Linux).
+		}
 	}
 }
 
@@ -120,14 +147,14 @@ func (c *runConfig) unpublish(logf func(string, ...any)) bool {
 	return true
 }
 
-// startOrLog starts the program, or logs why it could not (the next build
-// tries again).
-func (c *runConfig) startOrLog(logf func(string, ...any)) *child {
-	ch, err := c.start()
+// superviseOrLog runs the program, or logs why it could not (the next
+// build tries again).
+func (c *runConfig) superviseOrLog(sockets []supervisor.Socket, log *zap.Logger, logf func(string, ...any)) *supervised {
+	sv, err := c.supervise(sockets, log)
 	if err != nil {
-		logf("could not start %s: %v", c.command[0], err)
+		logf("could not run %s: %v", c.command[0], err)
 	}
-	return ch
+	return sv
 }
 
 // stamp tells one binary from the next.
@@ -163,11 +190,22 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 	if len(c.command) == 0 {
 		return c.follow(ctx, client, logf)
 	}
-	var ch *child
+	var sockets []supervisor.Socket
+	defer func() { supervisor.CloseSockets(sockets) }()
+	for _, l := range c.listens {
+		name, addrs, _ := supervisor.ParseListen(l)
+		ss, err := supervisor.Listen(ctx, name, addrs)
+		if err != nil {
+			return err
+		}
+		sockets = append(sockets, ss...)
+	}
+	zlog := consoleLogger(log)
+	var sv *supervised
 	last, built := stampOf(c.binary)
 	if built {
 		var err error
-		if ch, err = c.start(); err != nil {
+		if sv, err = c.supervise(sockets, zlog); err != nil {
 			return err
 		}
 	} else {
@@ -180,39 +218,31 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 	t := time.NewTicker(tick)
 	defer t.Stop()
 	for {
-		var exited <-chan struct{}
-		if ch != nil {
-			exited = ch.done
+		var ended <-chan struct{}
+		if sv != nil {
+			ended = sv.done
 		}
 		select {
 		case <-ctx.Done():
-			return c.stop(ch, published, logf)
-		case <-exited:
-			logf("%s exited (%v): the cluster's calls to it fail until a new build starts it again", c.command[0], ch.err)
+			return c.stop(sv, published, logf)
+		case <-ended:
+			logf("%s exited (%v): the cluster's calls to it fail until a new build starts it again", c.command[0], sv.err)
 			if published {
 				c.unpublish(logf)
 			}
 			c.setServing(false)
-			ch, answered, published = nil, false, false
+			sv, answered, published = nil, false, false
 		case <-t.C:
 			if s, ok := stampOf(c.binary); ok && s != last {
 				last = s
-				switch {
-				case ch == nil:
+				if sv == nil {
 					logf("a new build: starting it")
-					ch = c.startOrLog(logf)
-				case c.restart:
-					logf("a new build: restarting the program")
-					c.halt(ch)
-					c.setServing(false)
-					answered = false
-					ch = c.startOrLog(logf)
-				default:
-					logf("a new build: handing the sockets over to it (SIGHUP)")
-					ch.cmd.Process.Signal(syscall.SIGHUP) //nolint:errcheck // an exit is seen above
+					sv = c.superviseOrLog(sockets, zlog, logf)
+				} else {
+					sv.signals <- syscall.SIGHUP
 				}
 			}
-			if ch != nil && !answered && c.answers(client) {
+			if sv != nil && !answered && c.answers(client) {
 				answered = true
 				c.setServing(true)
 			}
@@ -221,6 +251,16 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 			}
 		}
 	}
+}
+
+// consoleLogger writes the supervisor's lines as console lines, the
+// programs' format in the dev build.
+func consoleLogger(w io.Writer) *zap.Logger {
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	enc.EncodeDuration = zapcore.StringDurationEncoder
+	enc.EncodeLevel = zapcore.CapitalLevelEncoder
+	return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), zapcore.InfoLevel)).Named("hostrun")
 }
 
 // publisher makes the slices, retrying, and says so once.
@@ -317,7 +357,7 @@ func (c *runConfig) follow(ctx context.Context, client *http.Client, logf func(s
 
 // stop withdraws the slices (once the Services' pods are ready, if the
 // program goes back to the cluster) and then stops the program.
-func (c *runConfig) stop(ch *child, published bool, logf func(string, ...any)) error {
+func (c *runConfig) stop(sv *supervised, published bool, logf func(string, ...any)) error {
 	if published {
 		if _, err := os.Stat(c.handback); c.handback != "" && err == nil {
 			logf("handing the Services back to the cluster: serving until their pods are ready (at most %v)", handbackTimeout)
@@ -340,8 +380,8 @@ func (c *runConfig) stop(ch *child, published bool, logf func(string, ...any)) e
 		time.Sleep(withdrawnGrace)
 	}
 	c.setServing(false)
-	if ch != nil {
-		c.halt(ch)
+	if sv != nil {
+		sv.halt()
 	}
 	return nil
 }

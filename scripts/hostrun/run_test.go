@@ -17,8 +17,10 @@ import (
 )
 
 // TestMain runs the test binary as the program when HOSTRUN_TEST_PROGRAM
-// names a folder: it serves /readyz on the port in HOSTRUN_TEST_PORT and
-// writes each signal it gets to the folder's file "signals".
+// names a folder: it serves /readyz on the socket it is given
+// (LISTEN_FDS), or else on the port in HOSTRUN_TEST_PORT, reports READY=1
+// when asked to (NOTIFY_SOCKET), and writes each signal it gets to the
+// folder's file "signals"; SIGHUP and SIGTERM end it.
 func TestMain(m *testing.M) {
 	if dir := os.Getenv("HOSTRUN_TEST_PROGRAM"); dir != "" {
 		testProgram(dir)
@@ -30,20 +32,30 @@ func TestMain(m *testing.M) {
 func testProgram(dir string) {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM)
-	lis, err := net.Listen("tcp", "127.0.0.1:"+os.Getenv("HOSTRUN_TEST_PORT"))
+	var lis net.Listener
+	var err error
+	if os.Getenv("LISTEN_FDS") == "1" {
+		lis, err = net.FileListener(os.NewFile(3, "given"))
+	} else {
+		lis, err = net.Listen("tcp", "127.0.0.1:"+os.Getenv("HOSTRUN_TEST_PORT"))
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
 	os.WriteFile(filepath.Join(dir, "pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)     //nolint:errcheck // the test reads it
 	go http.Serve(lis, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})) //nolint:errcheck // ends with the process
+	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
+		if c, err := net.Dial("unixgram", addr); err == nil {
+			c.Write([]byte("READY=1")) //nolint:errcheck // the supervisor then kills it
+			c.Close()
+		}
+	}
 	for sig := range sigs {
 		f, _ := os.OpenFile(filepath.Join(dir, "signals"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 		fmt.Fprintln(f, sig)
 		f.Close()
-		if sig == syscall.SIGTERM {
-			os.Exit(0)
-		}
+		os.Exit(0)
 	}
 }
 
@@ -108,7 +120,7 @@ func startRunWith(t *testing.T, command bool) *runTest {
 		"--replaces", "deployment/server",
 	}
 	if command {
-		args = append(args, "--binary", filepath.Join(dir, "binary"), "--", self)
+		args = append(args, "--listen", "http=127.0.0.1:"+port, "--binary", filepath.Join(dir, "binary"), "--", self)
 	}
 	cfg, err := parseRun(args, os.Stderr)
 	if err != nil {
@@ -243,21 +255,20 @@ func TestRunHandsBackOnceThePodsAreReady(t *testing.T) {
 	}
 }
 
-// A program that exits has its slices withdrawn (nothing points at a dead
-// address) and is started again by the next build.
+// A program that exits while it serves is started again on the same
+// socket, which stayed open (its calls wait meanwhile): the slices stay.
+// One whose build cannot start has its slices withdrawn (nothing answers
+// at the address) until the next build starts.
 func TestRunRestartsAfterAnExit(t *testing.T) {
 	r := startRun(t)
 	r.eventually("the slices are applied", func() bool { return strings.Count(r.read("calls"), `"kind":"List"}`) == 1 })
-	// Killed, as a crash would end it.
-	r.killProgram()
-	r.eventually("the slices are withdrawn", func() bool {
-		return strings.Count(r.read("calls"), "delete endpointslice") == 2
-	})
-	if _, err := os.Stat(filepath.Join(r.dir, "serving")); !os.IsNotExist(err) {
-		t.Errorf("the serving file is still there after the exit: %v", err)
+	before := r.read("pid")
+	r.killProgram() // as a crash would end it
+	r.eventually("the program is started again", func() bool { p := r.read("pid"); return p != "" && p != before })
+	r.eventually("it answers", func() bool { return r.cfg.answers(&http.Client{Timeout: time.Second}) })
+	if n := strings.Count(r.read("calls"), "delete endpointslice"); n != 1 {
+		t.Errorf("the slices were withdrawn %d times after the first, want none while the socket stays open", n-1)
 	}
-	r.newBinary("333")
-	r.eventually("the new build is started and published", func() bool { return strings.Count(r.read("calls"), "apply -f -") == 2 })
 }
 
 // Without a COMMAND, hostrun follows a program started by another (an

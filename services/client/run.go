@@ -74,9 +74,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := open.Err(p.Log); err != nil {
 		return p.Stop(err)
 	}
-	if p.Supervising() {
-		return p.Stop(p.Supervise(open))
-	}
 	conn, err := dial(cfg, p)
 	if err != nil {
 		return p.Stop(err)

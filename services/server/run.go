@@ -35,9 +35,6 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := open.Err(p.Log); err != nil {
 		return p.Stop(err)
 	}
-	if p.Supervising() {
-		return p.Stop(p.Supervise(open))
-	}
 	srv := newGRPCServer(cfg, p.Log, p.Registry, p.Tracing)
 	metrics := platform.NewMetricsServer(p.Log, p.Registry)
 	return p.Stop(serve(ctx, cfg, p.Log, srv, metrics, lis))
@@ -77,7 +74,7 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 					deadline := began.Add(cfg.ShutdownTimeout)
 					platform.StopAccepting(lis.grpc)
 					platform.AwaitBegun(lis.grpc, deadline)
-					drain(srv, time.Until(deadline), log, false)
+					drain(srv, lis.grpc, time.Until(deadline), log, false)
 					log.Info("drained", zap.Duration("grpc", time.Since(began)))
 					return
 				}
@@ -89,7 +86,7 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 				}
 				began := time.Now()
 				log.Info("draining calls in progress", zap.Duration("timeout", cfg.ShutdownTimeout))
-				drain(srv, cfg.ShutdownTimeout, log, true)
+				drain(srv, lis.grpc, cfg.ShutdownTimeout, log, true)
 				srv.health.Shutdown() // for a watcher that outlives the connection
 				log.Info("drained", zap.Duration("grpc", time.Since(began)))
 			},
@@ -115,7 +112,7 @@ const drainPoll = 5 * time.Millisecond
 // retired by a hand-over drains without it: the next process already
 // listens, so nothing waits for this one, and a call a client already sent
 // on a connection GracefulStop is closing still gets its answer.
-func drain(srv *grpcServer, timeout time.Duration, log *zap.Logger, untilIdle bool) {
+func drain(srv *grpcServer, lis net.Listener, timeout time.Duration, log *zap.Logger, untilIdle bool) {
 	done := make(chan struct{})
 	go func() {
 		srv.GracefulStop()
@@ -140,8 +137,23 @@ func drain(srv *grpcServer, timeout time.Duration, log *zap.Logger, untilIdle bo
 		case <-deadline.C:
 			log.Warn("calls still running after the shutdown timeout; cancelling them", zap.Duration("timeout", timeout))
 		}
-		srv.Stop()
-		<-done
+		go srv.Stop()
+		select {
+		case <-done:
+		case <-time.After(stopGrace):
+			// Stop waits for every connection's handshake to end, and a
+			// connection that sent nothing ends its handshake only at
+			// grpc-go's connection timeout (120s). The process is ending:
+			// it needs nothing from that connection.
+			log.Warn("a connection is still in its handshake; closing it", zap.Duration("after", stopGrace))
+			platform.CloseConns(lis)
+			<-done
+		}
 		return
 	}
 }
+
+// stopGrace bounds the wait for grpc-go's Stop (closing every connection,
+// ending every handler): a few milliseconds, unless a connection sent no
+// preface yet.
+const stopGrace = 500 * time.Millisecond

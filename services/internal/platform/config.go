@@ -18,27 +18,22 @@ import (
 type Config interface {
 	Validate() error
 	Logging() LogConfig
-	HandsOver() bool
 	Hosts() []string
 }
 
 // Common is the configuration every program has: its metrics and debug
-// listeners, the addresses it listens on, its logger and the hand-over of
-// its sockets, read from PREFIX_METRICS_PORT, PREFIX_DEBUG_PORT,
-// PREFIX_LISTEN_HOSTS, PREFIX_LOG_* and PREFIX_HANDOVER.
+// listeners, the addresses it listens on and its logger, read from
+// PREFIX_METRICS_PORT, PREFIX_DEBUG_PORT, PREFIX_LISTEN_HOSTS and
+// PREFIX_LOG_*.
 type Common struct {
 	MetricsPort int       `envconfig:"METRICS_PORT" default:"9000" desc:"TCP port of the HTTP listener for /metrics, /healthz and /readyz"`
 	ListenHosts []string  `envconfig:"LISTEN_HOSTS" desc:"IP addresses the program's listeners (not the debug one) listen on, comma-separated, such as 127.0.0.1,10.244.0.1; empty: every interface"`
 	DebugPort   DebugPort `envconfig:"DEBUG_PORT" desc:"TCP port of the debug listener (net/http/pprof), on loopback only; unset or empty: no debug listener"`
 	Log         LogConfig `envconfig:"LOG"`
-	Handover    bool      `envconfig:"HANDOVER" default:"false" desc:"keep the listening sockets in this process and serve from a child; on SIGHUP start the binary anew (a live update replaced it) on the same sockets and retire the old child once the new one serves"`
 }
 
 // Logging returns the logger settings.
 func (c Common) Logging() LogConfig { return c.Log }
-
-// HandsOver reports whether the program hands its sockets over on SIGHUP.
-func (c Common) HandsOver() bool { return c.Handover }
 
 // Hosts returns the addresses to listen on, none for every interface.
 func (c Common) Hosts() []string { return c.ListenHosts }

@@ -59,7 +59,6 @@ func TestCommonConfig(t *testing.T) {
 		{env: map[string]string{"TEST_LOG_LEVEL": "panic"}, wantErr: `TEST_LOG_LEVEL="panic": unknown log level (use debug, info, warn or error)`},
 		{env: map[string]string{"TEST_LOG_LEVEL": ""}, wantErr: `TEST_LOG_LEVEL="": unknown log level (use debug, info, warn or error)`},
 		{env: map[string]string{"TEST_LOG_FORMAT": "xml"}, wantErr: `TEST_LOG_FORMAT="xml": unknown log format (use json or console)`},
-		{env: map[string]string{"TEST_HANDOVER": "yes"}, wantErr: `TEST_HANDOVER="yes": not a boolean (use true or false)`},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.env), func(t *testing.T) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/oklog/run"
 	"go.uber.org/zap"
@@ -40,13 +43,13 @@ func Serve(ctx context.Context, actors ...Actor) error {
 
 // Listeners opens a program's TCP listeners one after the other, on every
 // interface or on each of the hosts the configuration names
-// (PREFIX_LISTEN_HOSTS), or takes those it inherited from a supervisor
-// (Supervise); if one fails, Err closes those already open.
+// (PREFIX_LISTEN_HOSTS), or takes those the program was given by name
+// (activation.go); if one fails, Err closes those already open.
 type Listeners struct {
-	inherited map[string][]net.Listener
-	hosts     []string
-	taken     []namedListener
-	err       error
+	given map[string][]net.Listener
+	hosts []string
+	taken []namedListener
+	err   error
 }
 
 type namedListener struct {
@@ -76,17 +79,14 @@ func (l *Listeners) listen(ctx context.Context, what string, hosts []string, por
 	if l.err != nil {
 		return nil
 	}
-	parts, ok := l.inherited[what]
-	if ok {
-		delete(l.inherited, what)
-		lis := newRetiringListener(joinListeners(parts))
-		l.taken = append(l.taken, namedListener{name: what, lis: lis, parts: parts})
-		return lis
+	if l.given != nil {
+		return l.take(what, port)
 	}
 	if len(hosts) == 0 {
 		hosts = []string{""}
 	}
 	var lc net.ListenConfig
+	var parts []net.Listener
 	for _, h := range hosts {
 		lis, err := lc.Listen(ctx, "tcp", net.JoinHostPort(h, strconv.Itoa(port)))
 		if err != nil {
@@ -100,18 +100,42 @@ func (l *Listeners) listen(ctx context.Context, what string, hosts []string, por
 		port = lis.Addr().(*net.TCPAddr).Port
 		parts = append(parts, lis)
 	}
-	lis := joinListeners(parts)
+	lis := newRetiringListener(joinListeners(parts))
 	l.taken = append(l.taken, namedListener{name: what, lis: lis, parts: parts})
 	return lis
 }
 
-// Err reports the first listener that failed, after closing the others; or
-// logs the addresses listened on (the line the tests read them from). An
-// inherited socket that the configuration does not ask for is closed.
+// take takes the given sockets named what, which must listen on port
+// unless it is 0 (any). A program given its sockets opens none itself: the
+// next process could not open it again while this one serves on it.
+func (l *Listeners) take(what string, port int) net.Listener {
+	parts, ok := l.given[what]
+	if !ok {
+		l.err = fmt.Errorf("listen for %s: the program was given sockets, none of them named %q (given: %s)", what, what, strings.Join(slices.Sorted(maps.Keys(l.given)), ", "))
+		return nil
+	}
+	for _, p := range parts {
+		if a, ok := p.Addr().(*net.TCPAddr); !ok || (port != 0 && a.Port != port) {
+			l.err = fmt.Errorf("listen for %s: the socket given for it listens on %s, not on port %d as configured", what, p.Addr(), port)
+			return nil
+		}
+	}
+	delete(l.given, what)
+	lis := newRetiringListener(joinListeners(parts))
+	l.taken = append(l.taken, namedListener{name: what, lis: lis, parts: parts})
+	return lis
+}
+
+// Err reports the first listener that failed, after closing the others and
+// the sockets given and not taken; or logs the addresses listened on (the
+// line the tests read them from). A given socket that the configuration
+// does not ask for is closed.
 func (l *Listeners) Err(log *zap.Logger) error {
 	var errs []error
-	for name, parts := range l.inherited {
-		log.Warn("closing an inherited socket that the configuration does not use", zap.String("name", name))
+	for name, parts := range l.given {
+		if l.err == nil {
+			log.Warn("closing a given socket that the configuration does not use", zap.String("name", name))
+		}
 		for _, p := range parts {
 			errs = append(errs, p.Close())
 		}
@@ -159,9 +183,19 @@ type acceptResult struct {
 	err  error
 }
 
-// accept passes on what l accepts until it fails; an error other than a
-// close ends that listener alone, as it would end a server on it.
+// Retrying an accept that failed (too many open files, say), as net/http
+// and grpc-go do: after 5ms, doubling up to 1s.
+const (
+	acceptRetryFirst = 5 * time.Millisecond
+	acceptRetryMax   = time.Second
+)
+
+// accept passes on what l accepts until l is closed. An error is passed
+// on too; as a server does, it then waits before the next accept, longer
+// after each error in a row, so that one listener that fails for a while
+// (too many open files) neither spins nor stops the others.
 func (j *joinedListener) accept(l net.Listener) {
+	var wait time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil && errors.Is(err, net.ErrClosed) {
@@ -175,11 +209,15 @@ func (j *joinedListener) accept(l net.Listener) {
 			}
 			return
 		}
-		if err != nil {
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				return
-			}
+		if err == nil {
+			wait = 0
+			continue
+		}
+		wait = min(max(2*wait, acceptRetryFirst), acceptRetryMax)
+		select {
+		case <-time.After(wait):
+		case <-j.closed:
+			return
 		}
 	}
 }

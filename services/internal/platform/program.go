@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -34,18 +33,14 @@ func (e *ConfigError) Error() string { return "invalid configuration: " + e.Err.
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 // ExitCode is the process's exit code for the error run returned: 0 for
-// none and for a --help request, 2 for a configuration error, a worker's own
-// code when the supervisor ends with it, else 1.
+// none and for a --help request, 2 for a configuration error, else 1.
 func ExitCode(err error) int {
 	var cfgErr *ConfigError
-	var exitErr *exec.ExitError
 	switch {
 	case err == nil || errors.Is(err, ErrHelp):
 		return 0
 	case errors.As(err, &cfgErr):
 		return exitConfig
-	case errors.As(err, &exitErr) && exitErr.ExitCode() > 0:
-		return exitErr.ExitCode()
 	}
 	return exitFailed
 }
@@ -58,22 +53,20 @@ type Program struct {
 	Registry *prometheus.Registry
 	signals  context.CancelFunc
 
-	inherited         map[string][]net.Listener // from a supervisor
-	hosts             []string                  // to listen on; none: every interface
-	supervisorSignals chan os.Signal            // when this process is the supervisor
-	stdout, stderr    io.Writer
+	given map[string][]net.Listener // its sockets, when it was given them (activation.go)
+	hosts []string                  // to listen on; none: every interface
 }
 
 // Start starts program: it loads cfg from the PREFIX_* environment variables
 // (args may only ask for --help, which prints the variables to stdout and
-// returns ErrHelp), builds the logger, routes grpc-go's own logs through it,
+// returns ErrHelp), takes the listening sockets it was given, if any
+// (activation.go), builds the logger, routes grpc-go's own logs through it,
 // sets up tracing from the OTEL_* variables and logs the configuration. The
 // context it returns ends on the first SIGINT or SIGTERM; from then on the
-// default handling is back, so a second signal ends the process at once. In
-// a worker of Supervise it also ends on SIGHUP, with the cause
-// ErrHandedOver; in the supervisor itself it never ends, Supervise handles
-// the signals. A configuration that cannot be used, printed to stderr, is a
-// *ConfigError.
+// default handling is back, so a second signal ends the process at once. A
+// program given its sockets shares them, and its context also ends on
+// SIGHUP, with the cause ErrHandedOver: another process accepts on them. A
+// configuration that cannot be used, printed to stderr, is a *ConfigError.
 func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.Writer) (context.Context, *Program, error) {
 	fail := func(err error) (context.Context, *Program, error) {
 		fmt.Fprintf(stderr, "%s: %v\n", program, err)
@@ -85,17 +78,11 @@ func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.
 		}
 		return fail(&ConfigError{Err: err})
 	}
-	inherited, err := inherited()
+	given, err := givenListeners()
 	if err != nil {
 		return fail(err)
 	}
-	p := &Program{inherited: inherited, hosts: cfg.Hosts(), stdout: stdout, stderr: stderr}
-	// The supervisor catches its signals from the start: as PID 1 it would
-	// otherwise ignore them, and anywhere else die of them.
-	if cfg.HandsOver() && inherited == nil {
-		p.supervisorSignals = make(chan os.Signal, 4)
-		signal.Notify(p.supervisorSignals, syscall.SIGHUP, syscall.SIGINT, syscall.SIGTERM)
-	}
+	p := &Program{given: given, hosts: cfg.Hosts()}
 	log, err := NewLogger(cfg.Logging())
 	if err != nil {
 		return fail(err)
@@ -112,22 +99,20 @@ func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.
 		return fail(&ConfigError{Err: err})
 	}
 	log.Info("starting", zap.String("version", version.Version), zap.String("revision", version.Revision),
-		zap.String("config", strings.TrimPrefix(fmt.Sprintf("%+v", cfg), "&")), zap.String("role", p.role()))
+		zap.String("config", strings.TrimPrefix(fmt.Sprintf("%+v", cfg), "&")), zap.Bool("given_sockets", given != nil))
 	p.Log, p.Tracing, p.Registry = log, tracing, NewRegistry("echo_"+program)
 	ctx, stop := context.WithCancelCause(context.Background())
-	p.signals = func() { stop(nil) }
-	if p.supervisorSignals == nil {
-		p.signals = onSignal(stop, log, inherited != nil)
-	}
+	p.signals = onSignal(stop, log, given != nil)
 	return ctx, p, nil
 }
 
-// onSignal ends the context of stop on the first SIGINT or SIGTERM, and, in
-// a worker, on SIGHUP; from then on signals have their default effect. It
-// returns the function that stops listening for them.
-func onSignal(stop context.CancelCauseFunc, log *zap.Logger, worker bool) func() {
+// onSignal ends the context of stop on the first SIGINT or SIGTERM, and,
+// when the program shares its sockets, on SIGHUP; from then on signals have
+// their default effect. It returns the function that stops listening for
+// them.
+func onSignal(stop context.CancelCauseFunc, log *zap.Logger, shared bool) func() {
 	sigs := []os.Signal{syscall.SIGINT, syscall.SIGTERM}
-	if worker {
+	if shared {
 		sigs = append(sigs, syscall.SIGHUP)
 	}
 	c := make(chan os.Signal, 1)
@@ -138,7 +123,7 @@ func onSignal(stop context.CancelCauseFunc, log *zap.Logger, worker bool) func()
 		case sig := <-c:
 			signal.Stop(c)
 			if sig == syscall.SIGHUP {
-				log.Info("handing over: a new process serves on the sockets; finishing the calls in progress")
+				log.Info("handing over: a new process serves on the sockets; finishing the calls in progress", zap.String("event", "retiring"))
 				stop(ErrHandedOver)
 				return
 			}
@@ -153,25 +138,8 @@ func onSignal(stop context.CancelCauseFunc, log *zap.Logger, worker bool) func()
 	})
 }
 
-// role is what this process is: "supervisor", a "worker" of one, or the
-// "program" on its own.
-func (p *Program) role() string {
-	switch {
-	case p.supervisorSignals != nil:
-		return "supervisor"
-	case p.inherited != nil:
-		return "worker"
-	}
-	return "program"
-}
-
-// Supervising reports whether this process is the supervisor of the
-// hand-over: it opens the listeners and then calls Supervise.
-func (p *Program) Supervising() bool { return p.supervisorSignals != nil }
-
-// Listeners opens the program's listeners, or takes them from the
-// supervisor that started it.
-func (p *Program) Listeners() *Listeners { return &Listeners{inherited: p.inherited, hosts: p.hosts} }
+// Listeners opens the program's listeners, or takes those it was given.
+func (p *Program) Listeners() *Listeners { return &Listeners{given: p.given, hosts: p.hosts} }
 
 // HandedOver reports whether ctx, a Start context, ended because a new
 // process serves on the program's sockets.

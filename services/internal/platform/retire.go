@@ -9,19 +9,19 @@ import (
 	"time"
 )
 
-// A worker's listening sockets are shared with the supervisor and with the
-// worker that replaces it. Once its successor serves, the worker stops
+// A program given its sockets shares them with whoever gave them and with
+// the process that replaces it. Once its successor serves, the program stops
 // accepting and lets its servers finish the connections it accepted. But
 // grpc-go and net/http both drop a connection that they accepted and had
 // not started on when their stop began: grpc-go closes one whose handshake
 // it had not begun, net/http one whose request it read after Shutdown.
 // Alone on a socket nothing is lost, as no one would answer anyway; here the
-// successor would have answered. So a worker's listeners count the
+// successor would have answered. So the program's listeners count the
 // connections they return, and retiring one stops its Accept first, then
 // waits for its connections before the server is stopped.
 
-// retiringListener is an inherited listener that can stop accepting while
-// its server still runs, and that tracks the connections it accepted.
+// retiringListener is a listener that can stop accepting while its server
+// still runs, and that tracks the connections it accepted.
 type retiringListener struct {
 	net.Listener
 	mu      sync.Mutex
@@ -117,10 +117,9 @@ func RawConn(c net.Conn) (syscall.RawConn, error) {
 	return sc.SyscallConn()
 }
 
-// StopAccepting closes lis, a worker's listener, so that its server's
-// Accept ends while the server goes on with the connections it has; the
-// socket stays open in the processes that share it. For any other listener
-// it does nothing: the server's own stop closes it.
+// StopAccepting closes lis, a listener on a given socket, so that its
+// server's Accept ends while the server goes on with the connections it
+// has; the socket stays open in the processes that share it.
 func StopAccepting(lis net.Listener) {
 	if l, ok := lis.(*retiringListener); ok {
 		l.Listener.Close() //nolint:errcheck // Accept reports the close
@@ -148,4 +147,24 @@ func AwaitBegun(lis net.Listener, deadline time.Time) bool {
 func AwaitClosed(lis net.Listener, deadline time.Time) bool {
 	l, ok := lis.(*retiringListener)
 	return !ok || l.await(deadline, func(conns map[*trackedConn]bool) bool { return len(conns) == 0 })
+}
+
+// CloseConns closes every connection lis accepted that is still open, for
+// a stop that cannot wait for them: grpc-go's Stop waits for the handshake
+// of each connection it accepted, and one that sent nothing ends it only
+// at the connection timeout (120s).
+func CloseConns(lis net.Listener) {
+	l, ok := lis.(*retiringListener)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	conns := make([]*trackedConn, 0, len(l.begun))
+	for c := range l.begun {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close() //nolint:errcheck // closing is all that is wanted
+	}
 }

@@ -1,0 +1,12 @@
+//go:build !linux
+
+package supervisor
+
+import "syscall"
+
+// childAttr starts a child in a process group of its own, so that a signal
+// to the supervisor's group (Ctrl-C in a terminal, a tool that stops a
+// group) reaches the supervisor alone, which passes it on as it should (a
+// draining process must drain). The kernel here cannot stop a child when
+// its parent dies.
+func childAttr() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setpgid: true} }
