@@ -20,7 +20,9 @@ import (
 	"time"
 
 	"github.com/go-delve/delve/service/api"
+	"github.com/go-delve/delve/service/dap/daptest"
 	"github.com/go-delve/delve/service/rpc2"
+	"github.com/google/go-dap"
 	"github.com/google/pprof/profile"
 )
 
@@ -34,67 +36,107 @@ const (
 	serverPprofUI  = "127.0.0.1:6070"
 	clientDelve    = "127.0.0.1:2346"
 	clientPprof    = "127.0.0.1:6061"
-	debugEdits     = 5
+	loopEdits      = 5  // default mode, the loop debug mode is compared with
+	debugEdits     = 10 // debug mode
+	attachedEdits  = 3  // of those, with a debugger of each protocol attached
 	echoHandlerSym = "main.(*echoServer).Echo"
+	// debugName is the name of the calls the breakpoints stop (their
+	// condition): the in-cluster client's ("world") run on.
+	debugName = "debug-me"
 )
 
-// TestDebugMode runs `tilt up -- --debug server` and debugs the server in its
-// pod the way an IDE does: Delve's JSON-RPC API through Tilt's forward of
-// localhost:2345, a breakpoint on the echo handler at the file and line an
-// IDE sends (the local path, mapped by .vscode/launch.json), a call through
-// localhost:20000 that stops there with its name readable among the
-// handler's arguments, then answered once the breakpoint is cleared and the
-// debugger detached. Then live updates in debug mode, the same again, and a
-// CPU profile under load through localhost:6060, by hand and by Tilt's
-// button. Then, switched with tilt args, the client too, through
-// localhost:2346 and 6061.
+// TestDebugMode runs `tilt up`, makes server edits in the default mode, then
+// switches to `--debug server` with tilt args, as a person does, and makes
+// 10 more while a terminal opens a new connection to localhost:20000 and
+// :9000 every 100ms. During 3 of them a debugger on Delve's JSON-RPC API
+// (GoLand's), connected once through localhost:2345, has a breakpoint on the
+// echo handler at the file and line an IDE sends (the local path, mapped by
+// .vscode/launch.json), which stops a call before and after each edit and
+// keeps its ID; during 3 more, one on DAP (VS Code's), attached once, the
+// same. Nothing fails through the forwards, Tilt reports no port-forward
+// error, no in-cluster call fails, Delve's memory stays flat and the debug
+// loop is within 1.30 times the default one. Then a CPU profile under load
+// through localhost:6060, by hand and by Tilt's button; then, switched with
+// tilt args, the client too, through localhost:2346 and 6061.
 func TestDebugMode(t *testing.T) {
 	// The client at the Tiltfile's default rate: at 60 calls/s its calls
-	// would queue at the breakpoint faster than a debugger steps past them.
-	s := startTilt(t, 1, 10, "--debug", "server")
-	for _, p := range mustPods(t, namespace, "server", false, 1) {
-		for _, r := range restrictedViolations(t, p) {
-			t.Errorf("debug pod %s: %s", p.Name, r)
-		}
-		for _, c := range p.Spec.Containers {
-			if c.LivenessProbe != nil {
-				t.Errorf("debug pod %s: container %s has a liveness probe: a breakpoint held longer than it allows gets the program killed", p.Name, c.Name)
-			}
+	// would queue at a breakpoint faster than a debugger steps past them.
+	s := startTilt(t, 1, 10)
+	defaultLoop := summarize(s.editN(t, "server", loopEdits))
+	t.Logf("default loop, %d server edits: through localhost:20000 p50 %.2fs", loopEdits, defaultLoop.userP50.Seconds())
+
+	s.setOptions(t, "--debug", "server")
+	waitDebugged(t, s, "server", true)
+	s.probes["server"] = newProbes(t, namespace, "server")
+	s.calls = newCallCounter(t, namespace)
+	pod := mustPods(t, namespace, "server", false, 1)[0]
+	for _, r := range restrictedViolations(t, pod) {
+		t.Errorf("debug pod %s: %s", pod.Name, r)
+	}
+	for _, c := range pod.Spec.Containers {
+		if c.LivenessProbe != nil {
+			t.Errorf("debug pod %s: container %s has a liveness probe: a breakpoint held longer than it allows gets the program killed", pod.Name, c.Name)
 		}
 	}
-
 	file, line := breakpointLocation(t, s.dir)
-	t.Logf("breakpoint at %s:%d, as the IDE sends it", file, line)
-	debugCall(t, s, file, line, "debug-before-edits", "debug-before-edits")
+	t.Logf("breakpoints at %s:%d, as the IDE sends them, for calls named %q", file, line, debugName)
 
-	// What a terminal sees meanwhile: a new connection to the forwards of
-	// the server's gRPC and metrics ports every 100ms. Debug mode restarts
-	// the program, so some are refused; this is measured, not asserted.
+	rss0 := delveRSS(t, pod.Name)
 	logBefore := len(s.proc.Output())
 	poll, stopPoll := s.pollForwards(t, 9000)
 	var rs []editResult
-	for range debugEdits {
+	edit := func() {
 		r := s.edit(t, "server")
 		rs = append(rs, r)
-		t.Logf("debug-mode edit %d: answered through localhost:20000 by the new code in %.2fs (%d polls failed); every pod in %.2fs (watch %.2fs, compile %.2fs, sync %.2fs, restart to answer %.2fs), %v failed calls",
-			len(rs), r.user.Seconds(), r.refused, r.total.Seconds(), r.detect.Seconds(), r.compile.Seconds(), r.sync.Seconds(), r.restart.Seconds(), r.failed)
+		t.Logf("debug-mode edit %d: answered through localhost:20000 by the new code in %.2fs; every pod in %.2fs (compile %.2fs, sync %.2fs, drain and restart under Delve to answer %.2fs), %v failed calls",
+			len(rs), r.user.Seconds(), r.total.Seconds(), r.compile.Seconds(), r.sync.Seconds(), r.restart.Seconds(), r.failed)
+	}
+	api := attachAPI(t, file, line)
+	for i := range attachedEdits + 1 {
+		api.stopsACall(t, fmt.Sprintf("API, after %d edits", i))
+		if i < attachedEdits {
+			edit()
+		}
+	}
+	api.detach(t)
+	dap := attachDAP(t, file, line)
+	for i := range attachedEdits + 1 {
+		dap.stopsACall(t, fmt.Sprintf("DAP, after %d edits", i))
+		if i < attachedEdits {
+			edit()
+			dap.toldOfNewBuild(t)
+		}
+	}
+	dap.detach(t)
+	for len(rs) < debugEdits {
+		edit()
 	}
 	stopPoll()
-	t.Logf("debug-mode edits, seen through the forwards every 100ms: %d connections ok, %d failed, %d port-forward errors in Tilt's log",
-		poll.OK(), poll.Failed(), len(s.forwardErrors(logBefore)))
-	if poll.OK() == 0 {
-		t.Error("no connection through the forwards worked during the debug-mode edits")
-	}
-	sum := summarize(rs)
-	t.Logf("debug-mode loop, %d server edits: through localhost:20000 p50 %.2fs, max %.2fs; every pod p50 %.2fs, max %.2fs; %v failed calls (compile p50 %.2fs, sync %.2fs, restart to answer %.2fs)",
-		len(rs), sum.userP50.Seconds(), sum.userMax.Seconds(), sum.p50.Seconds(), sum.max.Seconds(), sum.failed, sum.compile.Seconds(), sum.sync.Seconds(), sum.restart.Seconds())
-	// The program under Delve drains before the restart as it does without:
-	// no call of the client is lost to an edit.
-	if sum.failed != 0 {
-		t.Errorf("%v client calls failed across %d debug-mode edits, want 0", sum.failed, len(rs))
-	}
+	rss1 := delveRSS(t, pod.Name)
 
-	debugCall(t, s, file, line, "debug-after-edits", fmt.Sprintf("debug-after-edits (edit %d)", s.edits))
+	pfErrors := s.forwardErrors(logBefore)
+	t.Logf("debug-mode edits, seen through the forwards every 100ms: %d connections ok, %d failed, %d port-forward errors in Tilt's log",
+		poll.OK(), poll.Failed(), len(pfErrors))
+	if n := poll.Failed(); n > 0 || poll.OK() == 0 {
+		t.Errorf("%d of %d connections through the forwards failed across %d debug-mode edits, want 0:\n%s", n, n+poll.OK(), len(rs), strings.Join(poll.Failures(), "\n"))
+	}
+	for _, line := range pfErrors {
+		t.Errorf("Tilt's log: %s", line)
+	}
+	debugLoop := summarize(rs)
+	ratio := debugLoop.userP50.Seconds() / defaultLoop.userP50.Seconds()
+	t.Logf("debug-mode loop, %d server edits: through localhost:20000 p50 %.2fs, max %.2fs, %.2f times the default loop's %.2fs; every pod p50 %.2fs; %v failed calls (compile p50 %.2fs, sync %.2fs, drain and restart to answer %.2fs)",
+		len(rs), debugLoop.userP50.Seconds(), debugLoop.userMax.Seconds(), ratio, defaultLoop.userP50.Seconds(), debugLoop.p50.Seconds(), debugLoop.failed, debugLoop.compile.Seconds(), debugLoop.sync.Seconds(), debugLoop.restart.Seconds())
+	t.Logf("Delve's memory (RSS) in the pod: %d MiB before the debug-mode edits, %d MiB after %d", rss0>>20, rss1>>20, len(rs))
+	if debugLoop.failed != 0 {
+		t.Errorf("%v in-cluster client calls failed across %d debug-mode edits, want 0", debugLoop.failed, len(rs))
+	}
+	if ratio > 1.30 {
+		t.Errorf("the debug loop is %.2f times the default loop, want at most 1.30", ratio)
+	}
+	if grew := rss1 - rss0; grew > 60<<20 {
+		t.Errorf("Delve's memory grew %d MiB over %d edits, want at most 60", grew>>20, len(rs))
+	}
 
 	cpuProfile(t, s)
 	heapProfile(t, s)
@@ -102,35 +144,215 @@ func TestDebugMode(t *testing.T) {
 	// Both programs, as a person switches while Tilt runs: tilt args
 	// replaces every option given before.
 	s.setOptions(t, "--debug", "server", "--debug", "client")
-	waitClientDebugged(t, s, true)
-	s.calls = newCallCounter(t, s.target.ns)
+	waitDebugged(t, s, "client", true)
+	s.calls = newCallCounter(t, namespace)
 	debugClient(t, s)
 
 	// And back: no Delve, the liveness probes back.
 	s.setOptions(t)
-	waitClientDebugged(t, s, false)
+	waitDebugged(t, s, "client", false)
+	waitDebugged(t, s, "server", false)
+	s.probes["server"] = newProbes(t, namespace, "server")
 	s.restoreServer(t)
 }
 
-// waitClientDebugged waits until Tilt has rolled the client out with
-// (debugged) or without Delve, and its pod is ready.
-func waitClientDebugged(t *testing.T, s *tiltSession, debugged bool) {
+// waitDebugged waits until Tilt has rolled program out with (debugged) or
+// without Delve, and its pod is ready.
+func waitDebugged(t *testing.T, s *tiltSession, program string, debugged bool) {
 	t.Helper()
-	err := poll(t.Context(), 3*time.Minute, fmt.Sprintf("the client running under Delve: %v", debugged), func(ctx context.Context) (bool, string) {
-		if err := suite.c.waitRolloutIn(ctx, s.target.ns, "client", time.Second); err != nil {
+	err := poll(t.Context(), 3*time.Minute, fmt.Sprintf("the %s running under Delve: %v", program, debugged), func(ctx context.Context) (bool, string) {
+		if err := suite.c.waitRolloutIn(ctx, s.target.ns, program, time.Second); err != nil {
 			return false, err.Error()
 		}
-		pods, err := suite.c.runningPodsIn(ctx, s.target.ns, "client")
+		pods, err := suite.c.runningPodsIn(ctx, s.target.ns, program)
 		if err != nil || len(pods) != 1 || !podReady(&pods[0]) {
-			return false, fmt.Sprintf("%d client pods, %v", len(pods), err)
+			return false, fmt.Sprintf("%d %s pods, %v", len(pods), program, err)
 		}
 		c := pods[0].Spec.Containers[0]
-		underDelve := slices.ContainsFunc(c.Command, func(a string) bool { return strings.HasSuffix(a, "/dlv") })
+		underDelve := slices.Contains(c.Command, "--delve")
 		return underDelve == debugged && (c.LivenessProbe == nil) == debugged, fmt.Sprintf("command %v", c.Command)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// delveRSS is the resident memory of Delve in the pod, in bytes.
+func delveRSS(t *testing.T, pod string) int64 {
+	t.Helper()
+	out, stderr, err := suite.c.exec(t.Context(), pod, nil, "sh", "-c", `grep VmRSS /proc/$(pidof dlv)/status`)
+	var kb int64
+	if _, serr := fmt.Sscanf(strings.TrimSpace(out), "VmRSS: %d kB", &kb); err != nil || serr != nil {
+		t.Fatalf("Delve's memory in %s: %q %q %v", pod, out, stderr, err)
+	}
+	return kb << 10
+}
+
+// apiDebugger is a debugger on Delve's JSON-RPC API through Tilt's forward,
+// connected once, with a breakpoint on the echo handler for calls named
+// debugName.
+type apiDebugger struct {
+	c   *rpc2.RPCClient
+	bp  *api.Breakpoint
+	run <-chan *api.DebuggerState // the pending continue
+}
+
+func attachAPI(t *testing.T, file string, line int) *apiDebugger {
+	t.Helper()
+	c, err := attach(serverDelve)
+	if err != nil {
+		t.Fatalf("attach to Delve at %s and halt: %v", serverDelve, err)
+	}
+	bp, err := c.CreateBreakpoint(&api.Breakpoint{File: file, Line: line, Cond: fmt.Sprintf("req.Name == %q", debugName)})
+	if err != nil {
+		t.Fatalf("breakpoint at %s:%d: %v", file, line, err)
+	}
+	if len(bp.Addrs) == 0 || bp.FunctionName != echoHandlerSym {
+		t.Fatalf("breakpoint at %s:%d bound to %q at %d addresses, want %s", file, line, bp.FunctionName, len(bp.Addrs), echoHandlerSym)
+	}
+	return &apiDebugger{c: c, bp: bp, run: c.Continue()}
+}
+
+// stopsACall calls echo through localhost:20000: the call must stop at the
+// breakpoint, the same one, with its name among the handler's arguments,
+// and be answered once the debugger continues.
+func (d *apiDebugger) stopsACall(t *testing.T, when string) {
+	t.Helper()
+	answered := callInBackground(debugName)
+	select {
+	case st := <-d.run:
+		if st.Err != nil || st.CurrentThread == nil || st.CurrentThread.Breakpoint == nil || st.CurrentThread.Breakpoint.ID != d.bp.ID {
+			t.Fatalf("%s: the call did not stop at breakpoint %d: %+v", when, d.bp.ID, st)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("%s: no stop at the breakpoint within a minute", when)
+	}
+	args, err := d.c.ListFunctionArgs(api.EvalScope{GoroutineID: -1}, api.LoadConfig{FollowPointers: true, MaxVariableRecurse: 2, MaxStringLen: 256, MaxStructFields: -1})
+	if err != nil || !hasStringField(args, "Name", debugName) {
+		t.Fatalf("%s: the handler's arguments %+v (%v), want the name %q among them", when, args, err, debugName)
+	}
+	d.run = d.c.Continue()
+	if err := <-answered; err != nil {
+		t.Fatalf("%s: the call stopped at the breakpoint: %v", when, err)
+	}
+}
+
+// detach clears the breakpoint and leaves the program running.
+func (d *apiDebugger) detach(t *testing.T) {
+	t.Helper()
+	if _, err := d.c.Halt(); err != nil {
+		t.Fatal(err)
+	}
+	<-d.run
+	bps, err := d.c.ListBreakpoints(false)
+	if err != nil || !slices.ContainsFunc(bps, func(b *api.Breakpoint) bool { return b.ID == d.bp.ID }) {
+		t.Fatalf("breakpoint %d is gone after the edits: %v (%v)", d.bp.ID, bps, err)
+	}
+	if _, err := d.c.ClearBreakpoint(d.bp.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.c.Disconnect(true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dapDebugger is VS Code's Go extension attached through Tilt's forward:
+// DAP, "mode": "remote", connected once.
+type dapDebugger struct {
+	c    *daptest.Client
+	file string
+	id   int // the breakpoint's
+}
+
+func attachDAP(t *testing.T, file string, line int) *dapDebugger {
+	t.Helper()
+	c := daptest.NewClient(serverDelve)
+	t.Cleanup(c.Close)
+	c.InitializeRequest()
+	expectDAP[*dap.InitializeResponse](t, c)
+	c.AttachRequest(map[string]any{"mode": "remote", "request": "attach"})
+	expectDAP[*dap.AttachResponse](t, c)
+	c.SetBreakpointsRequestWithArgs(file, []int{line}, map[int]string{line: fmt.Sprintf("req.Name == %q", debugName)}, nil, nil)
+	set := expectDAP[*dap.SetBreakpointsResponse](t, c)
+	if len(set.Body.Breakpoints) != 1 || !set.Body.Breakpoints[0].Verified {
+		t.Fatalf("breakpoint at %s:%d: %+v", file, line, set.Body.Breakpoints)
+	}
+	c.ConfigurationDoneRequest()
+	expectDAP[*dap.ConfigurationDoneResponse](t, c)
+	return &dapDebugger{c: c, file: file, id: set.Body.Breakpoints[0].Id}
+}
+
+func (d *dapDebugger) stopsACall(t *testing.T, when string) {
+	t.Helper()
+	answered := callInBackground(debugName)
+	stopped := expectDAP[*dap.StoppedEvent](t, d.c)
+	if stopped.Body.Reason != "breakpoint" || !slices.Contains(stopped.Body.HitBreakpointIds, d.id) {
+		t.Fatalf("%s: stopped %+v, want at breakpoint %d", when, stopped.Body, d.id)
+	}
+	d.c.ContinueRequest(stopped.Body.ThreadId)
+	expectDAP[*dap.ContinueResponse](t, d.c)
+	if err := <-answered; err != nil {
+		t.Fatalf("%s: the call stopped at the breakpoint: %v", when, err)
+	}
+}
+
+// toldOfNewBuild reads the debug console's line that a new build runs.
+func (d *dapDebugger) toldOfNewBuild(t *testing.T) {
+	t.Helper()
+	for out := expectDAP[*dap.OutputEvent](t, d.c); !strings.Contains(out.Body.Output, "A new build of the program runs"); {
+		out = expectDAP[*dap.OutputEvent](t, d.c)
+	}
+}
+
+// detach clears the breakpoint and disconnects, leaving the program
+// running, as VS Code's stop button does on an attached session.
+func (d *dapDebugger) detach(t *testing.T) {
+	t.Helper()
+	d.c.SetBreakpointsRequest(d.file, nil)
+	expectDAP[*dap.SetBreakpointsResponse](t, d.c)
+	d.c.DisconnectRequest()
+	expectDAP[*dap.DisconnectResponse](t, d.c)
+}
+
+// expectDAP reads c's messages until one of type M, skipping events that
+// change nothing (output, capabilities, initialized...); one that says the
+// program ended fails the test.
+func expectDAP[M dap.Message](t *testing.T, c *daptest.Client) M {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		m, err := c.ReadMessage(t)
+		if err != nil {
+			t.Fatalf("reading DAP: %v", err)
+		}
+		switch m := m.(type) {
+		case M:
+			return m
+		case *dap.TerminatedEvent, *dap.ExitedEvent:
+			t.Fatalf("the debugger was told the program ended: %#v", m)
+		case *dap.ErrorResponse:
+			t.Fatalf("DAP error: %+v", m.Body)
+		}
+	}
+	var zero M
+	t.Fatalf("no %T within a minute", zero)
+	return zero
+}
+
+// callInBackground calls echo with name through localhost:20000; the call's
+// error, or one about its reply, comes on the channel.
+func callInBackground(name string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		reply, err := echoWait(ctx, serverGRPC, name)
+		if err == nil && !strings.HasPrefix(reply, name) {
+			err = fmt.Errorf("reply %q, want %q first", reply, name)
+		}
+		done <- err
+	}()
+	return done
 }
 
 // debugClient attaches to the client's Delve through localhost:2346 and
