@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -157,6 +158,24 @@ func answered(t *testing.T, done <-chan error, what string) {
 	}
 }
 
+// callAllAlong calls echo every 100ms until the function it returns is
+// called, which reports how many calls failed.
+func (d *debugged) callAllAlong(t *testing.T) func() int {
+	ctx, cancel := context.WithCancel(t.Context())
+	var failed atomic.Int32
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ctx.Err() == nil {
+			if err := <-d.call("other"); err != nil {
+				failed.Add(1)
+				t.Logf("a call of the other client: %v", err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	return func() int { cancel(); wg.Wait(); return int(failed.Load()) }
+}
+
 // TestDebugHandover: the server under the supervisor's Delve, as debug mode
 // runs it. One debugger on Delve's API (GoLand's, dlv connect's), then one
 // on DAP (VS Code's), each connected once: a breakpoint on the echo handler
@@ -175,7 +194,10 @@ func TestDebugHandover(t *testing.T) {
 	if _, err := c.Halt(); err != nil {
 		t.Fatal(err)
 	}
-	bp, err := c.CreateBreakpoint(&api.Breakpoint{FunctionName: echoHandler})
+	// Another client calls all along, as the in-cluster one does: the
+	// breakpoints stop only the test's calls (their condition).
+	others := d.callAllAlong(t)
+	bp, err := c.CreateBreakpoint(&api.Breakpoint{FunctionName: echoHandler, Cond: `req.Name != "other"`})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +251,7 @@ func TestDebugHandover(t *testing.T) {
 	expect[*dap.InitializeResponse](t, v)
 	v.AttachRequest(map[string]any{"mode": "remote", "request": "attach"})
 	expect[*dap.AttachResponse](t, v)
-	v.SetBreakpointsRequest(file, []int{line})
+	v.SetBreakpointsRequestWithArgs(file, []int{line}, map[int]string{line: `req.Name != "other"`}, nil, nil)
 	set := expect[*dap.SetBreakpointsResponse](t, v)
 	if len(set.Body.Breakpoints) != 1 || !set.Body.Breakpoints[0].Verified {
 		t.Fatalf("breakpoint at %s:%d: %+v", file, line, set.Body.Breakpoints)
@@ -259,6 +281,9 @@ func TestDebugHandover(t *testing.T) {
 	expect[*dap.DisconnectResponse](t, v)
 
 	d.stopPoll()
+	if n := others(); n > 0 {
+		t.Errorf("%d calls of the other client failed, want 0", n)
+	}
 	if n := d.poll.Failed(); n > 0 || d.poll.OK() == 0 {
 		t.Errorf("%d of %d connections to the sockets failed across %d edits under Delve, want 0:\n%s",
 			n, n+d.poll.OK(), d.edits, strings.Join(d.poll.Failures(), "\n"))

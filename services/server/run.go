@@ -74,7 +74,7 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 					deadline := began.Add(cfg.ShutdownTimeout)
 					platform.StopAccepting(lis.grpc)
 					platform.AwaitBegun(lis.grpc, deadline)
-					drain(srv, lis.grpc, time.Until(deadline), log, false)
+					drain(srv, lis.grpc, time.Until(deadline), log, handoverLinger)
 					log.Info("drained", zap.Duration("grpc", time.Since(began)))
 					return
 				}
@@ -86,7 +86,7 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 				}
 				began := time.Now()
 				log.Info("draining calls in progress", zap.Duration("timeout", cfg.ShutdownTimeout))
-				drain(srv, lis.grpc, cfg.ShutdownTimeout, log, true)
+				drain(srv, lis.grpc, cfg.ShutdownTimeout, log, 0)
 				srv.health.Shutdown() // for a watcher that outlives the connection
 				log.Info("drained", zap.Duration("grpc", time.Since(began)))
 			},
@@ -100,19 +100,26 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 // a restart in place waits at most this long once the last call is done.
 const drainPoll = 5 * time.Millisecond
 
+// handoverLinger is how long a process retired by a hand-over lets calls
+// arrive after its GOAWAY before it stops once none is in flight: a call a
+// client sent before the GOAWAY reached it is on its way for no more than
+// a round trip, and a debugged program's successor (started only once this
+// one has exited) waits for it.
+const handoverLinger = 250 * time.Millisecond
+
 // drain stops srv the way grpc-go's gracefulstop example does, GracefulStop
-// with Stop as the fallback after timeout. With untilIdle, at a shutdown, it
-// also stops srv as soon as no call is in flight. GracefulStop waits for every
-// connection to close, and a
-// connection whose peer is gone but not yet closed (a port-forward keeps the
-// pod's end of a finished grpcurl call open for about a second) never answers
-// the GOAWAY ping: grpc-go would wait for it for up to 5s, while the next
-// process cannot listen. Connections that carry no call lose nothing when
-// they are closed; streams (reflection, health watches) are cut. A worker
-// retired by a hand-over drains without it: the next process already
-// listens, so nothing waits for this one, and a call a client already sent
-// on a connection GracefulStop is closing still gets its answer.
-func drain(srv *grpcServer, lis net.Listener, timeout time.Duration, log *zap.Logger, untilIdle bool) {
+// with Stop as the fallback after timeout; and, from idleAfter on, as soon as
+// no call is in flight. GracefulStop alone waits for every connection to
+// close, and a connection whose peer is gone but not yet closed (a
+// port-forward keeps the pod's end of a finished grpcurl call open for about
+// a second) never answers the GOAWAY ping: grpc-go would wait for it for up
+// to 5s, while the next process waits. Connections that carry no call lose
+// nothing when they are closed; streams (reflection, health watches) are
+// cut. At a shutdown idleAfter is 0: nothing sends calls here any more. A
+// process retired by a hand-over waits handoverLinger first, so that a call
+// a client already sent on a connection GracefulStop is closing still gets
+// its answer.
+func drain(srv *grpcServer, lis net.Listener, timeout time.Duration, log *zap.Logger, idleAfter time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		srv.GracefulStop()
@@ -120,18 +127,15 @@ func drain(srv *grpcServer, lis net.Listener, timeout time.Duration, log *zap.Lo
 	}()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
-	var idle <-chan time.Time
-	if untilIdle {
-		poll := time.NewTicker(drainPoll)
-		defer poll.Stop()
-		idle = poll.C
-	}
+	began := time.Now()
+	poll := time.NewTicker(drainPoll)
+	defer poll.Stop()
 	for {
 		select {
 		case <-done:
 			return
-		case <-idle:
-			if srv.calls.Load() > 0 {
+		case <-poll.C:
+			if time.Since(began) < idleAfter || srv.calls.Load() > 0 {
 				continue
 			}
 		case <-deadline.C:
