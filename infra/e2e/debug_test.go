@@ -319,13 +319,28 @@ func (d *dapDebugger) detach(t *testing.T) {
 // program ended fails the test.
 func expectDAP[M dap.Message](t *testing.T, c *daptest.Client) M {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		m, err := c.ReadMessage(t)
-		if err != nil {
-			t.Fatalf("reading DAP: %v", err)
+	deadline := time.After(time.Minute)
+	for {
+		type read struct {
+			m   dap.Message
+			err error
 		}
-		switch m := m.(type) {
+		got := make(chan read, 1)
+		go func() {
+			m, err := c.ReadMessage(t)
+			got <- read{m, err}
+		}()
+		var r read
+		select {
+		case r = <-got:
+		case <-deadline:
+			var zero M
+			t.Fatalf("no %T within a minute", zero)
+		}
+		if r.err != nil {
+			t.Fatalf("reading DAP: %v", r.err)
+		}
+		switch m := r.m.(type) {
 		case M:
 			return m
 		case *dap.TerminatedEvent, *dap.ExitedEvent:
@@ -334,9 +349,6 @@ func expectDAP[M dap.Message](t *testing.T, c *daptest.Client) M {
 			t.Fatalf("DAP error: %+v", m.Body)
 		}
 	}
-	var zero M
-	t.Fatalf("no %T within a minute", zero)
-	return zero
 }
 
 // callInBackground calls echo with name through localhost:20000; the call's

@@ -297,13 +297,28 @@ func TestDebugHandover(t *testing.T) {
 // program ended fails the test.
 func expect[M dap.Message](t *testing.T, v *daptest.Client) M {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		m, err := v.ReadMessage(t)
-		if err != nil {
-			t.Fatalf("reading DAP: %v", err)
+	deadline := time.After(time.Minute)
+	for {
+		type read struct {
+			m   dap.Message
+			err error
 		}
-		switch m := m.(type) {
+		got := make(chan read, 1)
+		go func() {
+			m, err := v.ReadMessage(t)
+			got <- read{m, err}
+		}()
+		var r read
+		select {
+		case r = <-got:
+		case <-deadline:
+			var zero M
+			t.Fatalf("no %T within a minute", zero)
+		}
+		if r.err != nil {
+			t.Fatalf("reading DAP: %v", r.err)
+		}
+		switch m := r.m.(type) {
 		case M:
 			return m
 		case *dap.TerminatedEvent, *dap.ExitedEvent:
@@ -312,7 +327,4 @@ func expect[M dap.Message](t *testing.T, v *daptest.Client) M {
 			t.Fatalf("DAP error: %+v", m.Body)
 		}
 	}
-	var zero M
-	t.Fatalf("no %T within a minute", zero)
-	return zero
 }

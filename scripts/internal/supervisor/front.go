@@ -323,8 +323,10 @@ func (s *dapSession) fromServer(msg []byte) error {
 	case m.Type == "event" && m.Event == "stopped":
 		s.running = false
 	case m.Type == "event" && (m.Event == "exited" || m.Event == "terminated"):
+		// Delve tells an end with exited, then terminated: the session is
+		// held once both are kept.
 		if s.f.holding && !s.disconnecting {
-			s.held, drop = true, true
+			s.held, drop = m.Event == "terminated", true
 			s.kept = append(s.kept, msg)
 		} else {
 			s.running = false
