@@ -66,6 +66,7 @@ func TestDebugMode(t *testing.T) {
 	t.Logf("default loop, %d server edits: through localhost:20000 p50 %.2fs", loopEdits, defaultLoop.userP50.Seconds())
 
 	s.setOptions(t, "--debug", "server")
+	s.settle(t, "server-compile", "delve", "server")
 	waitDebugged(t, s, "server", true)
 	s.probes["server"] = newProbes(t, namespace, "server")
 	s.calls = newCallCounter(t, namespace)
@@ -144,6 +145,7 @@ func TestDebugMode(t *testing.T) {
 	// Both programs, as a person switches while Tilt runs: tilt args
 	// replaces every option given before.
 	s.setOptions(t, "--debug", "server", "--debug", "client")
+	s.settle(t, "client-compile", "delve", "client")
 	waitDebugged(t, s, "client", true)
 	s.calls = newCallCounter(t, namespace)
 	debugClient(t, s)

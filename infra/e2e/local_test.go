@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -201,6 +203,7 @@ func TestLocalServer(t *testing.T) {
 		t.Logf("trace %s: the client pod's span and server-local's span, its child", found)
 	})
 
+	var localP50 time.Duration
 	t.Run("five edits", func(t *testing.T) {
 		var user, cluster []time.Duration
 		_, failed0 := s.calls.read(t)
@@ -211,6 +214,7 @@ func TestLocalServer(t *testing.T) {
 				s.edits, s.target.local(20000), r.user.Seconds(), r.detect.Seconds(), r.compile.Seconds(), r.refused, r.total.Seconds())
 		}
 		_, failed1 := s.calls.read(t)
+		localP50 = median(user)
 		t.Logf("5 local edits: through localhost p50 %.2fs, max %.2fs; the in-cluster client p50 %.2fs; %v client calls failed",
 			median(user).Seconds(), slices.Max(user).Seconds(), median(cluster).Seconds(), failed1-failed0)
 		if failed1 > failed0 {
@@ -280,7 +284,45 @@ func TestLocalServer(t *testing.T) {
 		s.calls = newCallCounter(t, ns)
 		file, line := breakpointLocation(t, s.dir)
 		inClusterCallStops(t, file, line)
-		debugCall(t, s, file, line, "local breakpoint", "local breakpoint")
+
+		// Three edits with a debugger attached once, as in the cluster, and
+		// a terminal polling the program's sockets on this machine.
+		rss0 := localDelveRSS(t, s.dir)
+		poll := new(proctest.Poller)
+		pctx, stopPoll := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { poll.Run(pctx, 100*time.Millisecond, s.target.local(20000), s.target.local(9000)) })
+		_, failed0 := s.calls.read(t)
+		api := attachAPI(t, file, line)
+		var user []time.Duration
+		for i := range attachedEdits + 1 {
+			api.stopsACall(t, fmt.Sprintf("under the local Delve, after %d edits", i))
+			if i < attachedEdits {
+				r := s.editLocal(t)
+				user = append(user, r.user)
+				t.Logf("local debug edit %d: through %s %.2fs", i+1, s.target.local(20000), r.user.Seconds())
+			}
+		}
+		api.detach(t)
+		stopPoll()
+		wg.Wait()
+		_, failed1 := s.calls.read(t)
+		rss1 := localDelveRSS(t, s.dir)
+		ratio := median(user).Seconds() / localP50.Seconds()
+		t.Logf("%d local debug edits, a debugger attached through them: p50 %.2fs, %.2f times the local default's %.2fs; %d connections to the sockets ok, %d failed; %v in-cluster calls failed; Delve's memory %d MiB, then %d MiB",
+			len(user), median(user).Seconds(), ratio, localP50.Seconds(), poll.OK(), poll.Failed(), failed1-failed0, rss0>>20, rss1>>20)
+		if n := poll.Failed(); n > 0 || poll.OK() == 0 {
+			t.Errorf("%d of %d connections to localhost:20000 and :9000 failed across the local debug edits, want 0:\n%s", n, n+poll.OK(), strings.Join(poll.Failures(), "\n"))
+		}
+		if failed1 > failed0 {
+			t.Errorf("%v in-cluster client calls failed across the local debug edits, want 0", failed1-failed0)
+		}
+		if ratio > 1.30 {
+			t.Errorf("the local debug loop is %.2f times the local default loop, want at most 1.30", ratio)
+		}
+		if grew := rss1 - rss0; grew > 60<<20 {
+			t.Errorf("the local Delve's memory grew %d MiB over %d edits, want at most 60", grew>>20, len(user))
+		}
 		s.setOptions(t)
 		for _, app := range []string{"server", "client"} {
 			if err := suite.c.waitRolloutIn(ctx, ns, app, 3*time.Minute); err != nil {
@@ -289,6 +331,35 @@ func TestLocalServer(t *testing.T) {
 		}
 	})
 
+}
+
+// localDelveRSS is the resident memory, in bytes, of the Delve that hostrun
+// runs on this machine for the session in dir.
+func localDelveRSS(t *testing.T, dir string) int64 {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		cmd, err := os.ReadFile(p)
+		if err != nil || !bytes.HasPrefix(cmd, []byte(filepath.Join("build", "local", "dlv")+"\x00")) {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join(filepath.Dir(p), "cwd"))
+		if err != nil || cwd != dir {
+			continue
+		}
+		status, err := os.ReadFile(filepath.Join(filepath.Dir(p), "status"))
+		if err != nil {
+			continue
+		}
+		for line := range strings.Lines(string(status)) {
+			var kb int64
+			if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	t.Fatalf("no Delve of hostrun runs here for %s", dir)
+	return 0
 }
 
 // podOf is the k8s.pod.name of the process of the first span of service.

@@ -318,7 +318,36 @@ type resource struct {
 	Status struct {
 		BuildHistory []buildRecord `json:"buildHistory"`
 		UpdateStatus string        `json:"updateStatus"`
+		CurrentBuild struct {
+			StartTime string `json:"startTime"`
+		} `json:"currentBuild"`
+		PendingBuildSince string `json:"pendingBuildSince"`
 	} `json:"status"`
+}
+
+// idle reports whether the resource builds nothing and has nothing to build.
+func (r resource) idle() bool {
+	return r.Status.CurrentBuild.StartTime == "" && r.Status.PendingBuildSince == ""
+}
+
+// settle waits until the resources named build nothing, for a second in a
+// row: after a change of options, Tilt may build an image from the binary
+// the previous options compiled, then live-update the new one.
+func (s *tiltSession) settle(t testing.TB, names ...string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	quietSince := time.Now()
+	for time.Since(quietSince) < time.Second {
+		for _, n := range names {
+			if !s.resource(t, n).idle() {
+				quietSince = time.Now()
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v still build after 3 minutes", names)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func (s *tiltSession) resource(t testing.TB, name string) resource {

@@ -43,8 +43,9 @@ type Supervisor struct {
 	Launcher Launcher
 	Log      *zap.Logger
 	// Sequential retires the serving process before it launches the next,
-	// for a launcher that runs one process at a time (a debugger). Else the
-	// next process starts beside it and takes over once it serves.
+	// for a launcher that runs one process at a time (a debugger), and
+	// retries a first process that fails. Else the next process starts
+	// beside it and takes over once it serves.
 	Sequential bool
 	// StartTimeout is how long a new process may take to serve before it is
 	// killed (0: no limit; a breakpoint may hold a debugged start).
@@ -103,8 +104,9 @@ type run struct {
 // second stop signal reaches them too). A process that exits while it
 // serves is launched again, and one that fails to start leaves the serving
 // one in place; but a failure before any process has served ends Run with
-// it, as the program alone would end. Run returns once every process has
-// exited, with the error of the last serving process's exit.
+// it, as the program alone would end (Sequential: it is retried, and the
+// next binary started at once). Run returns once every process has exited,
+// with the error of the last serving process's exit.
 func (s *Supervisor) Run(signals <-chan os.Signal) error {
 	r := &run{
 		Supervisor: s,
@@ -177,12 +179,14 @@ func (r *run) launch() {
 }
 
 // failed handles a start that failed or a process that ended while nothing
-// else serves: before anything served, it ends Run with err; after, it
-// launches again later.
+// else serves: before anything served, it ends Run with err, unless the
+// launcher is a debugger's (which cannot run an optimized binary that a
+// first image may still hold: the debug build comes as the next binary);
+// otherwise it launches again later.
 func (r *run) failed(err error) {
 	switch {
 	case r.stopping:
-	case !r.served:
+	case !r.served && !r.Sequential:
 		r.err = err
 		r.stop(syscall.SIGTERM)
 	case r.current == nil && r.next == nil:

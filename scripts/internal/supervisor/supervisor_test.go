@@ -385,6 +385,20 @@ func TestSequential(t *testing.T) {
 	}
 }
 
+// TestSequentialFirstFailureWaits: sequentially (under a debugger, which
+// cannot run the optimized binary a first image may hold), a first process
+// that fails is tried again, and the next binary is started at once.
+func TestSequentialFirstFailureWaits(t *testing.T) {
+	h := start(t, func(s *Supervisor) { s.Sequential = true })
+	h.launch().exit(errors.New("could not open debug info"))
+	h.running()
+	retried := h.launch()
+	retried.exit(errors.New("could not open debug info"))
+	h.send(syscall.SIGHUP)
+	h.launch().ready()
+	h.running()
+}
+
 // TestStopWhileRetiring: sequentially, a stop while the serving process
 // retires waits for it and launches nothing.
 func TestStopWhileRetiring(t *testing.T) {
