@@ -48,6 +48,7 @@ type Delve struct {
 	api     *rpc.Client
 	expect  int    // the process whose READY=1 counts
 	ready   func() // its callback
+	closing bool   // Close stops Delve
 }
 
 // delveStartTimeout bounds Delve's start, until its API answers (it reads
@@ -143,12 +144,15 @@ func (d *Delve) startDelve() error {
 	go func() {
 		err := cmd.Wait()
 		close(done)
-		d.Log.Warn("Delve exited", zap.String("event", "delve_exited"), zap.Error(exitError(err)))
 		d.mu.Lock()
 		if d.dlv == cmd {
 			d.dlv, d.api = nil, nil
 		}
+		closing := d.closing
 		d.mu.Unlock()
+		if !closing {
+			d.Log.Warn("Delve exited; it is started again with the program", zap.String("event", "delve_exited"), zap.Error(exitError(err)))
+		}
 	}()
 	dial := func() (net.Conn, error) { return net.DialTimeout("unix", addr, 5*time.Second) }
 	deadline := time.Now().Add(delveStartTimeout)
@@ -300,6 +304,7 @@ func (e *DebuggedExit) ExitCode() int { return e.Code }
 func (d *Delve) Close() {
 	d.mu.Lock()
 	api, cmd, done := d.api, d.dlv, d.dlvDone
+	d.closing = true
 	d.mu.Unlock()
 	d.Front.Close()
 	if cmd != nil {
