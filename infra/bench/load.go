@@ -2,8 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"example.com/grpc-metrics/infra/proctest"
@@ -21,12 +27,17 @@ func withServers(ctx context.Context, s settings, bin binaries, rep *report) err
 	defer sink.Stop()
 	// Batches every 100ms: the spans are counted soon after the calls.
 	exporting := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + sink.Endpoint(), "OTEL_BSP_SCHEDULE_DELAY=100"}
-	ours, err := startProgram(ctx, bin.server, "grpc", append([]string{"SERVER_GRPC_PORT=0", "SERVER_METRICS_PORT=0"}, exporting...))
+	// With -profile, each server has a pprof listener as well.
+	oursEnv, baselineArgs := []string{"SERVER_GRPC_PORT=0", "SERVER_METRICS_PORT=0"}, []string{"-addr", "127.0.0.1:0"}
+	if s.profile != "" {
+		oursEnv, baselineArgs = append(oursEnv, "SERVER_DEBUG_PORT=0"), append(baselineArgs, "-debug-addr", "127.0.0.1:0")
+	}
+	ours, err := startProgram(ctx, bin.server, "grpc", append(oursEnv, exporting...))
 	if err != nil {
 		return err
 	}
 	defer ours.stop()
-	bare, err := startProgram(ctx, bin.baseline, "grpc", nil, "-stack", "bare", "-addr", "127.0.0.1:0")
+	bare, err := startProgram(ctx, bin.baseline, "grpc", nil, append([]string{"-stack", "bare"}, baselineArgs...)...)
 	if err != nil {
 		return err
 	}
@@ -39,15 +50,36 @@ func withServers(ctx context.Context, s settings, bin binaries, rep *report) err
 	idleOurs, idleBare := rss(ours, "VmRSS"), rss(bare, "VmRSS")
 
 	if s.runs("cpu") {
-		defaults, err := startProgram(ctx, bin.baseline, "grpc", append([]string{"OTEL_SERVICE_NAME=defaults"}, exporting...), "-stack", "defaults", "-addr", "127.0.0.1:0")
+		defaults, err := startProgram(ctx, bin.baseline, "grpc", append([]string{"OTEL_SERVICE_NAME=defaults"}, exporting...), append([]string{"-stack", "defaults"}, baselineArgs...)...)
 		if err != nil {
 			return err
 		}
 		defer defaults.stop()
-		section(fmt.Sprintf("cpu: server CPU per call at %d calls/s, %d calls a run, %d rounds, ours, the ecosystem's defaults and bare in turn", s.rate, s.calls, s.rounds))
 		targets := []target{{"ours", ours, "server"}, {"defaults", defaults, "defaults"}, {"bare", bare, ""}}
+		if bin.serverAt != "" {
+			// The same server at another revision, its spans told apart by
+			// their service name.
+			name := "ours@" + s.compare
+			before, err := startProgram(ctx, bin.serverAt, "grpc", append(append(oursEnv, exporting...), "OTEL_SERVICE_NAME="+name))
+			if err != nil {
+				return err
+			}
+			defer before.stop()
+			targets = append(targets, target{name, before, name})
+		}
+		names := make([]string, len(targets))
+		for i, t := range targets {
+			names[i] = t.name
+		}
+		section(fmt.Sprintf("cpu: server CPU per call at %d calls/s, %d calls a run, %d rounds, %s in turn", s.rate, s.calls, s.rounds, strings.Join(names, ", ")))
 		if err := cpuPerCall(ctx, s, bin, targets, sink, rep); err != nil {
 			return err
+		}
+		if s.profile != "" {
+			section(fmt.Sprintf("cpu profiles: each server at %d calls/s for %v", s.rate, profileTime))
+			if err := profiles(ctx, s, bin, targets); err != nil {
+				return err
+			}
 		}
 	}
 	if s.runs("throughput") {
@@ -147,7 +179,12 @@ func cpuPerCall(ctx context.Context, s settings, b binaries, targets []target, s
 	for _, t := range targets {
 		fmt.Fprintf(w, "%s µs/call\t%s\n", t.name, spread("%.2f", perCall[t.name]))
 	}
-	for _, pair := range [][2]string{{"ours", "defaults"}, {"ours", "bare"}, {"defaults", "bare"}} {
+	pairs := [][2]string{{"ours", "defaults"}, {"ours", "bare"}, {"defaults", "bare"}}
+	if len(targets) > 3 {
+		before := targets[3].name
+		pairs = append(pairs, [2]string{"ours", before}, [2]string{before, "defaults"}, [2]string{before, "bare"})
+	}
+	for _, pair := range pairs {
 		fmt.Fprintf(w, "%s/%s (per round)\t%s\n", pair[0], pair[1], spread("%.3f", ratio(pair[0], pair[1])))
 	}
 	w.Flush()
@@ -163,11 +200,71 @@ func cpuPerCall(ctx context.Context, s settings, b binaries, targets []target, s
 			return fmt.Errorf("%s exported %d spans for %d calls: the comparison is void", t.name, spans, sent[t.name])
 		}
 	}
-	fmt.Println("target: ours/defaults <= 1.00 (ours adds native histograms, exemplars, the echo metrics and the call log)")
+	fmt.Println("targets: ours/defaults <= 1.00, ours/bare <= 1.15 (ours adds native histograms, exemplars, the echo metrics and the call log)")
 	rep.add("CPU per call µs, ours / defaults / bare (median)", fmt.Sprintf("%.2f / %.2f / %.2f", median(perCall["ours"]), median(perCall["defaults"]), median(perCall["bare"])))
 	rep.add("CPU per call ours/defaults, median [min, max] (target <= 1.00)", spread("%.3f", ratio("ours", "defaults")))
-	rep.add("CPU per call ours/bare, median [min, max]", spread("%.3f", ratio("ours", "bare")))
+	rep.add("CPU per call ours/bare, median [min, max] (target <= 1.15)", spread("%.3f", ratio("ours", "bare")))
+	if len(targets) > 3 {
+		before := targets[3].name
+		rep.add(fmt.Sprintf("CPU per call ours/%s, median [min, max]", before), spread("%.3f", ratio("ours", before)))
+		rep.add(fmt.Sprintf("CPU per call %s/defaults, /bare (median)", before), fmt.Sprintf("%.3f, %.3f", median(ratio(before, "defaults")), median(ratio(before, "bare"))))
+	}
 	return nil
+}
+
+// profileTime is the length of each CPU profile: pprof samples 100 times a
+// CPU-second, and a server spends well under a CPU-second a second here.
+const profileTime = 30 * time.Second
+
+// profiles writes a CPU profile of each target, taken from its pprof
+// listener while ghz calls it as the cpu section does, to s.profile.
+func profiles(ctx context.Context, s settings, b binaries, targets []target) error {
+	if err := os.MkdirAll(s.profile, 0o755); err != nil {
+		return err
+	}
+	for _, t := range targets {
+		file := filepath.Join(s.profile, t.name+".pprof")
+		profiled := make(chan error, 1)
+		go func() { profiled <- fetchProfile(ctx, t.prog.addrs["debug"], file) }()
+		// The calls outlast the profile by a little at each end.
+		calls := s.rate * int(profileTime.Seconds()+1)
+		r, err := ghz(ctx, b, s.root, t.prog.addrs["grpc"], "-n", strconv.Itoa(calls), "-c", "8", "--rps", strconv.Itoa(s.rate))
+		if err != nil {
+			return err
+		}
+		if err := <-profiled; err != nil {
+			return fmt.Errorf("%s: %w", t.name, err)
+		}
+		fmt.Printf("%-8s  %s  (%d calls, %d failed)\n", t.name, file, r.Count, r.failed())
+	}
+	fmt.Printf("read them with: go tool pprof -top %s\n", filepath.Join(s.profile, "ours.pprof"))
+	return nil
+}
+
+// fetchProfile writes the CPU profile of profileTime that the pprof
+// listener at addr takes to file.
+func fetchProfile(ctx context.Context, addr, file string) error {
+	if addr == "" {
+		return errors.New("no pprof listener")
+	}
+	url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, int(profileTime.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, data, 0o644)
 }
 
 func throughput(ctx context.Context, s settings, b binaries, ours, bare *program, rep *report) error {

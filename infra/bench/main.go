@@ -7,7 +7,9 @@
 //	cpu         headline: the server process's own CPU time per call, at a
 //	            fixed call rate (ghz), ours, the defaults and bare in turn,
 //	            each round on warm processes; the tracing ones export to an
-//	            OTLP receiver in this process
+//	            OTLP receiver in this process. With -compare REV, the
+//	            server at REV too, in the same turns; with -profile DIR, then
+//	            a CPU profile of each under the same load (pprof listeners)
 //	throughput  ghz at fixed concurrency, ours and bare alternating:
 //	            noise-bound on a shared 2-core machine, secondary
 //	micro       go test -bench of one call in process, compared by benchstat;
@@ -18,7 +20,7 @@
 //	startup     exec to SERVING; binary sizes; rebuild after a one-line edit
 //	            (with -compare REV, also at that git revision, alternating)
 //
-// Usage: bench [-quick] [-rounds N] [-calls N] [-rate R] [-edits N] [-only SECTION] [-compare REV] REPOSITORY
+// Usage: bench [-quick] [-rounds N] [-calls N] [-rate R] [-edits N] [-only SECTION] [-compare REV] [-profile DIR] REPOSITORY
 package main
 
 import (
@@ -26,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -50,7 +53,8 @@ type settings struct {
 	starts      int           // start-to-SERVING measurements of each program
 	edits       int           // rebuilds after a one-line edit
 	only        string        // run only this section (one of sections)
-	compare     string        // a git revision whose server rebuild is timed against the working tree's
+	compare     string        // a git revision whose server is measured beside the working tree's (cpu, startup's rebuild)
+	profile     string        // cpu: a directory for each server's CPU profile under the same load
 }
 
 // sections are the parts of a run, in order; -only picks one.
@@ -67,7 +71,8 @@ func main() {
 	flag.IntVar(&s.rate, "rate", 2000, "calls per second of the cpu measurement")
 	flag.StringVar(&s.only, "only", "", "run only one section: "+strings.Join(sections, ", "))
 	flag.IntVar(&s.edits, "edits", 3, "startup: rebuilds after a one-line edit (of each tree with -compare)")
-	flag.StringVar(&s.compare, "compare", "", "startup: also time the server's rebuild at this git revision, alternating with the working tree's")
+	flag.StringVar(&s.compare, "compare", "", "cpu: also measure the server at this git revision; startup: also time its rebuild, alternating with the working tree's")
+	flag.StringVar(&s.profile, "profile", "", "cpu: after the rounds, write each server's CPU profile under the same load to this directory, relative to the repository (go tool pprof)")
 	flag.Parse()
 	if s.only != "" && !slices.Contains(sections, s.only) {
 		fmt.Fprintf(os.Stderr, "bench: -only %s: no such section (%s)\n", s.only, strings.Join(sections, ", "))
@@ -78,10 +83,13 @@ func main() {
 		s.rounds, s.calls, s.duration, s.microCount, s.microTime, s.starts, s.edits = 2, 2000, 2*time.Second, 1, "200x", 3, 1
 	}
 	if flag.NArg() != 1 || s.rounds < 1 || s.calls < 100 || s.rate < 1 || s.edits < 1 {
-		fmt.Fprintln(os.Stderr, "usage: bench [-quick] [-rounds N>=1] [-calls N>=100] [-rate R>=1] [-edits N>=1] [-only SECTION] [-compare REV] REPOSITORY")
+		fmt.Fprintln(os.Stderr, "usage: bench [-quick] [-rounds N>=1] [-calls N>=100] [-rate R>=1] [-edits N>=1] [-only SECTION] [-compare REV] [-profile DIR] REPOSITORY")
 		os.Exit(2)
 	}
 	s.root = flag.Arg(0)
+	if s.profile != "" && !filepath.IsAbs(s.profile) {
+		s.profile = filepath.Join(s.root, s.profile) // scripts/bench runs in the repository
+	}
 	if err := run(context.Background(), s); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -115,6 +123,11 @@ func run(ctx context.Context, s settings) error {
 	bin, err := build(ctx, s.root, tmp)
 	if err != nil {
 		return err
+	}
+	if s.compare != "" && s.runs("cpu") {
+		if bin.serverAt, err = buildAt(ctx, s.root, s.compare, tmp); err != nil {
+			return err
+		}
 	}
 
 	if s.runs("cpu") || s.runs("throughput") || s.runs("scrape") || s.runs("memory") {

@@ -19,6 +19,7 @@ import (
 // binaries built for the run.
 type binaries struct {
 	server, client, baseline, serverTest, ghz string
+	serverAt                                  string // the server at -compare's revision, for the cpu section; "" without
 }
 
 func build(ctx context.Context, root, dir string) (binaries, error) {
@@ -49,6 +50,20 @@ func build(ctx context.Context, root, dir string) (binaries, error) {
 	}
 	fmt.Println("built server, client, baseline and server.test; ghz pinned in infra/go.mod")
 	return b, nil
+}
+
+// buildAt builds the server of git revision rev of root into dir, as build
+// builds the working tree's.
+func buildAt(ctx context.Context, root, rev, dir string) (string, error) {
+	src, out := filepath.Join(dir, "src-"+rev), filepath.Join(dir, "server-"+rev)
+	if err := exportSources(ctx, root, rev, src); err != nil {
+		return "", err
+	}
+	if err := command(ctx, src, []string{"GOOS=" + runtime.GOOS, "GOARCH=" + runtime.GOARCH}, "scripts/build", "server", out); err != nil {
+		return "", err
+	}
+	fmt.Printf("built the server at %s\n", rev)
+	return out, nil
 }
 
 // command runs argv in dir ("" for this one) with env added to this
@@ -84,9 +99,12 @@ func startProgram(_ context.Context, path, key string, env []string, args ...str
 		return nil, err
 	}
 	p.addrs[key] = addr
-	// The same line names the metrics listener, if the program has one.
-	if addr, err := proc.WaitAddr("metrics", 0); err == nil {
-		p.addrs["metrics"] = addr
+	// The same line names the metrics and pprof listeners, if the program
+	// has them.
+	for _, other := range []string{"metrics", "debug"} {
+		if addr, err := proc.WaitAddr(other, 0); err == nil {
+			p.addrs[other] = addr
+		}
 	}
 	return p, nil
 }

@@ -14,7 +14,11 @@
 // addresses as the programs do: a zap line "listening" at info level, in
 // JSON or console lines (-log-format), that infra/proctest reads.
 //
-// Usage: baseline [-stack bare|defaults] [-addr 127.0.0.1:20100] [-log-format json|console]   (port 0: any free port, logged)
+// With -debug-addr, net/http/pprof on a listener of its own, as the
+// programs' PREFIX_DEBUG_PORT: the bench's -profile takes their CPU profiles
+// under load.
+//
+// Usage: baseline [-stack bare|defaults] [-addr 127.0.0.1:20100] [-log-format json|console] [-debug-addr ADDR]   (port 0: any free port, logged)
 package main
 
 import (
@@ -23,6 +27,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -49,6 +54,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:20100", "TCP address of the gRPC listener")
 	stack := flag.String("stack", "bare", "bare, or defaults: the ecosystem's metrics and tracing with their defaults")
 	format := flag.String("log-format", "json", "log encoding, as the programs': json or console")
+	debugAddr := flag.String("debug-addr", "", "TCP address of a net/http/pprof listener; empty: none")
 	flag.Parse()
 	if *stack != "bare" && *stack != "defaults" {
 		fmt.Fprintf(os.Stderr, "baseline: -stack %q: use bare or defaults\n", *stack)
@@ -62,7 +68,7 @@ func main() {
 	defer log.Sync() //nolint:errcheck // stderr
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log.With(zap.String("program", "baseline"), zap.String("stack", *stack)), *addr, *stack); err != nil {
+	if err := run(ctx, log.With(zap.String("program", "baseline"), zap.String("stack", *stack)), *addr, *stack, *debugAddr); err != nil {
 		log.Error("baseline failed", zap.Error(err))
 		os.Exit(1)
 	}
@@ -98,8 +104,9 @@ func (echo) Echo(_ context.Context, req *foopb.EchoRequest) (*foopb.EchoReply, e
 	return &foopb.EchoReply{Message: req.GetName()}, nil
 }
 
-// run serves on addr until ctx ends, then stops at once.
-func run(ctx context.Context, log *zap.Logger, addr, stack string) error {
+// run serves on addr (and pprof on debugAddr, unless empty) until ctx ends,
+// then stops at once.
+func run(ctx context.Context, log *zap.Logger, addr, stack, debugAddr string) error {
 	var lc net.ListenConfig
 	lis, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
@@ -117,6 +124,14 @@ func run(ctx context.Context, log *zap.Logger, addr, stack string) error {
 		opts, register = o, reg
 		listening = append(listening, zap.String("metrics", metricsAddr))
 	}
+	if debugAddr != "" {
+		addr, stop, err := servePprof(ctx, debugAddr)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		listening = append(listening, zap.String("debug", addr))
+	}
 	// The line the benchmark reads the addresses from, as the programs log it.
 	log.Info("listening", listening...)
 	s := grpc.NewServer(opts...)
@@ -133,6 +148,24 @@ func run(ctx context.Context, log *zap.Logger, addr, stack string) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// servePprof serves net/http/pprof's profiles on addr until stop.
+func servePprof(ctx context.Context, addr string) (listening string, stop func(), err error) {
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("listen for pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(lis) //nolint:errcheck // ends with Close
+	stop = func() {
+		srv.Close() //nolint:errcheck // closing listeners only
+	}
+	return lis.Addr().String(), stop, nil
 }
 
 // defaults sets up the ecosystem's instrumentation as its documentation
