@@ -81,6 +81,7 @@ func TestDebugMode(t *testing.T) {
 	}
 	file, line := breakpointLocation(t, s.dir)
 	t.Logf("breakpoints at %s:%d, as the IDE sends them, for calls named %q", file, line, debugName)
+	waitDebugBuild(t, serverDelve, file, line)
 
 	rss0 := delveRSS(t, pod.Name)
 	logBefore := len(s.proc.Output())
@@ -564,6 +565,26 @@ func debugCall(t *testing.T, s *tiltSession, file string, line int, name, want s
 	}
 	if failed2 != failed1 {
 		t.Errorf("%v client calls failed after the debugger detached", failed2-failed1)
+	}
+}
+
+// waitDebugBuild waits until the program Delve runs at addr is a debug
+// build, whose debug information has file:line (after a switch to debug
+// mode, the first process may be the previous, optimized build, which
+// Delve runs without it until the debug build is compiled).
+func waitDebugBuild(t *testing.T, addr, file string, line int) {
+	t.Helper()
+	err := poll(t.Context(), 3*time.Minute, fmt.Sprintf("the debug build under Delve at %s, with %s:%d", addr, filepath.Base(file), line), func(context.Context) (bool, string) {
+		c, err := attach(addr)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer c.Disconnect(true) //nolint:errcheck // leaves the program running
+		locs, _, err := c.FindLocation(api.EvalScope{GoroutineID: -1}, fmt.Sprintf("%s:%d", file, line), false, nil)
+		return err == nil && len(locs) > 0, fmt.Sprint(err)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 

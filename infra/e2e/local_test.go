@@ -259,9 +259,9 @@ func TestLocalServer(t *testing.T) {
 		// rolls out.
 		s.setOptions(t, "--local", "server", "--debug", "server")
 		if err := poll(ctx, 3*time.Minute, "the local server's debug build under Delve, answering the client", func(ctx context.Context) (bool, string) {
-			// hostrun starts the last build at once under Delve, which cannot
-			// run the optimized one (no debug information), and starts
-			// the debug build once it is compiled.
+			// hostrun starts the last build at once under Delve (without
+			// debug information if it is the optimized one), and the debug
+			// build once it is compiled (waitDebugBuild).
 			conn, err := net.DialTimeout("tcp", serverDelve, time.Second)
 			if err != nil {
 				return false, "Delve: " + err.Error()
@@ -283,6 +283,7 @@ func TestLocalServer(t *testing.T) {
 		}
 		s.calls = newCallCounter(t, ns)
 		file, line := breakpointLocation(t, s.dir)
+		waitDebugBuild(t, serverDelve, file, line)
 		inClusterCallStops(t, file, line)
 
 		// Three edits with a debugger attached once, as in the cluster, and

@@ -180,9 +180,9 @@ func (r *run) launch() {
 
 // failed handles a start that failed or a process that ended while nothing
 // else serves: before anything served, it ends Run with err, unless the
-// launcher is a debugger's (which cannot run an optimized binary that a
-// first image may still hold: the debug build comes as the next binary);
-// otherwise it launches again later.
+// launcher is a debugger's (after a switch to debug mode, the debug build
+// comes as the next binary, a live update; what the image held may fail
+// under the debugger); otherwise it launches again later.
 func (r *run) failed(err error) {
 	switch {
 	case r.stopping:
