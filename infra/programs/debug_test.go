@@ -328,3 +328,58 @@ func expect[M dap.Message](t *testing.T, v *daptest.Client) M {
 		}
 	}
 }
+
+// TestDebuggerAttachesDuringRestart: a debugger that attaches (and halts)
+// while Delve restarts the program keeps it halted: the supervisor does not
+// continue it behind the debugger's back, so the debugger's next request
+// is answered. Attaches every 50ms across 3 edits, each stops, asks,
+// detaches.
+func TestDebuggerAttachesDuringRestart(t *testing.T) {
+	d := startDebugged(t)
+	file, line := echoLine(t)
+	edits := make(chan struct{})
+	go func() {
+		defer close(edits)
+		for range 3 {
+			time.Sleep(700 * time.Millisecond)
+			d.edit(t)
+		}
+	}()
+	attaches := 0
+	for done := false; !done; attaches++ {
+		select {
+		case <-edits:
+			done = true
+		default:
+		}
+		conn, err := net.Dial("tcp", d.debuggers)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := rpc2.NewClientFromConn(conn)
+		if _, err := c.Halt(); err != nil {
+			conn.Close()
+			continue // the old process had exited: attach to the new one
+		}
+		found := make(chan error, 1)
+		go func() {
+			_, _, err := c.FindLocation(api.EvalScope{GoroutineID: -1}, fmt.Sprintf("%s:%d", file, line), false, nil)
+			found <- err
+		}()
+		select {
+		case err := <-found:
+			// The old process may exit between the halt and the request.
+			if err != nil && !strings.Contains(err.Error(), "has exited") {
+				t.Fatalf("attach %d: the echo handler's line: %v", attaches+1, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("attach %d: the halted program runs on (a request waits for it to stop):\n%s", attaches+1, d.sup.Output())
+		}
+		if err := c.Disconnect(true); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	d.stopPoll()
+	t.Logf("%d attaches across %d edits, each answered", attaches, d.edits)
+}

@@ -49,6 +49,7 @@ type Delve struct {
 	expect  int    // the process whose READY=1 counts
 	ready   func() // its callback
 	closing bool   // Close stops Delve
+	ownRun  bool   // the supervisor's own continue is in flight
 }
 
 // delveStartTimeout bounds Delve's start, until its API answers (it reads
@@ -98,17 +99,65 @@ func (d *Delve) Launch(ready func(), exited func(error)) (Process, error) {
 	}
 	d.expect, d.ready = pid.Pid, ready
 	// The process waits at its entry; the debuggers that ran the previous
-	// one run it, or else the supervisor does.
-	if d.Front.Resume(pid.Pid) == 0 {
-		d.api.Go("RPCServer.Command", map[string]string{"name": "continue"}, new(struct{}), nil)
+	// one run it, or else the supervisor does, unless a debugger attached
+	// meanwhile halted it: that one says when it runs.
+	switch resumed, idle := d.Front.Resume(pid.Pid); {
+	case resumed == 0 && idle == 0:
+		d.continueLocked()
+	case resumed == 0:
+		d.Log.Info("the new process waits at its entry for the attached debugger to continue it", zap.String("event", "halted_at_entry"), zap.Int("pid", pid.Pid))
 	}
 	p := &debugged{pid: pid.Pid, front: d.Front}
 	go d.awaitExit(p, d.dlvDone, exited)
 	return p, nil
 }
 
+// runOn continues the program if it is halted while no debugger is
+// attached (the last one detached leaving it halted, or its run was lost
+// with its connection): nobody else would.
+func (d *Delve) runOn() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.api == nil {
+		return
+	}
+	var out struct {
+		State struct {
+			Running bool `json:"Running"`
+			Exited  bool `json:"exited"`
+		}
+	}
+	if d.ownRun {
+		return
+	}
+	if err := d.api.Call("RPCServer.State", map[string]bool{"NonBlocking": true}, &out); err != nil || out.State.Running || out.State.Exited {
+		return
+	}
+	d.Log.Info("no debugger is attached: the program runs on", zap.String("event", "run_on"))
+	d.continueLocked()
+}
+
+// continueLocked runs the program, as a client of Delve's whose continue
+// nobody waits for; d.mu is held. Two continues in flight would stack (the
+// second runs the program again as soon as anything stops it, a
+// debugger's halt included), so the supervisor has at most one.
+func (d *Delve) continueLocked() {
+	if d.ownRun {
+		return
+	}
+	d.ownRun = true
+	call := d.api.Go("RPCServer.Command", map[string]string{"name": "continue"}, new(struct{}), nil)
+	go func() {
+		<-call.Done
+		d.mu.Lock()
+		d.ownRun = false
+		d.mu.Unlock()
+	}()
+}
+
 // setUp opens the sockets the program reaches the supervisor by.
 func (d *Delve) setUp() error {
+	d.Front.Detached = func() { go d.runOn() }
 	var err error
 	if d.notify, err = listenNotify(filepath.Join(d.Dir, "notify")); err != nil {
 		return fmt.Errorf("notify socket: %w", err)

@@ -30,6 +30,12 @@ type Front struct {
 	// whose port-forwarded connections are the container runtime's.
 	SameUser bool
 	Log      *zap.Logger
+	// Detached, when set, is called after the last debugger's connection
+	// ends (and the front is not closing) with no run of the program in
+	// flight: the program must run when no debugger is attached, whatever
+	// state the last one left it in (one that runs it as it goes, such as
+	// Delve's API client's Disconnect(true), needs nothing).
+	Detached func()
 
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced when a session's state changes
@@ -129,7 +135,12 @@ func (f *Front) forget(s frontSession) {
 	f.mu.Lock()
 	delete(f.sessions, s)
 	f.changedLocked()
+	running, held := s.state()
+	last := len(f.sessions) == 0 && !f.closed && f.Detached != nil && !running && !held
 	f.mu.Unlock()
+	if last {
+		f.Detached()
+	}
 }
 
 // changedLocked wakes Resume's wait; f.mu is held.
@@ -165,8 +176,10 @@ const heldWait = 2 * time.Second
 
 // Resume ends a hold: once every debugger that was running the program has
 // seen it end, each such run goes on in the new process, pid. It reports
-// how many debuggers run it now (none: the supervisor runs it itself).
-func (f *Front) Resume(pid int) int {
+// how many debuggers run it now, and how many others are attached without
+// running it (one that halted the program meanwhile): with neither, the
+// supervisor runs it itself.
+func (f *Front) Resume(pid int) (resumed, idle int) {
 	f.mu.Lock()
 	if !f.settleLocked(time.Now().Add(heldWait)) {
 		f.Log.Warn("a debugger's run did not report the previous process's end in time")
@@ -174,15 +187,18 @@ func (f *Front) Resume(pid int) int {
 	f.holding = false
 	var held []frontSession
 	for s := range f.sessions {
-		if _, h := s.state(); h {
+		switch running, h := s.state(); {
+		case h:
 			held = append(held, s)
+		case !running:
+			idle++
 		}
 	}
 	f.mu.Unlock()
 	for _, s := range held {
 		s.resume(pid, false)
 	}
-	return len(held)
+	return len(held), idle
 }
 
 // settleLocked waits until no debugger runs the program without having

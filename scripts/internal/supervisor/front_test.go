@@ -125,7 +125,7 @@ func TestFrontKeepsDAPSessionAcrossHandOver(t *testing.T) {
 
 	h.f.Hold()
 	resumed := make(chan int, 1)
-	go func() { resumed <- h.f.Resume(77) }()
+	go func() { n, _ := h.f.Resume(77); resumed <- n }()
 	select {
 	case n := <-resumed:
 		t.Fatalf("Resume returned %d before the IDE's run saw the old process end", n)
@@ -167,8 +167,8 @@ func TestFrontLetsAnEndThroughOutsideAHold(t *testing.T) {
 	if m := readDAP(t, h.client, h.fromServer); m["event"] != "terminated" {
 		t.Fatalf("the IDE got %v, want terminated", m)
 	}
-	if n := h.f.Resume(1); n != 0 {
-		t.Errorf("Resume = %d after an end outside a hold, want 0", n)
+	if n, idle := h.f.Resume(1); n != 0 || idle != 1 {
+		t.Errorf("Resume = %d, %d after an end outside a hold, want 0 resumed, 1 attached and idle", n, idle)
 	}
 }
 
@@ -203,8 +203,8 @@ func TestFrontKeepsAPICallAcrossHandOver(t *testing.T) {
 	}
 	h.f.Hold()
 	rpcLine(t, h.server, `{"id":3,"result":{"State":{"exited":true,"exitStatus":0}},"error":null}`)
-	if n := h.f.Resume(5); n != 1 {
-		t.Fatalf("Resume = %d, want the API caller's run resumed", n)
+	if n, idle := h.f.Resume(5); n != 1 || idle != 0 {
+		t.Fatalf("Resume = %d, %d, want the API caller's run resumed, none idle", n, idle)
 	}
 	if got := rpcRead(t, h.server, h.reader()); got != call {
 		t.Fatalf("Delve got %s after the hand-over, want the call again", got)
