@@ -35,8 +35,9 @@ func build(ctx context.Context, root, dir string) (binaries, error) {
 	}{
 		{root, []string{goos, goarch}, []string{"scripts/build", "server", b.server}},
 		{root, []string{goos, goarch}, []string{"scripts/build", "client", b.client}},
-		// The baselines are built like the server: static, trimmed, stripped.
-		{filepath.Join(root, "infra"), []string{"CGO_ENABLED=0"}, []string{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", b.baseline, "./bench/baseline"}},
+		// The baselines are built like the server (scripts/build): static,
+		// trimmed, stripped, without grpc-go's x/net/trace.
+		{filepath.Join(root, "infra"), []string{"CGO_ENABLED=0"}, []string{"go", "build", "-trimpath", "-tags=grpcnotrace", "-ldflags=-s -w", "-o", b.baseline, "./bench/baseline"}},
 		{root, nil, []string{"go", "test", "-c", "-o", b.serverTest, "./services/server"}},
 	}
 	for _, st := range steps {
