@@ -16,6 +16,9 @@ import (
 type listeners struct {
 	grpc, metrics net.Listener
 	debug         net.Listener // nil unless SERVER_DEBUG_PORT is set
+	// linger is how long a hand-over's drain lets calls arrive after its
+	// GOAWAY before it stops once none is in flight.
+	linger time.Duration
 }
 
 // run starts the server with the SERVER_* configuration and serves until
@@ -31,6 +34,10 @@ func run(args []string, stdout, stderr io.Writer) error {
 		grpc:    open.Listen(ctx, "grpc", cfg.GRPCPort),
 		metrics: open.Listen(ctx, "metrics", cfg.MetricsPort),
 		debug:   open.Debug(ctx, cfg.DebugPort),
+		linger:  handoverLinger,
+	}
+	if p.SuccessorWaits() {
+		lis.linger = handoverLingerWaited
 	}
 	if err := open.Err(p.Log); err != nil {
 		return p.Stop(err)
@@ -74,7 +81,7 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 					deadline := began.Add(cfg.ShutdownTimeout)
 					platform.StopAccepting(lis.grpc)
 					platform.AwaitBegun(lis.grpc, deadline)
-					drain(srv, lis.grpc, time.Until(deadline), log, handoverLinger)
+					drain(srv, lis.grpc, time.Until(deadline), log, lis.linger)
 					log.Info("drained", zap.Duration("grpc", time.Since(began)))
 					return
 				}
@@ -100,12 +107,16 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 // a restart in place waits at most this long once the last call is done.
 const drainPoll = 5 * time.Millisecond
 
-// handoverLinger is how long a process retired by a hand-over lets calls
-// arrive after its GOAWAY before it stops once none is in flight: a call a
-// client sent before the GOAWAY reached it is on its way for no more than
-// a round trip, and a debugged program's successor (started only once this
-// one has exited) waits for it.
-const handoverLinger = 250 * time.Millisecond
+// A process retired by a hand-over lets calls arrive for a while after its
+// GOAWAY before it stops once none is in flight: a call a client sent
+// before the GOAWAY reached it is on its way for no more than a round trip
+// (through a port-forward to a remote cluster, tens of milliseconds). Its
+// successor serves meanwhile; under a debugger, though, the successor starts
+// only once this process has exited, and every save waits for the linger.
+const (
+	handoverLinger       = 250 * time.Millisecond
+	handoverLingerWaited = 50 * time.Millisecond
+)
 
 // drain stops srv the way grpc-go's gracefulstop example does, GracefulStop
 // with Stop as the fallback after timeout; and, from idleAfter on, as soon as
@@ -116,7 +127,7 @@ const handoverLinger = 250 * time.Millisecond
 // to 5s, while the next process waits. Connections that carry no call lose
 // nothing when they are closed; streams (reflection, health watches) are
 // cut. At a shutdown idleAfter is 0: nothing sends calls here any more. A
-// process retired by a hand-over waits handoverLinger first, so that a call
+// process retired by a hand-over waits a linger first, so that a call
 // a client already sent on a connection GracefulStop is closing still gets
 // its answer.
 func drain(srv *grpcServer, lis net.Listener, timeout time.Duration, log *zap.Logger, idleAfter time.Duration) {

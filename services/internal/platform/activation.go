@@ -46,31 +46,33 @@ const maxGivenSockets = 64
 // process the sockets are for; systemd sets it between fork and exec,
 // os/exec cannot, so a parent that starts the program with os/exec names
 // itself there, and sockets from the parent are the program's too.
-func givenListeners() (map[string][]net.Listener, error) {
+// It reports whether they came by LISTEN_FDS_SOCKET: from a debugger's
+// supervisor, which starts the next process only once this one has exited.
+func givenListeners() (named map[string][]net.Listener, bySocket bool, err error) {
 	if path := os.Getenv(socketsEnv); path != "" {
 		os.Unsetenv(socketsEnv) //nolint:errcheck // never fails on Unix
 		named, err := receiveListeners(path)
 		if err != nil {
-			return nil, fmt.Errorf("%s=%s: %w", socketsEnv, path, err)
+			return nil, false, fmt.Errorf("%s=%s: %w", socketsEnv, path, err)
 		}
-		return named, nil
+		return named, true, nil
 	}
 	if os.Getenv("LISTEN_PID") == strconv.Itoa(os.Getppid()) {
 		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid())) //nolint:errcheck // never fails on Unix
 	}
-	named, err := activation.ListenersWithNames()
+	named, err = activation.ListenersWithNames()
 	if err != nil {
-		return nil, fmt.Errorf("given sockets (LISTEN_FDS): %w", err)
+		return nil, false, fmt.Errorf("given sockets (LISTEN_FDS): %w", err)
 	}
 	if len(named) == 0 {
-		return nil, nil
+		return nil, false, nil
 	}
 	for name, ls := range named {
 		if slices.Contains(ls, nil) {
-			return nil, fmt.Errorf("given sockets (LISTEN_FDS): %q is not a listening socket", name)
+			return nil, false, fmt.Errorf("given sockets (LISTEN_FDS): %q is not a listening socket", name)
 		}
 	}
-	return named, nil
+	return named, false, nil
 }
 
 // receiveListeners connects to the Unix socket at path and reads one

@@ -60,9 +60,9 @@ func listen(t *testing.T) net.Listener {
 func TestGivenBySocket(t *testing.T) {
 	grpc1, grpc2, metrics := listen(t), listen(t), listen(t)
 	t.Setenv(socketsEnv, giveSockets(t, "grpc:grpc:metrics", grpc1, grpc2, metrics))
-	given, err := givenListeners()
-	if err != nil {
-		t.Fatal(err)
+	given, bySocket, err := givenListeners()
+	if err != nil || !bySocket {
+		t.Fatalf("givenListeners = %v, %v, want the sockets, by socket", bySocket, err)
 	}
 	if _, ok := os.LookupEnv(socketsEnv); ok {
 		t.Errorf("%s is still set", socketsEnv)
@@ -106,7 +106,7 @@ func TestGivenSocketsMustMatch(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Setenv(socketsEnv, giveSockets(t, "metrics", metrics))
-			given, err := givenListeners()
+			given, _, err := givenListeners()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,11 +123,11 @@ func TestGivenSocketsMustMatch(t *testing.T) {
 // whose names do not match its sockets, is an error naming the variable.
 func TestGivenBySocketFails(t *testing.T) {
 	t.Setenv(socketsEnv, filepath.Join(t.TempDir(), "none"))
-	if _, err := givenListeners(); err == nil || !strings.HasPrefix(err.Error(), socketsEnv+"=") {
+	if _, _, err := givenListeners(); err == nil || !strings.HasPrefix(err.Error(), socketsEnv+"=") {
 		t.Errorf("no socket: %v, want an error naming %s", err, socketsEnv)
 	}
 	t.Setenv(socketsEnv, giveSockets(t, "grpc:metrics", listen(t)))
-	if _, err := givenListeners(); err == nil || !strings.Contains(err.Error(), "one name each") {
+	if _, _, err := givenListeners(); err == nil || !strings.Contains(err.Error(), "one name each") {
 		t.Errorf("two names, one socket: %v, want it refused", err)
 	}
 }

@@ -53,8 +53,9 @@ type Program struct {
 	Registry *prometheus.Registry
 	signals  context.CancelFunc
 
-	given map[string][]net.Listener // its sockets, when it was given them (activation.go)
-	hosts []string                  // to listen on; none: every interface
+	given          map[string][]net.Listener // its sockets, when it was given them (activation.go)
+	successorWaits bool                      // they came from a debugger's supervisor
+	hosts          []string                  // to listen on; none: every interface
 }
 
 // Start starts program: it loads cfg from the PREFIX_* environment variables
@@ -78,11 +79,11 @@ func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.
 		}
 		return fail(&ConfigError{Err: err})
 	}
-	given, err := givenListeners()
+	given, bySocket, err := givenListeners()
 	if err != nil {
 		return fail(err)
 	}
-	p := &Program{given: given, hosts: cfg.Hosts()}
+	p := &Program{given: given, successorWaits: bySocket, hosts: cfg.Hosts()}
 	log, err := NewLogger(cfg.Logging())
 	if err != nil {
 		return fail(err)
@@ -140,6 +141,11 @@ func onSignal(stop context.CancelCauseFunc, log *zap.Logger, shared bool) func()
 
 // Listeners opens the program's listeners, or takes those it was given.
 func (p *Program) Listeners() *Listeners { return &Listeners{given: p.given, hosts: p.hosts} }
+
+// SuccessorWaits reports whether the process that takes over the program's
+// sockets starts only once this one has exited (a debugger runs one process
+// at a time): then a hand-over's drain holds up the next build.
+func (p *Program) SuccessorWaits() bool { return p.successorWaits }
 
 // HandedOver reports whether ctx, a Start context, ended because a new
 // process serves on the program's sockets.
