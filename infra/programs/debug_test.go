@@ -177,14 +177,19 @@ func (d *debugged) callAllAlong(t *testing.T) func() int {
 }
 
 // TestDebugHandover: the server under the supervisor's Delve, as debug mode
-// runs it. One debugger on Delve's API (GoLand's, dlv connect's), then one
-// on DAP (VS Code's), each connected once: a breakpoint on the echo handler
+// runs it: 3 edits with no debugger attached, then one debugger on Delve's
+// API (GoLand's, dlv connect's), then one on DAP (VS Code's), each
+// connected once: a breakpoint on the echo handler
 // stops a call before and after each of 3 edits, keeps its ID, and the
 // debugger never hears that the program ended. Meanwhile a new connection
 // every 100ms to the gRPC and metrics sockets: none fails.
 func TestDebugHandover(t *testing.T) {
 	d := startDebugged(t)
 	const edits = 3
+	// With no debugger attached first: the supervisor runs each new process.
+	for range edits {
+		d.edit(t)
+	}
 
 	conn, err := net.Dial("tcp", d.debuggers)
 	if err != nil {
@@ -288,7 +293,7 @@ func TestDebugHandover(t *testing.T) {
 		t.Errorf("%d of %d connections to the sockets failed across %d edits under Delve, want 0:\n%s",
 			n, n+d.poll.OK(), d.edits, strings.Join(d.poll.Failures(), "\n"))
 	}
-	t.Logf("%d edits under Delve, a debugger on the API then on DAP: every call stopped at its breakpoint; %d connections ok, 0 failed",
+	t.Logf("%d edits under Delve, with no debugger, then one on the API, then one on DAP: every call stopped at its breakpoint; %d connections ok, 0 failed",
 		d.edits, d.poll.OK())
 }
 

@@ -46,10 +46,10 @@ type Delve struct {
 	dlv     *exec.Cmd     // under mu, with dlvDone and api
 	dlvDone chan struct{} // closed once dlv has exited
 	api     *rpc.Client
-	expect  int    // the process whose READY=1 counts
-	ready   func() // its callback
-	closing bool   // Close stops Delve
-	ownRun  bool   // the supervisor's own continue is in flight
+	expect  int       // the process whose READY=1 counts
+	ready   func()    // its callback
+	closing bool      // Close stops Delve
+	ownRun  *rpc.Call // the supervisor's own continue, the latest
 }
 
 // delveStartTimeout bounds Delve's start, until its API answers (it reads
@@ -88,6 +88,9 @@ func (d *Delve) Launch(ready func(), exited func(error)) (Process, error) {
 		if err := d.api.Call("RPCServer.Restart", struct{}{}, &out); err != nil {
 			return nil, fmt.Errorf("Delve's restart: %w", err)
 		}
+		// Delve restarts only once no continue runs: the supervisor's own
+		// has ended, though its answer may still be on its way.
+		d.ownRun = nil
 		for _, b := range out.DiscardedBreakpoints {
 			d.Log.Warn("a breakpoint could not be set in the new build", zap.Int("id", b.Breakpoint.ID),
 				zap.String("at", fmt.Sprintf("%s:%d", b.Breakpoint.File, b.Breakpoint.Line)), zap.String("why", b.Reason))
@@ -127,8 +130,13 @@ func (d *Delve) runOn() {
 			Exited  bool `json:"exited"`
 		}
 	}
-	if d.ownRun {
-		return
+	if d.ownRun != nil {
+		// Still running the program, or just stopped (its answer on its way).
+		select {
+		case <-d.ownRun.Done:
+		case <-time.After(100 * time.Millisecond):
+			return
+		}
 	}
 	if err := d.api.Call("RPCServer.State", map[string]bool{"NonBlocking": true}, &out); err != nil || out.State.Running || out.State.Exited {
 		return
@@ -142,17 +150,14 @@ func (d *Delve) runOn() {
 // second runs the program again as soon as anything stops it, a
 // debugger's halt included), so the supervisor has at most one.
 func (d *Delve) continueLocked() {
-	if d.ownRun {
-		return
+	if d.ownRun != nil {
+		select {
+		case <-d.ownRun.Done:
+		default:
+			return
+		}
 	}
-	d.ownRun = true
-	call := d.api.Go("RPCServer.Command", map[string]string{"name": "continue"}, new(struct{}), nil)
-	go func() {
-		<-call.Done
-		d.mu.Lock()
-		d.ownRun = false
-		d.mu.Unlock()
-	}()
+	d.ownRun = d.api.Go("RPCServer.Command", map[string]string{"name": "continue"}, new(struct{}), nil)
 }
 
 // setUp opens the sockets the program reaches the supervisor by.
