@@ -24,20 +24,20 @@ func NewExemplarSampler(interval time.Duration) *ExemplarSampler {
 // Exemplar returns the exemplar labels {trace_id: id} of the call in ctx
 // when its trace is sampled (exported, so the id leads to a trace) and the
 // sampler lets one through, else nil. It has the signature of
-// go-grpc-middleware's WithExemplarFromContext. Most calls cost two loads.
+// go-grpc-middleware's WithExemplarFromContext. Most calls cost a clock read
+// and a load: the call's span, a walk up its context, is looked up only
+// once an exemplar is due.
 func (s *ExemplarSampler) Exemplar(ctx context.Context) prometheus.Labels {
+	now := time.Now().UnixNano()
+	last := s.last.Load()
+	if now-last < int64(s.interval) {
+		return nil
+	}
 	sc, ok := callSpan(ctx)
-	if !ok || !sc.IsSampled() || !s.take() {
+	if !ok || !sc.IsSampled() || !s.last.CompareAndSwap(last, now) {
 		return nil
 	}
 	return prometheus.Labels{TraceIDKey: sc.TraceID().String()}
-}
-
-// take reports whether an exemplar may be recorded now.
-func (s *ExemplarSampler) take() bool {
-	now := time.Now().UnixNano()
-	last := s.last.Load()
-	return now-last >= int64(s.interval) && s.last.CompareAndSwap(last, now)
 }
 
 // TraceExemplar returns the exemplar labels {trace_id: id} of the span in
