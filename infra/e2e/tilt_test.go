@@ -339,7 +339,10 @@ func (s *tiltSession) settle(t testing.TB, names ...string) {
 	quietSince := time.Now()
 	for time.Since(quietSince) < time.Second {
 		for _, n := range names {
-			if !s.resource(t, n).idle() {
+			// One the new options bring may not exist yet.
+			out, err := tiltCommand(s.dir, s.target.env(), "get", "uiresource", n, "-o", "json", "--port", fmt.Sprint(s.target.port))
+			var r resource
+			if err != nil || json.Unmarshal([]byte(out), &r) != nil || !r.idle() {
 				quietSince = time.Now()
 			}
 		}
