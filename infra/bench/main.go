@@ -28,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -152,7 +153,7 @@ func run(ctx context.Context, s settings) error {
 
 // summary prints the summary lines.
 func summary(s settings, rep report) error {
-	section("summary " + time.Now().UTC().Format("2006-01-02 15:04 UTC"))
+	section("summary " + time.Now().UTC().Format("2006-01-02 15:04 UTC") + ", " + revision(s.root))
 	w := table()
 	for _, l := range rep.lines {
 		fmt.Fprintf(w, "%s\t%s\n", l[0], l[1])
@@ -162,6 +163,21 @@ func summary(s settings, rep report) error {
 		fmt.Println("(-quick: too short to publish)")
 	}
 	return nil
+}
+
+// revision names the commit of the tree measured, for the figures' table:
+// "commit 1a2b3c4d", with "+ changes not committed" when the work tree
+// differs from it.
+func revision(root string) string {
+	out, err := exec.Command("git", "-C", root, "describe", "--always", "--abbrev=8", "--dirty=+").Output()
+	if err != nil {
+		return "no git commit"
+	}
+	rev, dirty := strings.CutSuffix(strings.TrimSpace(string(out)), "+")
+	if dirty {
+		return "commit " + rev + " + changes not committed"
+	}
+	return "commit " + rev
 }
 
 // machine describes the CPU, memory, kernel and Go of this machine.

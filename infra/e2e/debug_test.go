@@ -62,8 +62,13 @@ func TestDebugMode(t *testing.T) {
 	// The client at the Tiltfile's default rate: at 60 calls/s its calls
 	// would queue at a breakpoint faster than a debugger steps past them.
 	s := startTilt(t, 1, 10)
+	// The default loop is timed as the debug loop below is, with the
+	// terminal polling the forwards: each forwarded connection costs the
+	// API server, the kubelet and the runtime CPU the compile also needs.
+	defaultPoll, stopDefaultPoll := s.pollForwards(t, 9000)
 	defaultLoop := summarize(s.editN(t, "server", loopEdits))
-	t.Logf("default loop, %d server edits: through localhost:20000 p50 %.2fs", loopEdits, defaultLoop.userP50.Seconds())
+	stopDefaultPoll()
+	t.Logf("default loop, %d server edits: through localhost:20000 p50 %.2fs; %d connections through the forwards ok, %d failed", loopEdits, defaultLoop.userP50.Seconds(), defaultPoll.OK(), defaultPoll.Failed())
 
 	s.setOptions(t, "--debug", "server")
 	s.settle(t, "server-compile", "delve", "server")

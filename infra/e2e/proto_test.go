@@ -29,11 +29,11 @@ const protoFile = "proto/foo.proto"
 const nameField = "string name = 1;"
 
 // TestProtoLoop: the wire contract in the loop, under a real Tilt, the
-// client calling 60 times a second. 5 Go edits of the server are timed as
-// a person sees them, then 5 saves of proto/foo.proto that each add a field
+// client calling 60 times a second and a terminal opening a new connection
+// to the forwards every 100ms. 5 Go edits of the server are timed as a
+// person sees them, then 5 saves of proto/foo.proto that each add a field
 // to EchoRequest, timed from the save until gRPC reflection through
-// localhost:20000 describes the new field, while a terminal opens a new
-// connection to the forwards every 100ms: the proto resource regenerates,
+// localhost:20000 describes the new field: the proto resource regenerates,
 // both programs are live-updated, and nothing fails. Then three breaking
 // saves (a renumbered field, a renamed package, a removed method) and one
 // that lint refuses: each turns the proto resource red within 5s with the
@@ -51,10 +51,11 @@ func TestProtoLoop(t *testing.T) {
 	}
 	defer s.restoreProto(t, original)
 
-	goLoop := summarize(s.editN(t, "server", 5))
-
+	// The Go edits and the proto saves alike with the terminal polling the
+	// forwards (each forwarded connection costs the cluster CPU).
 	poll, stop := s.pollForwards(t, 9000, 9001)
 	logBefore := len(s.proc.Output())
+	goLoop := summarize(s.editN(t, "server", 5))
 	_, failed0 := s.calls.read(t)
 	var user, generate []time.Duration
 	content := original
@@ -69,12 +70,13 @@ func TestProtoLoop(t *testing.T) {
 		if b, ok := s.buildAfter(t, "proto", began); ok {
 			generate = append(generate, b.Finish.Sub(b.Start))
 		}
+		t.Logf("proto save %d: reflection through localhost:20000 describes %s %.2fs after the save; %s", i, field, user[len(user)-1].Seconds(), s.timeline(t, began))
 		time.Sleep(settle)
 	}
 	stop()
 	_, failed1 := s.calls.read(t)
 	if n := poll.Failed(); n > 0 || poll.OK() == 0 {
-		t.Errorf("%d of %d connections through the forwards failed across the proto saves, want 0:\n%s", n, n+poll.OK(), strings.Join(poll.Failures(), "\n"))
+		t.Errorf("%d of %d connections through the forwards failed across the Go edits and the proto saves, want 0:\n%s", n, n+poll.OK(), strings.Join(poll.Failures(), "\n"))
 	}
 	if failed1 != failed0 {
 		t.Errorf("%v in-cluster client calls failed across the proto saves, want 0", failed1-failed0)
@@ -96,6 +98,19 @@ func TestProtoLoop(t *testing.T) {
 	} {
 		s.refusedSave(t, tt.what, bytes.Replace(content, []byte(tt.old), []byte(tt.new), 1), tt.says)
 	}
+}
+
+// timeline is when each build of the loop ran, from began: the proto
+// resource, both compiles and both live updates.
+func (s *tiltSession) timeline(t testing.TB, began time.Time) string {
+	t.Helper()
+	var parts []string
+	for _, name := range []string{"proto", "server-compile", "client-compile", "server", "client"} {
+		if b, ok := s.buildAfter(t, name, began); ok {
+			parts = append(parts, fmt.Sprintf("%s %.2f-%.2fs", name, b.Start.Sub(began).Seconds(), b.Finish.Sub(began).Seconds()))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // waitDescribed waits until gRPC reflection through localhost:20000
