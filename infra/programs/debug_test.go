@@ -362,9 +362,21 @@ func TestDebuggerAttachesDuringRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := rpc2.NewClientFromConn(conn)
-		if _, err := c.Halt(); err != nil {
-			conn.Close()
-			continue // the old process had exited: attach to the new one
+		halted := make(chan error, 1)
+		go func() {
+			_, err := c.Halt()
+			halted <- err
+		}()
+		select {
+		case err := <-halted:
+			if err != nil {
+				conn.Close()
+				continue // the old process had exited: attach to the new one
+			}
+		case <-time.After(10 * time.Second):
+			// A halt just before a continue starts is cleared by it: the
+			// front halts again until Delve answers.
+			t.Fatalf("attach %d: the halt was not answered in 10s:\n%s", attaches+1, d.sup.Output())
 		}
 		found := make(chan error, 1)
 		go func() {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/resolver/dns"
 
 	"example.com/grpc-metrics/proto/foopb"
+	"example.com/grpc-metrics/services/internal/endpointslices"
 	"example.com/grpc-metrics/services/internal/platform"
 )
 
@@ -74,7 +75,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	if err := open.Err(p.Log); err != nil {
 		return p.Stop(err)
 	}
-	conn, err := dial(cfg, p)
+	conn, slices, err := dial(cfg, p)
 	if err != nil {
 		return p.Stop(err)
 	}
@@ -84,6 +85,9 @@ func run(args []string, stdout, stderr io.Writer) error {
 	c := newCaller(foopb.NewFooClient(conn), cfg, p.Log, p.Registry, p.Tracing.Tracer("client"))
 	calls, stopCalls := context.WithCancel(ctx)
 	defer stopCalls()
+	if slices != nil {
+		awaitResolved(ctx, conn, slices, p.Log)
+	}
 	metrics.SetReady(true)
 	platform.NotifyReady(p.Log)
 	p.Log.Info("calling echo", zap.String("target", cfg.ServerAddr), zap.Float64("rate", cfg.Rate), zap.Int("concurrency", cfg.Concurrency))
@@ -94,18 +98,36 @@ func run(args []string, stdout, stderr io.Writer) error {
 	))
 }
 
-// kubernetesScheme names the targets resolved by watching a Service's
-// EndpointSlices through the Kubernetes API (slices.go): the client learns
-// of a pod the moment it is ready, and of one that stops at once.
-const kubernetesScheme = "kubernetes"
+// resolvedWait bounds how long a new client process waits, before it
+// reports ready, for its kubernetes:/// resolver to know the servers: its
+// first list of the Service's EndpointSlices answered or failed. Within the
+// supervisor's start timeout (10s), which would otherwise kill it.
+const resolvedWait = 5 * time.Second
+
+// awaitResolved waits until the resolver knows what it can know, at most
+// resolvedWait: a process that replaces one (a live update) must not report
+// ready, and take over, before it has the addresses the old one has.
+func awaitResolved(ctx context.Context, conn *grpc.ClientConn, b *endpointslices.Builder, log *zap.Logger) {
+	conn.Connect() // grpc-go's channel starts idle: this builds the resolver
+	select {
+	case <-b.Resolved():
+	case <-ctx.Done():
+	case <-time.After(resolvedWait):
+		log.Warn("no answer from the Kubernetes API yet: calling without the Service's endpoints", zap.Duration("waited", resolvedWait))
+	}
+}
 
 // dial creates the client's connection to cfg.ServerAddr: round robin over
 // every address the target resolves to, retries, quick reconnection, each
 // call traced and measured (grpc_client_* with trace-id exemplars).
-func dial(cfg Config, p *platform.Program) (*grpc.ClientConn, error) {
-	resolvers, err := resolvers(cfg.ServerAddr, p.Log.Named("resolver"))
+func dial(cfg Config, p *platform.Program) (*grpc.ClientConn, *endpointslices.Builder, error) {
+	slices, err := slicesResolver(cfg.ServerAddr, p.Log.Named("resolver"))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var resolvers []resolver.Builder
+	if slices != nil {
+		resolvers = append(resolvers, slices)
 	}
 	clMetrics := grpcprom.NewClientMetrics(grpcprom.WithClientHandlingTimeHistogram(platform.HandlingTime...))
 	p.Registry.MustRegister(clMetrics)
@@ -134,21 +156,23 @@ func dial(cfg Config, p *platform.Program) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("create gRPC client for %q: %w", cfg.ServerAddr, err)
+		return nil, nil, fmt.Errorf("create gRPC client for %q: %w", cfg.ServerAddr, err)
 	}
-	return conn, nil
+	return conn, slices, nil
 }
 
-// resolvers returns the resolver the target needs beyond grpc-go's own: for
-// kubernetes:///, one with the pod's service account, made now so that a
-// client outside a pod says so at start rather than failing every call.
-func resolvers(target string, log *zap.Logger) ([]resolver.Builder, error) {
-	if !strings.HasPrefix(target, kubernetesScheme+"://") {
+// slicesResolver returns the resolver the target needs beyond grpc-go's
+// own: for kubernetes:///, one that follows the Service's EndpointSlices
+// with the pod's service account (package endpointslices), made now so
+// that a client outside a pod says so at start rather than failing every
+// call. Nil for any other target.
+func slicesResolver(target string, log *zap.Logger) (*endpointslices.Builder, error) {
+	if !strings.HasPrefix(target, endpointslices.Scheme+"://") {
 		return nil, nil
 	}
-	b, err := newSliceBuilder(log)
+	b, err := endpointslices.NewBuilder(log)
 	if err != nil {
 		return nil, fmt.Errorf("%s_SERVER_ADDR=%s: the Kubernetes API is not reachable from here: %w", envPrefix, target, err)
 	}
-	return []resolver.Builder{b}, nil
+	return b, nil
 }

@@ -3,11 +3,21 @@ package supervisor
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"strings"
 	"sync"
+	"time"
 )
+
+// haltRetry is how long a debugger's halt waits for Delve's answer before
+// the front sends Delve another. Delve clears a stop request as a continue
+// starts: a halt that lands just before a continue (the supervisor's after
+// a restart, Delve's own after a Disconnect(true)) then waits for the
+// program's next stop, which may never come. The second halt stops the
+// run, and the first is answered; the front's own answers go to no one.
+const haltRetry = 500 * time.Millisecond
 
 // rpcSession is a JSON-RPC client's connection (Delve's API v2: GoLand,
 // dlv connect, scripts).
@@ -18,9 +28,13 @@ type rpcSession struct {
 	toServer       sync.Mutex
 
 	// Under f.mu:
-	runs map[string][]byte // raw requests by id: Command calls that run the program
-	held map[string][]byte // of those, the ones whose answer ("exited") was kept back
-	kept map[string][]byte // the answers kept back, by id
+	runs  map[string][]byte // raw requests by id: Command calls that run the program
+	held  map[string][]byte // of those, the ones whose answer ("exited") was kept back
+	kept  map[string][]byte // the answers kept back, by id
+	halts map[string]bool   // the debugger's halts not answered yet, by id
+	own   map[string]bool   // the front's own halts not answered yet, by id
+	ended bool              // the connection is gone
+	seq   int               // the front's own request ids
 }
 
 type rpcRequest struct {
@@ -40,12 +54,17 @@ type rpcResponse struct {
 }
 
 func newRPCSession(f *Front, client, server net.Conn) *rpcSession {
-	return &rpcSession{f: f, client: client, server: server, runs: map[string][]byte{}, held: map[string][]byte{}, kept: map[string][]byte{}}
+	return &rpcSession{f: f, client: client, server: server, runs: map[string][]byte{}, held: map[string][]byte{}, kept: map[string][]byte{},
+		halts: map[string]bool{}, own: map[string]bool{}}
 }
 
 func (s *rpcSession) start(in io.Reader) {
 	go s.pump(in, s.fromClient, func() { s.server.Close() })
-	go s.pump(s.server, s.fromServer, func() { s.client.Close(); s.f.forget(s) })
+	go s.pump(s.server, s.fromServer, func() {
+		s.client.Close()
+		s.f.update(func() { s.ended = true })
+		s.f.forget(s)
+	})
 }
 
 func (s *rpcSession) pump(r io.Reader, handle func([]byte) error, done func()) {
@@ -72,8 +91,38 @@ func (s *rpcSession) fromClient(raw []byte) error {
 		if runsProgram(cmd.Name) {
 			s.f.update(func() { s.runs[string(req.ID)] = raw })
 		}
+		if cmd.Name == "halt" {
+			id := string(req.ID)
+			s.f.update(func() { s.halts[id] = true })
+			go s.haltAgain(id)
+		}
 	}
 	return s.write(&s.toServer, s.server, raw)
+}
+
+// haltAgain sends Delve a halt of the front's own every haltRetry until
+// the debugger's halt id is answered or the connection ends.
+func (s *rpcSession) haltAgain(id string) {
+	for {
+		time.Sleep(haltRetry)
+		var own string
+		s.f.update(func() {
+			if !s.halts[id] || s.ended {
+				return
+			}
+			s.seq++
+			own = fmt.Sprintf("%q", fmt.Sprintf("front-halt-%d", s.seq))
+			s.own[own] = true
+		})
+		if own == "" {
+			return
+		}
+		s.f.Log.Debug("a debugger's halt waits: halting again")
+		req := `{"method":"RPCServer.Command","params":[{"name":"halt"}],"id":` + own + `}`
+		if s.write(&s.toServer, s.server, []byte(req)) != nil {
+			return
+		}
+	}
 }
 
 // runsProgram reports whether an API command runs the program until it
@@ -94,6 +143,12 @@ func (s *rpcSession) fromServer(raw []byte) error {
 	id := string(resp.ID)
 	drop := false
 	s.f.update(func() {
+		delete(s.halts, id)
+		if s.own[id] {
+			delete(s.own, id)
+			drop = true
+			return
+		}
 		req, ok := s.runs[id]
 		if !ok {
 			return

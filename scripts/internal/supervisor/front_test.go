@@ -244,3 +244,38 @@ func TestFrontKeepsAPICallAcrossHandOver(t *testing.T) {
 		t.Fatalf("the caller got %s at the close, want the held answer", got)
 	}
 }
+
+// TestFrontHaltsAgain: a halt that Delve leaves unanswered (it landed just
+// before a continue started, which cleared it) is followed by the front's
+// own halt, whose answer goes to no one; the debugger gets the answer to
+// its halt only.
+func TestFrontHaltsAgain(t *testing.T) {
+	h := newFrontHarness(t)
+	const halt = `{"method":"RPCServer.Command","params":[{"name":"halt"}],"id":7}`
+	rpcLine(t, h.client, halt)
+	r := h.reader()
+	if got := rpcRead(t, h.server, r); got != halt {
+		t.Fatalf("Delve got %s, want the halt", got)
+	}
+	began := time.Now()
+	again := rpcRead(t, h.server, r)
+	var req rpcRequest
+	if err := json.Unmarshal([]byte(again), &req); err != nil || req.Method != "RPCServer.Command" || !strings.Contains(string(req.Params[0]), `"halt"`) || string(req.ID) == "7" {
+		t.Fatalf("Delve got %s after an unanswered halt, want a halt of the front's own", again)
+	}
+	if waited := time.Since(began); waited < haltRetry/2 {
+		t.Errorf("the second halt came %v after the first, want about %v", waited, haltRetry)
+	}
+	// The second halt stops the run: Delve answers both.
+	rpcLine(t, h.server, `{"id":`+string(req.ID)+`,"result":{"State":{"Running":false}},"error":null}`)
+	const answer = `{"id":7,"result":{"State":{"Running":false}},"error":null}`
+	rpcLine(t, h.server, answer)
+	if got := rpcRead(t, h.client, h.fromServer); got != answer {
+		t.Fatalf("the debugger got %s, want the answer to its own halt only", got)
+	}
+	// Answered: no more halts of the front's.
+	h.server.SetReadDeadline(time.Now().Add(2 * haltRetry))
+	if line, err := r.ReadString('\n'); err == nil {
+		t.Fatalf("Delve got %s after the halt was answered", line)
+	}
+}

@@ -1,4 +1,4 @@
-package main
+package endpointslices
 
 import (
 	"context"
@@ -21,6 +21,17 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/resolver"
 )
+
+// testTiming is defaultTiming, 100 times quicker.
+var testTiming = timing{
+	retryMin:        10 * time.Millisecond,
+	answeredMax:     800 * time.Millisecond,
+	unreachableMax:  50 * time.Millisecond,
+	healthyWatch:    300 * time.Millisecond,
+	watchTimeoutMin: 3 * time.Second,
+	watchIdle:       5 * time.Second,
+	resolveNowEvery: 100 * time.Millisecond,
+}
 
 // fakeAPI serves the list and the watch of EndpointSlices: the list from
 // items, each watch from the events sent on the channel until it closes.
@@ -138,7 +149,7 @@ func startResolver(t *testing.T, f *fakeAPI, endpoint string) *recordingConn {
 	t.Helper()
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	b := &sliceBuilder{api: &kubeAPI{base: srv.URL, http: srv.Client()}, ownNamespace: "echo", log: zap.NewNop()}
+	b := newBuilder(&kubeAPI{base: srv.URL, http: srv.Client()}, "echo", zap.NewNop(), testTiming)
 	cc := &recordingConn{updates: make(chan string, 100)}
 	r, err := b.Build(resolver.Target{URL: *mustURL(t, "kubernetes:///"+endpoint)}, cc, resolver.BuildOptions{})
 	if err != nil {
@@ -210,10 +221,13 @@ func TestSliceResolverListsAgain(t *testing.T) {
 	}
 	events2 := make(chan string)
 	f.watchs <- events2
-	close(events2) // the API ends the watch
 	f.mu.Lock()
 	f.items, f.listRV = []string{slice("c", "20000", "10.244.0.9")}, "30"
 	f.mu.Unlock()
+	close(events2) // the API ends the watch at once: a failure, waited for
+	if got := cc.next(t); !strings.Contains(got, "the API ended the watch after") {
+		t.Fatalf("after the watch ended at once: %q", got)
+	}
 	events3 := make(chan string)
 	f.watchs <- events3
 	if got := cc.next(t); got != "10.244.0.9:20000" {
@@ -323,9 +337,9 @@ func TestSliceResolverWithGRPC(t *testing.T) {
 		items: []string{slice("a", port, "127.0.0.1")}}
 	api := httptest.NewServer(f)
 	t.Cleanup(api.Close)
-	b := &sliceBuilder{api: &kubeAPI{base: api.URL, http: api.Client()}, ownNamespace: "echo", log: zap.NewNop()}
+	b := newBuilder(&kubeAPI{base: api.URL, http: api.Client()}, "echo", zap.NewNop(), testTiming)
 	conn, err := grpc.NewClient("kubernetes:///server-service.echo:grpc", grpc.WithResolvers(b),
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultServiceConfig(serviceConfig))
+		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDefaultServiceConfig(`{"loadBalancingConfig": [{"round_robin": {}}]}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -342,6 +356,9 @@ func TestSliceResolverWithGRPC(t *testing.T) {
 	}
 	events := make(chan string)
 	f.watchs <- events
+	f.mu.Lock()
+	f.items = []string{slice("a", port, "127.0.0.1:notready")}
+	f.mu.Unlock()
 	events <- event("MODIFIED", slice("a", port, "127.0.0.1:notready"))
 	// The event reaches grpc-go a moment later; from then on no call goes
 	// through.

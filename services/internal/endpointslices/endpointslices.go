@@ -1,19 +1,23 @@
-package main
-
-// The kubernetes:/// resolver: the endpoints of every EndpointSlice of a
-// Service, listed and then watched through the Kubernetes API.
+// Package endpointslices is grpc-go's resolver of kubernetes:/// targets:
+// the endpoints of every EndpointSlice of a Service, listed and then
+// watched through the Kubernetes API with the pod's service account.
 //
 // It replaces kuberesolver (v6), which handled each slice as if it were the
 // Service's only one: with two slices (the EndpointSlice controller's and one
-// that names this developer's machine, --local in the Tiltfile) each event
+// that names a developer's machine, --local in the Tiltfile) each event
 // replaced the addresses with one slice's, a deleted slice's addresses were
 // taken up again, and a Service left with no ready endpoint kept its last
 // addresses. This one keeps every slice by name and balances over the union.
+//
+// When the API fails, the last addresses stay: calls go on to the pods that
+// were there. Every failure waits before the next request, doubling with
+// jitter; an API that answers with errors (or ends every watch at once) is
+// asked less and less often, down to one request per 30s; one that does not
+// answer at all is tried again within seconds of its return.
+package endpointslices
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,111 +37,9 @@ import (
 	"google.golang.org/grpc/resolver"
 )
 
-// The pod's service account, as the kubelet mounts it.
-const serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
-
-// tokenMaxAge is how long a read of the service account token is used: the
-// kubelet rotates the file well before the token expires (client-go rereads
-// it as often).
-const tokenMaxAge = time.Minute
-
-// kubeAPI is the Kubernetes API as a pod's service account reaches it.
-type kubeAPI struct {
-	base      string // https://host:port
-	http      *http.Client
-	tokenFile string
-
-	mu      sync.Mutex
-	token   string
-	readAt  time.Time
-	readErr error
-}
-
-// inClusterAPI is the API of the cluster this pod runs in, or an error that
-// says why there is none (not in a pod, no token mounted).
-func inClusterAPI() (*kubeAPI, error) {
-	host, port := os.Getenv("KUBERNETES_SERVICE_HOST"), os.Getenv("KUBERNETES_SERVICE_PORT")
-	if host == "" || port == "" {
-		return nil, errors.New("not in a pod: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set")
-	}
-	ca, err := os.ReadFile(serviceAccountDir + "/ca.crt")
-	if err != nil {
-		return nil, fmt.Errorf("the service account's CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(ca) {
-		return nil, fmt.Errorf("the service account's CA (%s/ca.crt): no certificate in it", serviceAccountDir)
-	}
-	a := &kubeAPI{
-		base:      "https://" + net.JoinHostPort(host, port),
-		http:      &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}},
-		tokenFile: serviceAccountDir + "/token",
-	}
-	if _, err := a.bearer(); err != nil {
-		return nil, err
-	}
-	return a, nil
-}
-
-// bearer is the service account token, read again once it is a minute old.
-func (a *kubeAPI) bearer() (string, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.readAt.IsZero() || time.Since(a.readAt) > tokenMaxAge {
-		b, err := os.ReadFile(a.tokenFile)
-		a.readAt, a.readErr = time.Now(), err
-		if err == nil {
-			a.token = strings.TrimSpace(string(b))
-		}
-	}
-	if a.token == "" {
-		return "", fmt.Errorf("the service account token: %w", a.readErr)
-	}
-	return a.token, nil
-}
-
-// get sends a GET of path (with its query) and returns the response when it
-// is 200 OK.
-func (a *kubeAPI) get(ctx context.Context, path string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
-	if err != nil {
-		return nil, err
-	}
-	if a.tokenFile != "" {
-		token, err := a.bearer()
-		if err != nil {
-			return nil, err
-		}
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := a.http.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		defer resp.Body.Close()
-		var st apiStatus
-		if json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&st) == nil && st.Message != "" {
-			return nil, &statusError{code: resp.StatusCode, message: st.Message}
-		}
-		return nil, &statusError{code: resp.StatusCode, message: resp.Status}
-	}
-	return resp, nil
-}
-
-// apiStatus is the API's metav1.Status, as much as is read of it.
-type apiStatus struct {
-	Code    int    `json:"code"`
-	Message string `json:"message"`
-}
-
-type statusError struct {
-	code    int
-	message string
-}
-
-func (e *statusError) Error() string { return fmt.Sprintf("%d: %s", e.code, e.message) }
+// Scheme is the scheme of the targets this package resolves:
+// kubernetes:///service.namespace:port.
+const Scheme = "kubernetes"
 
 // The EndpointSlice fields the resolver reads (discovery.k8s.io/v1).
 type endpointSlice struct {
@@ -249,16 +151,20 @@ func (t sliceTarget) addresses(all map[string]endpointSlice) []resolver.Address 
 	return out
 }
 
-// sliceBuilder builds kubernetes:/// resolvers.
-type sliceBuilder struct {
+// Builder builds kubernetes:/// resolvers for grpc-go.
+type Builder struct {
 	api          *kubeAPI
 	ownNamespace string
 	log          *zap.Logger
+	timing       timing
+
+	resolvedOnce sync.Once
+	resolved     chan struct{}
 }
 
-// newSliceBuilder resolves kubernetes:/// targets in the cluster this pod
-// runs in.
-func newSliceBuilder(log *zap.Logger) (*sliceBuilder, error) {
+// NewBuilder resolves kubernetes:/// targets in the cluster this pod runs
+// in, or says why it cannot (not in a pod, no service account mounted).
+func NewBuilder(log *zap.Logger) (*Builder, error) {
 	api, err := inClusterAPI()
 	if err != nil {
 		return nil, err
@@ -267,52 +173,107 @@ func newSliceBuilder(log *zap.Logger) (*sliceBuilder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the pod's namespace: %w", err)
 	}
-	return &sliceBuilder{api: api, ownNamespace: strings.TrimSpace(string(ns)), log: log}, nil
+	return newBuilder(api, strings.TrimSpace(string(ns)), log, defaultTiming), nil
 }
 
-func (b *sliceBuilder) Scheme() string { return kubernetesScheme }
+func newBuilder(api *kubeAPI, ownNamespace string, log *zap.Logger, t timing) *Builder {
+	return &Builder{api: api, ownNamespace: ownNamespace, log: log, timing: t, resolved: make(chan struct{})}
+}
 
-func (b *sliceBuilder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+// Resolved is closed once a resolver of this builder knows what it can
+// know: it has given grpc-go addresses, or its first list has failed (the
+// API is unreachable or refuses). A program is ready to call then, not
+// before: a new process would otherwise report ready with no address where
+// the one it replaces had them.
+func (b *Builder) Resolved() <-chan struct{} { return b.resolved }
+
+func (b *Builder) markResolved() { b.resolvedOnce.Do(func() { close(b.resolved) }) }
+
+func (b *Builder) Scheme() string { return Scheme }
+
+func (b *Builder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
 	t, err := parseSliceTarget(target.Endpoint(), b.ownNamespace)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes:/// target %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &sliceResolver{
-		api:    b.api,
-		target: t,
-		cc:     cc,
-		log:    b.log.With(zap.String("service", t.namespace+"/"+t.service), zap.String("port", t.port)),
-		cancel: cancel,
-		done:   make(chan struct{}),
+		api:      b.api,
+		target:   t,
+		cc:       cc,
+		log:      b.log.With(zap.String("service", t.namespace+"/"+t.service), zap.String("port", t.port)),
+		timing:   b.timing,
+		resolved: b.markResolved,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		now:      make(chan struct{}, 1),
 	}
 	go r.run(ctx)
 	return r, nil
 }
 
-// Resolver backoff after a failed list or watch: 0.5s doubling to 30s.
-const (
-	sliceRetryMin = 500 * time.Millisecond
-	sliceRetryMax = 30 * time.Second
-)
+// timing is how the resolver paces its requests.
+type timing struct {
+	retryMin        time.Duration // the first wait after a failure
+	answeredMax     time.Duration // the longest wait when the API answered (an error, a watch that ended at once)
+	unreachableMax  time.Duration // the longest wait when it did not answer
+	healthyWatch    time.Duration // a watch that lived this long resets the waits
+	watchTimeoutMin time.Duration // the API ends a watch after a time drawn between min and 2*min
+	watchIdle       time.Duration // a watch silent this long (no event, no bookmark) is ended
+	resolveNowEvery time.Duration // at most one list asked by grpc-go (ResolveNow) per this
+}
+
+// defaultTiming: a failure waits 1s, doubling, up to 80s while the API
+// answers (each wait drawn between 3/4 of it and all of it: a list and a
+// watch every 60 to 80s at most, one request per 30s), up to 5s while it
+// is unreachable. Watches last 5 to 10 minutes, as
+// client-go's; the API sends a bookmark about once a minute, so a watch
+// silent for 2 minutes is one whose connection is gone.
+var defaultTiming = timing{
+	retryMin:        time.Second,
+	answeredMax:     80 * time.Second,
+	unreachableMax:  5 * time.Second,
+	healthyWatch:    30 * time.Second,
+	watchTimeoutMin: 5 * time.Minute,
+	watchIdle:       2 * time.Minute,
+	resolveNowEvery: 10 * time.Second,
+}
 
 // sliceResolver follows one Service's EndpointSlices.
 type sliceResolver struct {
-	api    *kubeAPI
-	target sliceTarget
-	cc     resolver.ClientConn
-	log    *zap.Logger
-	cancel context.CancelFunc
-	done   chan struct{}
+	api      *kubeAPI
+	target   sliceTarget
+	cc       resolver.ClientConn
+	log      *zap.Logger
+	timing   timing
+	resolved func()
+	cancel   context.CancelFunc
+	done     chan struct{}
+	now      chan struct{} // ResolveNow: list again
 
 	slices map[string]endpointSlice // by name
 	last   []string                 // the addresses last given to grpc-go
 	sent   bool                     // whether any were
+
+	mu       sync.Mutex
+	lastList time.Time // of a list asked by ResolveNow
 }
 
-// ResolveNow is a hint that grpc-go gives when a connection fails; the
-// watch tells of every change, so there is nothing to do.
-func (r *sliceResolver) ResolveNow(resolver.ResolveNowOptions) {}
+// ResolveNow is grpc-go's hint that a connection failed: the watch may be
+// dead without knowing it yet, so list again, at most once per
+// resolveNowEvery.
+func (r *sliceResolver) ResolveNow(resolver.ResolveNowOptions) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if time.Since(r.lastList) < r.timing.resolveNowEvery {
+		return
+	}
+	r.lastList = time.Now()
+	select {
+	case r.now <- struct{}{}:
+	default:
+	}
+}
 
 func (r *sliceResolver) Close() {
 	r.cancel()
@@ -323,29 +284,64 @@ func (r *sliceResolver) Close() {
 // again.
 var errGone = errors.New("resource version too old")
 
+// errRelist ends a watch that ResolveNow asked to replace with a list.
+var errRelist = errors.New("list asked for by grpc-go")
+
+// errIdle ends a watch on which nothing came for watchIdle.
+var errIdle = errors.New("no event or bookmark within the watch's idle time")
+
 func (r *sliceResolver) run(ctx context.Context) {
 	defer close(r.done)
-	delay := sliceRetryMin
+	delay := r.timing.retryMin
+	first := true
 	for ctx.Err() == nil {
 		rv, err := r.list(ctx)
+		if first {
+			// The first list answered (addresses given) or failed: either
+			// way the program knows what it can know.
+			first = false
+			r.resolved()
+		}
+		var lived time.Duration
 		if err == nil {
-			delay = sliceRetryMin
+			began := time.Now()
 			err = r.watch(ctx, rv)
+			lived = time.Since(began)
 		}
 		if ctx.Err() != nil {
 			return
 		}
-		if errors.Is(err, errGone) || err == nil {
-			continue // list again at once: the watch ended, or its version is too old
+		if lived >= r.timing.healthyWatch {
+			delay = r.timing.retryMin
 		}
-		r.log.Warn("cannot follow the Service's EndpointSlices; retrying", zap.Error(err), zap.Duration("in", delay))
-		r.cc.ReportError(fmt.Errorf("EndpointSlices of %s/%s: %w", r.target.namespace, r.target.service, err))
+		switch {
+		case errors.Is(err, errRelist):
+			continue
+		case err == nil && lived >= r.timing.healthyWatch:
+			continue // a watch that lived and ended, as watches do: list again at once
+		case err == nil:
+			err = fmt.Errorf("the API ended the watch after %v", lived.Round(time.Millisecond))
+		}
+		limit := r.timing.answeredMax
+		var unreachable *unreachableError
+		if errors.As(err, &unreachable) {
+			limit = r.timing.unreachableMax
+		}
+		delay = min(delay, limit)
+		wait := delay*3/4 + rand.N(delay/4+1)
+		if errors.Is(err, errGone) {
+			r.log.Info("the watch's resource version is too old; listing again", zap.Duration("in", wait))
+		} else {
+			r.log.Warn("cannot follow the Service's EndpointSlices; keeping the last addresses and retrying", zap.Error(err), zap.Duration("in", wait))
+			r.cc.ReportError(fmt.Errorf("EndpointSlices of %s/%s: %w", r.target.namespace, r.target.service, err))
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(delay/2 + rand.N(delay/2)):
+		case <-r.now:
+		case <-time.After(wait):
 		}
-		delay = min(2*delay, sliceRetryMax)
+		delay = min(2*delay, limit)
 	}
 }
 
@@ -374,10 +370,15 @@ func (r *sliceResolver) list(ctx context.Context) (string, error) {
 	return l.Metadata.ResourceVersion, nil
 }
 
-// watch applies each change of a slice until the API ends the watch
-// (normally after 5 to 10 minutes: nil) or fails.
+// watch applies each change of a slice until the API ends the watch (after
+// the timeoutSeconds it asks for: nil), it fails, nothing arrives for
+// watchIdle, or ResolveNow asks for a list.
 func (r *sliceResolver) watch(ctx context.Context, rv string) error {
-	resp, err := r.api.get(ctx, r.query()+"&watch=true&allowWatchBookmarks=true&resourceVersion="+url.QueryEscape(rv))
+	timeout := r.timing.watchTimeoutMin + rand.N(r.timing.watchTimeoutMin+1)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	resp, err := r.api.get(ctx, r.query()+"&watch=true&allowWatchBookmarks=true&timeoutSeconds="+
+		strconv.Itoa(max(1, int(timeout.Seconds())))+"&resourceVersion="+url.QueryEscape(rv))
 	if err != nil {
 		var se *statusError
 		if errors.As(err, &se) && se.code == http.StatusGone {
@@ -386,15 +387,33 @@ func (r *sliceResolver) watch(ctx context.Context, rv string) error {
 		return fmt.Errorf("watch: %w", err)
 	}
 	defer resp.Body.Close()
+	idle := time.AfterFunc(r.timing.watchIdle, func() { cancel(errIdle) })
+	defer idle.Stop()
+	stop := context.AfterFunc(ctx, func() { resp.Body.Close() }) // unblocks the read
+	defer stop()
+	go func() {
+		select {
+		case <-r.now:
+			cancel(errRelist)
+		case <-ctx.Done():
+		}
+	}()
 	dec := json.NewDecoder(resp.Body)
 	for {
 		var ev watchEvent
 		if err := dec.Decode(&ev); err != nil {
-			if errors.Is(err, io.EOF) || ctx.Err() != nil {
+			switch cause := context.Cause(ctx); {
+			case errors.Is(cause, errIdle):
+				return fmt.Errorf("watch: %w", &unreachableError{err: cause})
+			case errors.Is(cause, errRelist):
+				return errRelist
+			}
+			if ctx.Err() != nil || errors.Is(err, io.EOF) {
 				return nil
 			}
-			return fmt.Errorf("watch: %w", err)
+			return fmt.Errorf("watch: %w", &unreachableError{err: err})
 		}
+		idle.Reset(r.timing.watchIdle)
 		switch ev.Type {
 		case "ADDED", "MODIFIED", "DELETED":
 			var s endpointSlice
