@@ -227,8 +227,9 @@ type timing struct {
 // answers (each wait drawn between 3/4 of it and all of it: a list and a
 // watch every 60 to 80s at most, one request per 30s), up to 5s while it
 // is unreachable. Watches last 5 to 10 minutes, as
-// client-go's; the API sends a bookmark about once a minute, so a watch
-// silent for 2 minutes is one whose connection is gone.
+// client-go's; one silent for 2 minutes (no event, no bookmark) is ended
+// and the slices listed again, in case its connection is gone without a
+// word (HTTP/2's pings catch most of those sooner).
 var defaultTiming = timing{
 	retryMin:        time.Second,
 	answeredMax:     80 * time.Second,
@@ -287,7 +288,7 @@ var errGone = errors.New("resource version too old")
 // errRelist ends a watch that ResolveNow asked to replace with a list.
 var errRelist = errors.New("list asked for by grpc-go")
 
-// errIdle ends a watch on which nothing came for watchIdle.
+// errIdle ends a watch on which nothing came for watchIdle: list again.
 var errIdle = errors.New("no event or bookmark within the watch's idle time")
 
 func (r *sliceResolver) run(ctx context.Context) {
@@ -316,6 +317,12 @@ func (r *sliceResolver) run(ctx context.Context) {
 		}
 		switch {
 		case errors.Is(err, errRelist):
+			continue
+		case errors.Is(err, errIdle):
+			// On a quiet cluster the API may send no bookmark for a long
+			// while: a list costs little, and tells a dead connection from
+			// a quiet one.
+			r.log.Debug("the watch was silent: listing again", zap.Duration("after", lived.Round(time.Second)))
 			continue
 		case err == nil && lived >= r.timing.healthyWatch:
 			continue // a watch that lived and ended, as watches do: list again at once
@@ -404,7 +411,7 @@ func (r *sliceResolver) watch(ctx context.Context, rv string) error {
 		if err := dec.Decode(&ev); err != nil {
 			switch cause := context.Cause(ctx); {
 			case errors.Is(cause, errIdle):
-				return fmt.Errorf("watch: %w", &unreachableError{err: cause})
+				return errIdle
 			case errors.Is(cause, errRelist):
 				return errRelist
 			}
