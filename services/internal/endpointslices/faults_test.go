@@ -119,6 +119,7 @@ func TestSliceResolverBacksOffAMisbehavingAPI(t *testing.T) {
 				t.Fatalf("%d lists, want more", len(lists))
 			}
 			last := lists[len(lists)-1].Sub(lists[len(lists)-2])
+			t.Logf("%d requests in 4s (400s at full scale), the last two lists %v apart (%v at full scale)", len(times), last.Round(time.Millisecond), (100 * last).Round(time.Second))
 			if min := tm.answeredMax * 3 / 4; last < min-10*time.Millisecond {
 				t.Errorf("the last two lists %v apart, want at least %v once the waits are at their longest (%d requests, lists at %v)", last, min, len(times), lists)
 			}
