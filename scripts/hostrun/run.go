@@ -26,6 +26,9 @@ const (
 	tick = 25 * time.Millisecond
 	// publishRetry spaces the attempts to make the slices after a failure.
 	publishRetry = 2 * time.Second
+	// recheck is how often made slices are looked at (one kubectl call for
+	// all): a Service made again takes its old slices with it.
+	recheck = 3 * time.Second
 	// serviceRetry spaces the looks for Services that are not deployed yet.
 	serviceRetry = 500 * time.Millisecond
 	// handbackTimeout bounds the wait for the Services' pods at a stop, and
@@ -246,6 +249,9 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 				answered = true
 				c.setServing(true)
 			}
+			if answered && published {
+				published = p.still(c, logf)
+			}
 			if answered && !published {
 				published = p.try(c, logf)
 			}
@@ -267,7 +273,29 @@ func consoleLogger(w io.Writer) *zap.Logger {
 type publisher struct {
 	next              time.Time
 	waitingForService bool
-	replaced          bool // --replaces is done
+	replaced          bool      // --replaces is done
+	checked           time.Time // the made slices, last looked at
+}
+
+// still reports whether the slices made are still there and owned by
+// their Services as they are now, looking every recheck; when not, they
+// are to be made again.
+func (p *publisher) still(c *runConfig, logf func(string, ...any)) bool {
+	if time.Since(p.checked) < recheck {
+		return true
+	}
+	p.checked = time.Now()
+	switch ok, err := c.cluster.current(c.slices); {
+	case errors.Is(err, errNoService):
+		logf("a Service is gone (%v): its calls come here again once it is back", err)
+		return false
+	case err != nil:
+		return true // kubectl failed: look again later, keep what is made
+	case !ok:
+		logf("a slice is gone or owned by an older Service: making the slices again")
+		return false
+	}
+	return true
 }
 
 // try makes the slices unless a retry is not due; it reports whether they
@@ -344,6 +372,7 @@ func (c *runConfig) follow(ctx context.Context, client *http.Client, logf func(s
 		if err == nil {
 			conn.Close()
 			refused = 0
+			published = p.still(c, logf)
 			continue
 		}
 		if refused++; refused < refusedAfter {

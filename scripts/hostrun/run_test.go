@@ -61,12 +61,14 @@ func testProgram(dir string) {
 
 // fakeKubectl is a kubectl that records its calls in dir/calls (one line
 // each, an apply's input on the next), knows the Service while dir/service
-// exists and lists dir/slices for any get of endpointslices.
+// exists, lists dir/slices for any get of endpointslices, and answers a get
+// of a Service and its slice by name with dir/objects.
 const fakeKubectl = `#!/bin/sh
 dir=$(dirname "$0")
 echo "$*" >>"$dir/calls"
 case "$*" in
   *" apply -f -") cat >>"$dir/calls"; echo >>"$dir/calls" ;;
+  *"get service/"*) [ -f "$dir/objects" ] && cat "$dir/objects" ;;
   *"get service"*) [ -f "$dir/service" ] && printf uid-1 ;;
   *"get endpointslices"*) cat "$dir/slices" ;;
 esac
@@ -99,6 +101,7 @@ func startRunWith(t *testing.T, command bool) *runTest {
 	write("kubectl", fakeKubectl, 0o755)
 	write("service", "", 0o644)
 	write("slices", `{"items":[]}`, 0o644)
+	write("objects", objects("uid-1", "uid-1"), 0o644)
 	write("binary", "1", 0o644)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -295,5 +298,56 @@ func TestRunFollowsAProgramStartedElsewhere(t *testing.T) {
 		}
 		cmd.Wait() //nolint:errcheck // killed
 		r.eventually("the slices are withdrawn", func() bool { return strings.Count(r.read("calls"), "delete endpointslice") == round+1 })
+	}
+}
+
+// objects is kubectl's answer to a get of the Services and their slices:
+// each Service with UID service and each slice owned by UID owner; ""
+// leaves them out.
+func objects(service, owner string) string {
+	var items []string
+	for _, name := range []string{"server-service", "server-metrics-service"} {
+		if service != "" {
+			items = append(items, `{"kind":"Service","metadata":{"name":"`+name+`","uid":"`+service+`"}}`)
+		}
+		if owner != "" {
+			items = append(items, `{"kind":"EndpointSlice","metadata":{"name":"`+name+`-hostrun","uid":"s","ownerReferences":[{"uid":"`+owner+`"}]}}`)
+		}
+	}
+	if len(items) == 0 {
+		return ""
+	}
+	return `{"kind":"List","items":[` + strings.Join(items, ",") + `]}`
+}
+
+// Made slices are looked at every recheck: one that is gone, or owned by
+// an older Service (disabled and enabled in Tilt: the garbage collector
+// deletes it), is made again, with the Service's UID as it is now.
+func TestRunMakesSlicesAgain(t *testing.T) {
+	for _, tt := range []struct {
+		what, objects string
+	}{
+		{"a slice deleted", objects("uid-1", "")},
+		{"the Service made again", objects("uid-1", "uid-0")},
+	} {
+		t.Run(tt.what, func(t *testing.T) {
+			r := startRun(t)
+			r.eventually("the slices are applied", func() bool { return strings.Count(r.read("calls"), `"kind":"List"}`) == 1 })
+			r.eventually("the slices are looked at", func() bool {
+				return strings.Contains(r.read("calls"), "get service/server-service endpointslice/server-service-hostrun service/server-metrics-service endpointslice/server-metrics-service-hostrun")
+			})
+			time.Sleep(recheck + 500*time.Millisecond)
+			if n := strings.Count(r.read("calls"), `"kind":"List"}`); n != 1 {
+				t.Fatalf("slices applied %d times while they were there and current", n)
+			}
+			if err := os.WriteFile(filepath.Join(r.dir, "objects"), []byte(tt.objects), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			began := time.Now()
+			r.eventually("the slices are made again", func() bool { return strings.Count(r.read("calls"), `"kind":"List"}`) == 2 })
+			if took := time.Since(began); took > recheck+time.Second {
+				t.Errorf("made again %v after, want within %v", took, recheck+time.Second)
+			}
+		})
 	}
 }

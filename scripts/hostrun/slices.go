@@ -106,6 +106,65 @@ func (c cluster) publish(specs []sliceSpec, address string) error {
 	return err
 }
 
+// current reports whether each slice is there and owned by its Service as
+// it is now. A Service deleted and made again (disabled and enabled in
+// Tilt) has a new UID: the garbage collector deletes the slices owned by
+// the old one, and every call would fail until they are made again. It
+// returns errNoService while a Service is gone.
+func (c cluster) current(specs []sliceSpec) (bool, error) {
+	args := []string{"get"}
+	for _, s := range specs {
+		args = append(args, "service/"+s.service, "endpointslice/"+s.sliceName())
+	}
+	out, err := c.run(nil, append(args, "--ignore-not-found", "-o", "json")...)
+	if err != nil {
+		return false, err
+	}
+	// Nothing found prints nothing; one object, itself; more, a List.
+	type object struct {
+		Kind     string `json:"kind"`
+		Metadata struct {
+			Name   string `json:"name"`
+			UID    string `json:"uid"`
+			Owners []struct {
+				UID string `json:"uid"`
+			} `json:"ownerReferences"`
+		} `json:"metadata"`
+		Items []object `json:"items"`
+	}
+	var got object
+	if len(strings.TrimSpace(string(out))) > 0 {
+		if err := json.Unmarshal(out, &got); err != nil {
+			return false, fmt.Errorf("kubectl %s: %w", strings.Join(args, " "), err)
+		}
+	}
+	items := got.Items
+	if got.Kind != "List" {
+		items = []object{got}
+	}
+	services, owners := map[string]string{}, map[string]string{}
+	for _, it := range items {
+		switch it.Kind {
+		case "Service":
+			services[it.Metadata.Name] = it.Metadata.UID
+		case "EndpointSlice":
+			if len(it.Metadata.Owners) > 0 {
+				owners[it.Metadata.Name] = it.Metadata.Owners[0].UID
+			}
+		}
+	}
+	for _, s := range specs {
+		uid := services[s.service]
+		if uid == "" {
+			return false, fmt.Errorf("%s: %w", s.service, errNoService)
+		}
+		if owners[s.sliceName()] != uid {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
 // withdraw deletes the slices: the Services' calls no longer come here.
 func (c cluster) withdraw(specs []sliceSpec) error {
 	args := []string{"delete", "endpointslice", "--ignore-not-found", "--wait=false"}
