@@ -11,7 +11,7 @@
 //	hostrun run --context CTX --namespace NS --address IP --ready URL --binary FILE
 //	        --slice SERVICE=PORTNAME:PORT... --listen NAME=HOST:PORT[,HOST:PORT...]...
 //	        [--delve HOST:PORT --dlv FILE] [--handback FILE] [--serving FILE]
-//	        [-- COMMAND [ARG...]]
+//	        [--lock FILE] [-- COMMAND [ARG...]]
 //
 // runs COMMAND under a supervisor (scripts/internal/supervisor) that holds
 // the sockets --listen names, as a pod's does, and, once URL answers 200,
@@ -23,7 +23,14 @@
 // the slices stay until the Services' pods are ready. Without COMMAND (and
 // --binary) another starts the program, an IDE's debugger: the slices are
 // made while URL answers and withdrawn once its port refuses connections
-// (a process stopped at a breakpoint still holds it).
+// (a process stopped at a breakpoint still holds it). It holds a shared lock
+// on the --lock file while it runs.
+//
+//	hostrun sweep --context CTX --namespace NS --lock FILE --service NAME...
+//
+// deletes the slices that a hostrun killed with SIGKILL left (they name
+// this machine, where nothing serves), once no hostrun holds the lock
+// (sweep.go).
 package main
 
 import (
@@ -51,7 +58,7 @@ func main() {
 
 func mainErr(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostrun address|run [flags]")
+		return errors.New("usage: hostrun address|run|sweep [flags]")
 	}
 	switch args[0] {
 	case "address":
@@ -70,16 +77,29 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return json.NewEncoder(stdout).Encode(a)
+	case "sweep":
+		cfg, err := parseSweep(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return cfg.sweep(stdout)
 	case "run":
 		cfg, err := parseRun(args[1:], stderr)
 		if err != nil {
 			return err
 		}
+		if cfg.lock != "" {
+			lock, err := holdLock(cfg.lock)
+			if err != nil {
+				return err
+			}
+			defer lock.Close()
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()
 		return cfg.run(ctx, stderr)
 	}
-	return fmt.Errorf("unknown command %q: address or run", args[0])
+	return fmt.Errorf("unknown command %q: address, run or sweep", args[0])
 }
 
 // listenFlags collects repeated --listen values.
@@ -127,6 +147,7 @@ func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
 	fs.StringVar(&c.handback, "handback", "", "when this file exists at a stop, the slices stay until the Services' pods are ready")
 	fs.StringVar(&c.serving, "serving", "", "file that exists while the program answers (Tilt's readiness probe)")
 	fs.Var(&specs, "slice", "SERVICE=PORTNAME:PORT whose calls come here (repeat)")
+	fs.StringVar(&c.lock, "lock", "", "file locked while this hostrun runs: hostrun sweep leaves its slices alone meanwhile")
 	fs.StringVar(&c.replaces, "replaces", "", "KIND/NAME of the cluster's workload that this machine replaces, deleted once the slices are made (a Deployment left by an earlier tilt up)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -55,6 +55,7 @@ type runConfig struct {
 	handback string
 	serving  string
 	replaces string // KIND/NAME
+	lock     string // held shared while it runs (hostrun sweep)
 	slices   []sliceSpec
 	command  []string
 }
