@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/google/go-dap"
 )
@@ -21,29 +22,36 @@ type dapSession struct {
 	running, held bool
 	disconnecting bool
 	kept          [][]byte         // the held end: exited, terminated
-	injected      map[int]struct{} // seq of the continues sent on the client's behalf
+	injected      map[int]struct{} // seq of the requests the front sent itself: their responses go to no one
 	seq           int              // of the messages the front makes itself
+	pauses        map[int]bool     // the client's pauses not answered yet, by seq
+	ended         bool             // the connection is gone
 }
 
 // dapMessage is the part of a DAP message the front reads.
 type dapMessage struct {
-	Seq        int    `json:"seq"`
-	Type       string `json:"type"`
-	Command    string `json:"command"`
-	Event      string `json:"event"`
-	RequestSeq int    `json:"request_seq"`
+	Seq        int             `json:"seq"`
+	Type       string          `json:"type"`
+	Command    string          `json:"command"`
+	Event      string          `json:"event"`
+	RequestSeq int             `json:"request_seq"`
+	Arguments  json.RawMessage `json:"arguments"`
 }
 
 // dapRuns are the requests after which the program runs until it stops.
 var dapRuns = map[string]bool{"continue": true, "next": true, "stepIn": true, "stepOut": true, "stepBack": true, "reverseContinue": true, "configurationDone": true}
 
 func newDAPSession(f *Front, client, server net.Conn) *dapSession {
-	return &dapSession{f: f, client: client, server: server, injected: map[int]struct{}{}, seq: 1 << 30}
+	return &dapSession{f: f, client: client, server: server, injected: map[int]struct{}{}, seq: 1 << 30, pauses: map[int]bool{}}
 }
 
 func (s *dapSession) start(in io.Reader) {
 	go s.pump(bufio.NewReader(in), s.fromClient, func() { s.server.Close() })
-	go s.pump(bufio.NewReader(s.server), s.fromServer, func() { s.client.Close(); s.f.forget(s) })
+	go s.pump(bufio.NewReader(s.server), s.fromServer, func() {
+		s.client.Close()
+		s.f.update(func() { s.ended = true })
+		s.f.forget(s)
+	})
 }
 
 // pump reads DAP messages from r and hands each to handle until r fails,
@@ -71,9 +79,40 @@ func (s *dapSession) fromClient(msg []byte) error {
 			if m.Command == "disconnect" {
 				s.disconnecting = true
 			}
+			if m.Command == "pause" {
+				s.pauses[m.Seq] = true
+			}
 		})
+		if m.Command == "pause" {
+			go s.pauseAgain(m.Seq, m.Arguments)
+		}
 	}
 	return s.write(&s.toServer, s.server, msg)
+}
+
+// pauseAgain sends Delve a pause of the front's own every haltRetry until
+// the client's pause seq is answered: the same race as the API's halt
+// (rpcSession.haltAgain).
+func (s *dapSession) pauseAgain(seq int, args json.RawMessage) {
+	for {
+		time.Sleep(haltRetry)
+		own := 0
+		s.f.update(func() {
+			if !s.pauses[seq] || s.ended {
+				return
+			}
+			s.seq++
+			own = s.seq
+			s.injected[own] = struct{}{}
+		})
+		if own == 0 {
+			return
+		}
+		req, _ := json.Marshal(map[string]any{"seq": own, "type": "request", "command": "pause", "arguments": args})
+		if s.write(&s.toServer, s.server, req) != nil {
+			return
+		}
+	}
 }
 
 func (s *dapSession) fromServer(msg []byte) error {
@@ -85,6 +124,7 @@ func (s *dapSession) fromServer(msg []byte) error {
 	s.f.mu.Lock()
 	switch {
 	case m.Type == "response":
+		delete(s.pauses, m.RequestSeq)
 		if _, ok := s.injected[m.RequestSeq]; ok {
 			delete(s.injected, m.RequestSeq)
 			drop = true

@@ -279,3 +279,33 @@ func TestFrontHaltsAgain(t *testing.T) {
 		t.Fatalf("Delve got %s after the halt was answered", line)
 	}
 }
+
+// TestFrontPausesAgain: DAP's pause has the API's halt race; the front
+// pauses again until the IDE's pause is answered, and the IDE gets the
+// answer to its own pause only.
+func TestFrontPausesAgain(t *testing.T) {
+	h := newFrontHarness(t)
+	dapMsg(t, h.client, map[string]any{"seq": 4, "type": "request", "command": "pause", "arguments": map[string]any{"threadId": 1}})
+	r := h.reader()
+	if m := readDAP(t, h.server, r); m["command"] != "pause" || m["seq"] != float64(4) {
+		t.Fatalf("Delve got %v, want the IDE's pause", m)
+	}
+	again := readDAP(t, h.server, r)
+	seq, _ := again["seq"].(float64)
+	if again["command"] != "pause" || seq == 4 {
+		t.Fatalf("Delve got %v after an unanswered pause, want a pause of the front's own", again)
+	}
+	args, _ := again["arguments"].(map[string]any)
+	if args["threadId"] != float64(1) {
+		t.Errorf("the front's pause has arguments %v, want the IDE's", again["arguments"])
+	}
+	dapMsg(t, h.server, map[string]any{"seq": 20, "type": "response", "request_seq": seq, "command": "pause", "success": true})
+	dapMsg(t, h.server, map[string]any{"seq": 21, "type": "response", "request_seq": 4, "command": "pause", "success": true})
+	if m := readDAP(t, h.client, h.fromServer); m["request_seq"] != float64(4) {
+		t.Fatalf("the IDE got %v, want the answer to its own pause only", m)
+	}
+	h.server.SetReadDeadline(time.Now().Add(2 * haltRetry))
+	if _, err := dap.ReadBaseMessage(r); err == nil {
+		t.Fatal("Delve got another pause after the IDE's was answered")
+	}
+}
