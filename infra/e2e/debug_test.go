@@ -24,6 +24,8 @@ import (
 	"github.com/go-delve/delve/service/rpc2"
 	"github.com/google/go-dap"
 	"github.com/google/pprof/profile"
+
+	"example.com/grpc-metrics/infra/proctest"
 )
 
 // The local ends of Tilt's port-forwards in debug mode (the Tiltfile's
@@ -280,28 +282,28 @@ func attachDAP(t *testing.T, file string, line int) *dapDebugger {
 	c := daptest.NewClient(serverDelve)
 	t.Cleanup(c.Close)
 	c.InitializeRequest()
-	expectDAP[*dap.InitializeResponse](t, c)
+	proctest.ExpectDAP[*dap.InitializeResponse](t, c)
 	c.AttachRequest(map[string]any{"mode": "remote", "request": "attach"})
-	expectDAP[*dap.AttachResponse](t, c)
+	proctest.ExpectDAP[*dap.AttachResponse](t, c)
 	c.SetBreakpointsRequestWithArgs(file, []int{line}, map[int]string{line: fmt.Sprintf("req.Name == %q", debugName)}, nil, nil)
-	set := expectDAP[*dap.SetBreakpointsResponse](t, c)
+	set := proctest.ExpectDAP[*dap.SetBreakpointsResponse](t, c)
 	if len(set.Body.Breakpoints) != 1 || !set.Body.Breakpoints[0].Verified {
 		t.Fatalf("breakpoint at %s:%d: %+v", file, line, set.Body.Breakpoints)
 	}
 	c.ConfigurationDoneRequest()
-	expectDAP[*dap.ConfigurationDoneResponse](t, c)
+	proctest.ExpectDAP[*dap.ConfigurationDoneResponse](t, c)
 	return &dapDebugger{c: c, file: file, id: set.Body.Breakpoints[0].Id}
 }
 
 func (d *dapDebugger) stopsACall(t *testing.T, when string) {
 	t.Helper()
 	answered := callInBackground(debugName)
-	stopped := expectDAP[*dap.StoppedEvent](t, d.c)
+	stopped := proctest.ExpectDAP[*dap.StoppedEvent](t, d.c)
 	if stopped.Body.Reason != "breakpoint" || !slices.Contains(stopped.Body.HitBreakpointIds, d.id) {
 		t.Fatalf("%s: stopped %+v, want at breakpoint %d", when, stopped.Body, d.id)
 	}
 	d.c.ContinueRequest(stopped.Body.ThreadId)
-	expectDAP[*dap.ContinueResponse](t, d.c)
+	proctest.ExpectDAP[*dap.ContinueResponse](t, d.c)
 	if err := <-answered; err != nil {
 		t.Fatalf("%s: the call stopped at the breakpoint: %v", when, err)
 	}
@@ -310,8 +312,8 @@ func (d *dapDebugger) stopsACall(t *testing.T, when string) {
 // toldOfNewBuild reads the debug console's line that a new build runs.
 func (d *dapDebugger) toldOfNewBuild(t *testing.T) {
 	t.Helper()
-	for out := expectDAP[*dap.OutputEvent](t, d.c); !strings.Contains(out.Body.Output, "A new build of the program runs"); {
-		out = expectDAP[*dap.OutputEvent](t, d.c)
+	for out := proctest.ExpectDAP[*dap.OutputEvent](t, d.c); !strings.Contains(out.Body.Output, "A new build of the program runs"); {
+		out = proctest.ExpectDAP[*dap.OutputEvent](t, d.c)
 	}
 }
 
@@ -320,46 +322,9 @@ func (d *dapDebugger) toldOfNewBuild(t *testing.T) {
 func (d *dapDebugger) detach(t *testing.T) {
 	t.Helper()
 	d.c.SetBreakpointsRequest(d.file, nil)
-	expectDAP[*dap.SetBreakpointsResponse](t, d.c)
+	proctest.ExpectDAP[*dap.SetBreakpointsResponse](t, d.c)
 	d.c.DisconnectRequest()
-	expectDAP[*dap.DisconnectResponse](t, d.c)
-}
-
-// expectDAP reads c's messages until one of type M, skipping events that
-// change nothing (output, capabilities, initialized...); one that says the
-// program ended fails the test.
-func expectDAP[M dap.Message](t *testing.T, c *daptest.Client) M {
-	t.Helper()
-	deadline := time.After(time.Minute)
-	for {
-		type read struct {
-			m   dap.Message
-			err error
-		}
-		got := make(chan read, 1)
-		go func() {
-			m, err := c.ReadMessage(t)
-			got <- read{m, err}
-		}()
-		var r read
-		select {
-		case r = <-got:
-		case <-deadline:
-			var zero M
-			t.Fatalf("no %T within a minute", zero)
-		}
-		if r.err != nil {
-			t.Fatalf("reading DAP: %v", r.err)
-		}
-		switch m := r.m.(type) {
-		case M:
-			return m
-		case *dap.TerminatedEvent, *dap.ExitedEvent:
-			t.Fatalf("the debugger was told the program ended: %#v", m)
-		case *dap.ErrorResponse:
-			t.Fatalf("DAP error: %+v", m.Body)
-		}
-	}
+	proctest.ExpectDAP[*dap.DisconnectResponse](t, d.c)
 }
 
 // callInBackground calls echo with name through localhost:20000; the call's

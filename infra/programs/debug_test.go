@@ -253,37 +253,37 @@ func TestDebugHandover(t *testing.T) {
 	v := daptest.NewClient(d.debuggers)
 	defer v.Close()
 	v.InitializeRequest()
-	expect[*dap.InitializeResponse](t, v)
+	proctest.ExpectDAP[*dap.InitializeResponse](t, v)
 	v.AttachRequest(map[string]any{"mode": "remote", "request": "attach"})
-	expect[*dap.AttachResponse](t, v)
+	proctest.ExpectDAP[*dap.AttachResponse](t, v)
 	v.SetBreakpointsRequestWithArgs(file, []int{line}, map[int]string{line: `req.Name != "other"`}, nil, nil)
-	set := expect[*dap.SetBreakpointsResponse](t, v)
+	set := proctest.ExpectDAP[*dap.SetBreakpointsResponse](t, v)
 	if len(set.Body.Breakpoints) != 1 || !set.Body.Breakpoints[0].Verified {
 		t.Fatalf("breakpoint at %s:%d: %+v", file, line, set.Body.Breakpoints)
 	}
 	id := set.Body.Breakpoints[0].Id
 	v.ConfigurationDoneRequest()
-	expect[*dap.ConfigurationDoneResponse](t, v)
+	proctest.ExpectDAP[*dap.ConfigurationDoneResponse](t, v)
 	for i := range edits + 1 {
 		name := fmt.Sprintf("dap-%d", i)
 		done := d.call(name)
-		stopped := expect[*dap.StoppedEvent](t, v)
+		stopped := proctest.ExpectDAP[*dap.StoppedEvent](t, v)
 		if stopped.Body.Reason != "breakpoint" || !slices.Contains(stopped.Body.HitBreakpointIds, id) {
 			t.Fatalf("after %d edits: stopped %+v, want at breakpoint %d", i, stopped.Body, id)
 		}
 		v.ContinueRequest(stopped.Body.ThreadId)
-		expect[*dap.ContinueResponse](t, v)
+		proctest.ExpectDAP[*dap.ContinueResponse](t, v)
 		answered(t, done, name)
 		if i == edits {
 			break
 		}
 		d.edit(t)
-		for out := expect[*dap.OutputEvent](t, v); !strings.Contains(out.Body.Output, "A new build of the program runs"); {
-			out = expect[*dap.OutputEvent](t, v)
+		for out := proctest.ExpectDAP[*dap.OutputEvent](t, v); !strings.Contains(out.Body.Output, "A new build of the program runs"); {
+			out = proctest.ExpectDAP[*dap.OutputEvent](t, v)
 		}
 	}
 	v.DisconnectRequest()
-	expect[*dap.DisconnectResponse](t, v)
+	proctest.ExpectDAP[*dap.DisconnectResponse](t, v)
 
 	d.stopPoll()
 	if n := others(); n > 0 {
@@ -295,43 +295,6 @@ func TestDebugHandover(t *testing.T) {
 	}
 	t.Logf("%d edits under Delve, with no debugger, then one on the API, then one on DAP: every call stopped at its breakpoint; %d connections ok, 0 failed",
 		d.edits, d.poll.OK())
-}
-
-// expect reads v's messages until one of type M, skipping events that
-// change nothing (output, capabilities, initialized...); one that says the
-// program ended fails the test.
-func expect[M dap.Message](t *testing.T, v *daptest.Client) M {
-	t.Helper()
-	deadline := time.After(time.Minute)
-	for {
-		type read struct {
-			m   dap.Message
-			err error
-		}
-		got := make(chan read, 1)
-		go func() {
-			m, err := v.ReadMessage(t)
-			got <- read{m, err}
-		}()
-		var r read
-		select {
-		case r = <-got:
-		case <-deadline:
-			var zero M
-			t.Fatalf("no %T within a minute", zero)
-		}
-		if r.err != nil {
-			t.Fatalf("reading DAP: %v", r.err)
-		}
-		switch m := r.m.(type) {
-		case M:
-			return m
-		case *dap.TerminatedEvent, *dap.ExitedEvent:
-			t.Fatalf("the debugger was told the program ended: %#v", m)
-		case *dap.ErrorResponse:
-			t.Fatalf("DAP error: %+v", m.Body)
-		}
-	}
 }
 
 // TestDebuggerAttachesDuringRestart: a debugger that attaches (and halts)
