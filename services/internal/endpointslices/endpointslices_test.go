@@ -92,6 +92,13 @@ func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// setList makes the next lists answer items at resource version rv.
+func (f *fakeAPI) setList(rv string, items ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.items, f.listRV = items, rv
+}
+
 // recordingConn is the resolver's grpc-go side: what it was told, in order.
 type recordingConn struct {
 	resolver.ClientConn
@@ -212,18 +219,14 @@ func TestSliceResolverListsAgain(t *testing.T) {
 	}
 	events := make(chan string)
 	f.watchs <- events
-	f.mu.Lock()
-	f.items, f.listRV = []string{slice("a", "20000", "10.244.0.7")}, "20"
-	f.mu.Unlock()
+	f.setList("20", slice("a", "20000", "10.244.0.7"))
 	events <- event("ERROR", `{"kind":"Status","code":410,"reason":"Expired","message":"too old resource version: 10 (15)"}`)
 	if got := cc.next(t); got != "10.244.0.7:20000" {
 		t.Fatalf("after a 410: %q", got)
 	}
 	events2 := make(chan string)
 	f.watchs <- events2
-	f.mu.Lock()
-	f.items, f.listRV = []string{slice("c", "20000", "10.244.0.9")}, "30"
-	f.mu.Unlock()
+	f.setList("30", slice("c", "20000", "10.244.0.9"))
 	close(events2) // the API ends the watch at once: a failure, waited for
 	if got := cc.next(t); !strings.Contains(got, "the API ended the watch after") {
 		t.Fatalf("after the watch ended at once: %q", got)
@@ -356,9 +359,7 @@ func TestSliceResolverWithGRPC(t *testing.T) {
 	}
 	events := make(chan string)
 	f.watchs <- events
-	f.mu.Lock()
-	f.items = []string{slice("a", port, "127.0.0.1:notready")}
-	f.mu.Unlock()
+	f.setList("10", slice("a", port, "127.0.0.1:notready"))
 	events <- event("MODIFIED", slice("a", port, "127.0.0.1:notready"))
 	// The event reaches grpc-go a moment later; from then on no call goes
 	// through.

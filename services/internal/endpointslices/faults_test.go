@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -54,6 +55,14 @@ func listOK(watch func(w http.ResponseWriter, r *http.Request)) func(http.Respon
 		watch(w, r)
 	}
 }
+
+// silentWatch answers a list with one slice and keeps each watch open
+// with nothing on it.
+var silentWatch = listOK(func(w http.ResponseWriter, r *http.Request) {
+	w.WriteHeader(http.StatusOK)
+	w.(http.Flusher).Flush()
+	<-r.Context().Done()
+})
 
 func status(code int) func(http.ResponseWriter, *http.Request) {
 	return func(w http.ResponseWriter, _ *http.Request) {
@@ -131,15 +140,10 @@ func TestSliceResolverBacksOffAMisbehavingAPI(t *testing.T) {
 // unreachableMax (5s), and the last addresses stay meanwhile: calls go on
 // to the pods that were there.
 func TestSliceResolverKeepsAddressesWhileTheAPIIsGone(t *testing.T) {
-	var mu sync.Mutex
-	down := false
+	var down atomic.Bool
 	f := &faultyAPI{}
-	mu.Lock()
 	f.answer = func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		d := down
-		mu.Unlock()
-		if d {
+		if down.Load() {
 			conn, _, _ := w.(http.Hijacker).Hijack()
 			conn.Close()
 			return
@@ -155,14 +159,11 @@ func TestSliceResolverKeepsAddressesWhileTheAPIIsGone(t *testing.T) {
 			}
 		})(w, r)
 	}
-	mu.Unlock()
 	_, _, cc := startFaulty(t, f, testTiming)
 	if got := cc.next(t); got != "10.244.0.7:20000" {
 		t.Fatalf("first list: %q", got)
 	}
-	mu.Lock()
-	down = true
-	mu.Unlock()
+	down.Store(true)
 	time.Sleep(time.Second)
 	drain := func() []string {
 		var got []string
@@ -194,11 +195,7 @@ func TestSliceResolverKeepsAddressesWhileTheAPIIsGone(t *testing.T) {
 func TestSliceResolverEndsASilentWatch(t *testing.T) {
 	tm := testTiming
 	tm.watchIdle = 300 * time.Millisecond
-	f := &faultyAPI{answer: listOK(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	})}
+	f := &faultyAPI{answer: silentWatch}
 	startFaulty(t, f, tm)
 	time.Sleep(time.Second)
 	times, kinds := f.requests()
@@ -211,11 +208,7 @@ func TestSliceResolverEndsASilentWatch(t *testing.T) {
 // Each watch asks the API to end it between watchTimeoutMin and twice that
 // (5 to 10 minutes), and asks for bookmarks.
 func TestSliceResolverWatchTimeout(t *testing.T) {
-	f := &faultyAPI{answer: listOK(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	})}
+	f := &faultyAPI{answer: silentWatch}
 	startFaulty(t, f, defaultTiming)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -247,11 +240,7 @@ func TestSliceResolverWatchTimeout(t *testing.T) {
 func TestSliceResolverResolveNow(t *testing.T) {
 	tm := testTiming
 	tm.resolveNowEvery = 300 * time.Millisecond
-	f := &faultyAPI{answer: listOK(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(http.StatusOK)
-		w.(http.Flusher).Flush()
-		<-r.Context().Done()
-	})}
+	f := &faultyAPI{answer: silentWatch}
 	_, r, cc := startFaulty(t, f, tm)
 	cc.next(t) // the first list
 	began := time.Now()
