@@ -135,9 +135,7 @@ func parseRun(args []string, stderr io.Writer) (*runConfig, error) {
 	var c runConfig
 	var specs sliceFlags
 	var listens listenFlags
-	fs.StringVar(&c.cluster.context, "context", "", "kube context of the cluster")
-	fs.StringVar(&c.cluster.namespace, "namespace", "", "namespace of the Services")
-	fs.StringVar(&c.cluster.kubectl, "kubectl", "kubectl", "kubectl to change the cluster with")
+	c.cluster.flags(fs)
 	fs.StringVar(&c.address, "address", "", "the address of this machine that the pods reach (hostrun address)")
 	fs.StringVar(&c.ready, "ready", "", "URL that answers 200 once the program serves")
 	fs.StringVar(&c.binary, "binary", "", "the program's binary: a new one takes over from the running process")

@@ -144,7 +144,7 @@ func (c *runConfig) setServing(on bool) {
 // serves here; it reports whether the slices are gone.
 func (c *runConfig) unpublish(logf func(string, ...any)) bool {
 	c.setServing(false)
-	if err := c.cluster.withdraw(c.slices); err != nil {
+	if _, err := c.cluster.withdraw(c.slices); err != nil {
 		logf("%v", err)
 		return false
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"strconv"
@@ -36,6 +37,13 @@ func (s sliceSpec) sliceName() string { return s.service + "-hostrun" }
 // cluster is the namespace that the slices are made in, through kubectl.
 type cluster struct {
 	kubectl, context, namespace string
+}
+
+// flags defines --context, --namespace and --kubectl in fs.
+func (c *cluster) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.context, "context", "", "kube context of the cluster")
+	fs.StringVar(&c.namespace, "namespace", "", "namespace of the Services")
+	fs.StringVar(&c.kubectl, "kubectl", "kubectl", "kubectl to change the cluster with")
 }
 
 func (c cluster) run(stdin []byte, args ...string) ([]byte, error) {
@@ -165,14 +173,14 @@ func (c cluster) current(specs []sliceSpec) (bool, error) {
 	return true, nil
 }
 
-// withdraw deletes the slices: the Services' calls no longer come here.
-func (c cluster) withdraw(specs []sliceSpec) error {
+// withdraw deletes the slices: the Services' calls no longer come here. It
+// returns kubectl's lines, one per slice deleted.
+func (c cluster) withdraw(specs []sliceSpec) ([]byte, error) {
 	args := []string{"delete", "endpointslice", "--ignore-not-found", "--wait=false"}
 	for _, s := range specs {
 		args = append(args, s.sliceName())
 	}
-	_, err := c.run(nil, args...)
-	return err
+	return c.run(nil, args...)
 }
 
 // servedElsewhere reports whether each Service has a ready endpoint in a

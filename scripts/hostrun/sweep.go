@@ -43,9 +43,7 @@ func parseSweep(args []string, stderr io.Writer) (*sweepConfig, error) {
 	fs.SetOutput(stderr)
 	var c sweepConfig
 	var services sliceServices
-	fs.StringVar(&c.cluster.context, "context", "", "kube context of the cluster")
-	fs.StringVar(&c.cluster.namespace, "namespace", "", "namespace of the Services")
-	fs.StringVar(&c.cluster.kubectl, "kubectl", "kubectl", "kubectl to change the cluster with")
+	c.cluster.flags(fs)
 	fs.StringVar(&c.lock, "lock", "", "the --lock file of the program's hostrun run")
 	fs.Var(&services, "service", "a Service whose slice a hostrun may have left (repeat)")
 	if err := fs.Parse(args); err != nil {
@@ -82,11 +80,7 @@ func (c *sweepConfig) sweep(out io.Writer) error {
 	for _, s := range c.services {
 		specs = append(specs, sliceSpec{service: s})
 	}
-	args := []string{"delete", "endpointslice", "--ignore-not-found", "--wait=false"}
-	for _, s := range specs {
-		args = append(args, s.sliceName())
-	}
-	deleted, err := c.cluster.run(nil, args...)
+	deleted, err := c.cluster.withdraw(specs)
 	if err != nil {
 		return err
 	}
