@@ -248,6 +248,29 @@ func (f *Front) Close() {
 	}
 }
 
+// haltRetry is how long a debugger's halt (API) or pause (DAP) waits for
+// Delve's answer before the front sends Delve another. Delve clears a stop
+// request as a continue starts: a halt that lands just before a continue
+// (the supervisor's after a restart, Delve's own after a Disconnect(true))
+// then waits for the program's next stop, which may never come. The second
+// one stops the run, and the first is answered; the answers to the front's
+// own go to no one.
+const haltRetry = 500 * time.Millisecond
+
+// repeat writes, every haltRetry, the message that next makes under f.mu,
+// until next makes none (the debugger's request is answered, or its
+// connection ended) or a write fails.
+func (f *Front) repeat(next func() []byte, write func([]byte) error) {
+	for {
+		time.Sleep(haltRetry)
+		var msg []byte
+		f.update(func() { msg = next() })
+		if msg == nil || write(msg) != nil {
+			return
+		}
+	}
+}
+
 // notice is the line a debugger's console gets when a new process runs.
 func notice(pid int) string {
 	return fmt.Sprintf("A new build of the program runs under the debugger (pid %d); breakpoints are kept.\n", pid)

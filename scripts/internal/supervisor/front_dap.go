@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"sync"
-	"time"
 
 	"github.com/google/go-dap"
 )
@@ -91,28 +90,18 @@ func (s *dapSession) fromClient(msg []byte) error {
 }
 
 // pauseAgain sends Delve a pause of the front's own every haltRetry until
-// the client's pause seq is answered: the same race as the API's halt
-// (rpcSession.haltAgain).
+// the client's pause seq is answered or the connection ends: the same race
+// as the API's halt (rpcSession.haltAgain).
 func (s *dapSession) pauseAgain(seq int, args json.RawMessage) {
-	for {
-		time.Sleep(haltRetry)
-		own := 0
-		s.f.update(func() {
-			if !s.pauses[seq] || s.ended {
-				return
-			}
-			s.seq++
-			own = s.seq
-			s.injected[own] = struct{}{}
-		})
-		if own == 0 {
-			return
+	s.f.repeat(func() []byte {
+		if !s.pauses[seq] || s.ended {
+			return nil
 		}
-		req, _ := json.Marshal(map[string]any{"seq": own, "type": "request", "command": "pause", "arguments": args})
-		if s.write(&s.toServer, s.server, req) != nil {
-			return
-		}
-	}
+		s.seq++
+		s.injected[s.seq] = struct{}{}
+		req, _ := json.Marshal(map[string]any{"seq": s.seq, "type": "request", "command": "pause", "arguments": args})
+		return req
+	}, func(req []byte) error { return s.write(&s.toServer, s.server, req) })
 }
 
 func (s *dapSession) fromServer(msg []byte) error {

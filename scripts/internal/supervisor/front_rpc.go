@@ -8,16 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"time"
 )
-
-// haltRetry is how long a debugger's halt waits for Delve's answer before
-// the front sends Delve another. Delve clears a stop request as a continue
-// starts: a halt that lands just before a continue (the supervisor's after
-// a restart, Delve's own after a Disconnect(true)) then waits for the
-// program's next stop, which may never come. The second halt stops the
-// run, and the first is answered; the front's own answers go to no one.
-const haltRetry = 500 * time.Millisecond
 
 // rpcSession is a JSON-RPC client's connection (Delve's API v2: GoLand,
 // dlv connect, scripts).
@@ -103,26 +94,16 @@ func (s *rpcSession) fromClient(raw []byte) error {
 // haltAgain sends Delve a halt of the front's own every haltRetry until
 // the debugger's halt id is answered or the connection ends.
 func (s *rpcSession) haltAgain(id string) {
-	for {
-		time.Sleep(haltRetry)
-		var own string
-		s.f.update(func() {
-			if !s.halts[id] || s.ended {
-				return
-			}
-			s.seq++
-			own = fmt.Sprintf("%q", fmt.Sprintf("front-halt-%d", s.seq))
-			s.own[own] = true
-		})
-		if own == "" {
-			return
+	s.f.repeat(func() []byte {
+		if !s.halts[id] || s.ended {
+			return nil
 		}
+		s.seq++
+		own := fmt.Sprintf("%q", fmt.Sprintf("front-halt-%d", s.seq))
+		s.own[own] = true
 		s.f.Log.Debug("a debugger's halt waits: halting again")
-		req := `{"method":"RPCServer.Command","params":[{"name":"halt"}],"id":` + own + `}`
-		if s.write(&s.toServer, s.server, []byte(req)) != nil {
-			return
-		}
-	}
+		return []byte(`{"method":"RPCServer.Command","params":[{"name":"halt"}],"id":` + own + `}`)
+	}, func(req []byte) error { return s.write(&s.toServer, s.server, req) })
 }
 
 // runsProgram reports whether an API command runs the program until it
