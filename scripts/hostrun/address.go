@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -45,6 +47,11 @@ type machine struct {
 	nodes func() ([]node, error)
 	// localIPs lists this machine's own addresses.
 	localIPs func() ([]net.IP, error)
+	// onlyHere returns the interface that holds ip, one of localIPs, and
+	// whether only this machine is on it: loopback, or a bridge that this
+	// machine made for its containers or VMs (Docker's, libvirt's, a
+	// cluster's own), never the LAN or Wi-Fi that other machines share.
+	onlyHere func(ip net.IP) (iface string, ok bool)
 	// container returns the Docker networks of the container named name,
 	// or ok false when this machine's Docker has no such container (or no
 	// Docker runs).
@@ -57,6 +64,10 @@ type machine struct {
 // errRemote is why --local is refused for a cluster that is not on this
 // machine.
 var errRemote = errors.New("its pods cannot reach a program on this machine")
+
+// errShared is why --local is refused for a cluster whose pods reach this
+// machine only on a network that other machines share.
+var errShared = errors.New("other machines of its network would reach the program too")
 
 // findAddress finds the address of this machine that the pods of the
 // cluster of context reach, or says why there is none. It never guesses:
@@ -79,6 +90,15 @@ func findAddress(m machine, context string) (hostAddress, error) {
 	a, err := findClusterAddress(m, context, ips)
 	if err != nil {
 		return a, err
+	}
+	if a.Listen != "" {
+		if iface, ok := m.onlyHere(net.ParseIP(a.Listen)); !ok {
+			return hostAddress{}, fmt.Errorf("context %s: the pods reach this machine at %s (%s), on %s: %w: "+
+				"its gRPC and metrics ports, which ask for no credentials, would be open to them. "+
+				"Run the cluster in containers or a VM (kind, k3d, minikube --driver=docker), whose nodes reach this machine on a bridge only it has, "+
+				"or leave out --local; -- --debug NAME stops the program on breakpoints in the cluster (docs/DEBUGGING.md)",
+				context, a.Listen, a.How, iface, errShared)
+		}
 	}
 	for _, want := range []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback} {
 		if slicesContainIP(ips, want) {
@@ -158,7 +178,7 @@ func realMachine(goos, kubectl, context string) machine {
 	return machine{
 		goos: goos,
 		nodes: func() ([]node, error) {
-			out, err := command(nil, kubectl, "--context", context, "get", "nodes", "-o", "json")
+			out, err := command(nil, kubectl, "--context", context, "--request-timeout", requestTimeout.String(), "get", "nodes", "-o", "json")
 			if err != nil {
 				return nil, err
 			}
@@ -203,6 +223,7 @@ func realMachine(goos, kubectl, context string) machine {
 			}
 			return ips, nil
 		},
+		onlyHere: func(ip net.IP) (string, bool) { return onlyHere(goos, ip) },
 		container: func(name string) ([]network, bool) {
 			if _, err := exec.LookPath("docker"); err != nil {
 				return nil, false
@@ -238,6 +259,43 @@ func realMachine(goos, kubectl, context string) machine {
 			return addrs, nil
 		},
 	}
+}
+
+// onlyHere is machine.onlyHere for this machine, whose GOOS is goos.
+func onlyHere(goos string, ip net.IP) (string, bool) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return "", false
+	}
+	for _, ifc := range ifaces {
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip) {
+				return ifc.Name, ifc.Flags&net.FlagLoopback != 0 || isBridge(goos, ifc.Name)
+			}
+		}
+	}
+	return "", false
+}
+
+// isBridge reports whether the interface name is a bridge of this machine:
+// on Linux one that the kernel says is a bridge (docker0, br-*, virbr0,
+// cni0...); on macOS the bridges and host-only networks that its
+// hypervisors make (bridge100 of vmnet, vmnet*, vboxnet*).
+func isBridge(goos, name string) bool {
+	if goos == "linux" {
+		_, err := os.Stat(filepath.Join("/sys/class/net", name, "bridge"))
+		return err == nil
+	}
+	for _, prefix := range []string{"bridge", "vmnet", "vboxnet"} {
+		if strings.HasPrefix(name, prefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // command runs name with args and stdin and returns its standard output,

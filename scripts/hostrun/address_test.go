@@ -8,7 +8,15 @@ import (
 	"testing"
 )
 
+// fakeMachine is a machine with the addresses local: "IP" is on a bridge
+// (or loopback), "IP=IFACE" on a network other machines share.
 func fakeMachine(goos string, nodes []node, local []string, containers map[string][]network, resolved []string) machine {
+	shared := map[string]string{}
+	for i, a := range local {
+		if ip, iface, ok := strings.Cut(a, "="); ok {
+			local[i], shared[ip] = ip, iface
+		}
+	}
 	return machine{
 		goos:  goos,
 		nodes: func() ([]node, error) { return nodes, nil },
@@ -18,6 +26,12 @@ func fakeMachine(goos string, nodes []node, local []string, containers map[strin
 				ips = append(ips, net.ParseIP(a))
 			}
 			return ips, nil
+		},
+		onlyHere: func(ip net.IP) (string, bool) {
+			if iface, ok := shared[ip.String()]; ok {
+				return iface, false
+			}
+			return "br0", true
 		},
 		container: func(name string) ([]network, bool) {
 			n, ok := containers[name]
@@ -80,6 +94,22 @@ func TestFindAddressRefusesRemoteClusters(t *testing.T) {
 	}
 	if _, err := findAddress(fakeMachine("linux", nil, nil, nil, nil), "empty"); err == nil || !strings.Contains(err.Error(), "has no nodes yet") {
 		t.Errorf("no nodes: %v", err)
+	}
+}
+
+// A node whose InternalIP is this machine's LAN or Wi-Fi address (k3s,
+// microk8s, minikube --driver=none) would have the program listen where the
+// whole network reaches it: refused, saying what to use instead.
+func TestFindAddressRefusesSharedNetworks(t *testing.T) {
+	m := fakeMachine("linux", []node{{Name: "laptop", InternalIPs: []string{"192.168.1.20"}}}, []string{"127.0.0.1", "192.168.1.20=wlan0"}, nil, nil)
+	_, err := findAddress(m, "k3s")
+	if !errors.Is(err, errShared) {
+		t.Fatalf("findAddress: %v; want errShared", err)
+	}
+	for _, want := range []string{"192.168.1.20", "wlan0", "kind, k3d, minikube --driver=docker", "leave out --local"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal does not say %q: %v", want, err)
+		}
 	}
 }
 

@@ -31,11 +31,15 @@ const (
 	recheck = 3 * time.Second
 	// serviceRetry spaces the looks for Services that are not deployed yet.
 	serviceRetry = 500 * time.Millisecond
-	// handbackTimeout bounds the wait for the Services' pods at a stop, and
-	// haltTimeout the program's own stop: both within the 30s that Tilt
-	// gives a serve_cmd between its SIGTERM and a SIGKILL.
-	handbackTimeout = 20 * time.Second
-	haltTimeout     = 8 * time.Second
+	// A stop (SIGTERM) ends within stopTimeout, inside the 30s that Tilt
+	// gives a serve_cmd before its SIGKILL (which would leave the slices
+	// behind): the wait for the Services' pods ends handbackTimeout after
+	// the stop; each kubectl request is bounded (requestTimeout); the
+	// program gets what is left, at least haltTimeout.
+	stopTimeout = 27 * time.Second
+	haltTimeout = 3 * time.Second
+	// handbackReport spaces the lines that say what the hand-back waits for.
+	handbackReport = 5 * time.Second
 	// startTimeout bounds a new build's start, until it reports READY=1.
 	startTimeout = 10 * time.Second
 	// withdrawnGrace lets the clients' watches see the slices go before the
@@ -104,12 +108,12 @@ func (c *runConfig) supervise(sockets []supervisor.Socket, log *zap.Logger) (*su
 
 // halt stops the program: SIGTERM, passed on by the supervisor, and a
 // second one (every process, the draining ones too) if it has not stopped
-// within haltTimeout.
-func (sv *supervised) halt() {
+// by the deadline.
+func (sv *supervised) halt(deadline time.Time) {
 	sv.signals <- syscall.SIGTERM
 	select {
 	case <-sv.done:
-	case <-time.After(haltTimeout):
+	case <-time.After(max(time.Until(deadline)-time.Second, haltTimeout)):
 		sv.signals <- syscall.SIGTERM
 		select {
 		case <-sv.done:
@@ -173,6 +177,12 @@ func stampOf(path string) (stamp, bool) {
 		return stamp{}, false
 	}
 	return stamp{fi.ModTime(), fi.Size()}, true
+}
+
+// program is the name of the workload this machine replaces (--replaces).
+func (c *runConfig) program() string {
+	_, name, _ := strings.Cut(c.replaces, "/")
+	return name
 }
 
 func (c *runConfig) services() string {
@@ -259,6 +269,9 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 		}
 	}
 }
+
+// handbackTimeout: see stopTimeout (a variable for the tests).
+var handbackTimeout = 15 * time.Second
 
 // consoleLogger writes the supervisor's lines as console lines, the
 // programs' format in the dev build.
@@ -386,23 +399,13 @@ func (c *runConfig) follow(ctx context.Context, client *http.Client, logf func(s
 }
 
 // stop withdraws the slices (once the Services' pods are ready, if the
-// program goes back to the cluster) and then stops the program.
+// program goes back to the cluster) and then stops the program, within
+// stopTimeout.
 func (c *runConfig) stop(sv *supervised, published bool, logf func(string, ...any)) error {
+	deadline := time.Now().Add(stopTimeout)
 	if published {
 		if _, err := os.Stat(c.handback); c.handback != "" && err == nil {
-			logf("handing the Services back to the cluster: serving until their pods are ready (at most %v)", handbackTimeout)
-			deadline := time.Now().Add(handbackTimeout)
-			for {
-				ok, why := c.cluster.servedElsewhere(c.slices)
-				if ok {
-					break
-				}
-				if time.Now().After(deadline) {
-					logf("%s after %v; stopping anyway", why, handbackTimeout)
-					break
-				}
-				time.Sleep(250 * time.Millisecond)
-			}
+			c.handBack(logf)
 		}
 		if c.unpublish(logf) {
 			logf("the cluster's calls no longer come here")
@@ -411,7 +414,32 @@ func (c *runConfig) stop(sv *supervised, published bool, logf func(string, ...an
 	}
 	c.setServing(false)
 	if sv != nil {
-		sv.halt()
+		sv.halt(deadline)
 	}
 	return nil
+}
+
+// handBack serves on until the Services' pods are ready, saying what it
+// waits for, for at most handbackTimeout.
+func (c *runConfig) handBack(logf func(string, ...any)) {
+	logf("handing the Services back to the cluster: serving until their pods are ready (at most %v)", handbackTimeout)
+	start := time.Now()
+	var said time.Time
+	for {
+		ok, why := c.cluster.servedElsewhere(c.slices)
+		switch {
+		case ok:
+			logf("their pods are ready after %v", time.Since(start).Round(100*time.Millisecond))
+			return
+		case time.Since(start) >= handbackTimeout:
+			logf("%s after %v: the cluster's calls to it fail until a pod is ready. "+
+				"Its resource's log in Tilt says why none is (an image that did not build: fix it and save, or press the resource's rebuild button); "+
+				"or run it here again (tilt args -- --local %s)", why, handbackTimeout, c.program())
+			return
+		case time.Since(said) >= handbackReport:
+			logf("waiting: %s (%v)", why, time.Since(start).Round(time.Second))
+			said = time.Now()
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -131,7 +132,11 @@ func startRunWith(t *testing.T, command bool) *runTest {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runTest{t: t, dir: dir, cfg: cfg, stopRun: cancel, done: make(chan error, 1)}
-	go func() { r.done <- cfg.run(ctx, os.Stderr) }()
+	log, err := os.Create(filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- cfg.run(ctx, io.MultiWriter(os.Stderr, log)) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -185,7 +190,7 @@ func TestRunPublishesHandsOverAndWithdraws(t *testing.T) {
 	r := startRun(t)
 	r.eventually("the slices are applied", func() bool { return strings.Contains(r.read("calls"), `"kind":"List"}`) })
 	calls := r.read("calls")
-	if !strings.HasPrefix(calls, "--context kind-x --namespace echo delete endpointslice --ignore-not-found --wait=false server-service-hostrun server-metrics-service-hostrun\n") {
+	if !strings.HasPrefix(calls, "--context kind-x --namespace echo --request-timeout 5s delete endpointslice --ignore-not-found --wait=false server-service-hostrun server-metrics-service-hostrun\n") {
 		t.Errorf("a start first withdraws slices left behind; calls:\n%s", calls)
 	}
 	for _, want := range []string{
@@ -255,6 +260,34 @@ func TestRunHandsBackOnceThePodsAreReady(t *testing.T) {
 	}
 	if !strings.HasSuffix(r.read("calls"), "server-metrics-service-hostrun\n") || r.read("signals") != "terminated\n" {
 		t.Errorf("after the pods were ready: calls\n%s\nsignals %q", r.read("calls"), r.read("signals"))
+	}
+}
+
+// With no pod ready within handbackTimeout, the hand-back gives up within
+// the stop's bound, saying what it waited for and what to do.
+func TestRunGivesUpTheHandBack(t *testing.T) {
+	defer func(d time.Duration) { handbackTimeout = d }(handbackTimeout)
+	handbackTimeout = time.Second
+	r := startRun(t)
+	r.eventually("the slices are applied", func() bool { return strings.Contains(r.read("calls"), `"kind":"List"}`) })
+	if err := os.WriteFile(filepath.Join(r.dir, "handback"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.stopRun()
+	select {
+	case err := <-r.done:
+		r.done <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("hostrun did not give up the hand-back")
+	}
+	log := r.read("log")
+	for _, want := range []string{"no ready pod of server-service yet after 1s", "resource's log in Tilt", "tilt args -- --local server"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("the log does not say %q:\n%s", want, log)
+		}
+	}
+	if !strings.HasSuffix(r.read("calls"), "server-metrics-service-hostrun\n") || r.read("signals") != "terminated\n" {
+		t.Errorf("after giving up: calls\n%s\nsignals %q", r.read("calls"), r.read("signals"))
 	}
 }
 

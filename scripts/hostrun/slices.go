@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // managedBy marks the EndpointSlices hostrun makes (the EndpointSlice
@@ -46,8 +47,12 @@ func (c *cluster) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.kubectl, "kubectl", "kubectl", "kubectl to change the cluster with")
 }
 
+// requestTimeout bounds each of kubectl's requests: an API server that
+// does not answer must not hold a stop past Tilt's 30s.
+const requestTimeout = 5 * time.Second
+
 func (c cluster) run(stdin []byte, args ...string) ([]byte, error) {
-	return command(stdin, c.kubectl, append([]string{"--context", c.context, "--namespace", c.namespace}, args...)...)
+	return command(stdin, c.kubectl, append([]string{"--context", c.context, "--namespace", c.namespace, "--request-timeout", requestTimeout.String()}, args...)...)
 }
 
 // errNoService is a Service that does not exist (yet, or any more).

@@ -43,7 +43,7 @@ func TestSweep(t *testing.T) {
 	if err := cfg.sweep(&out); err != nil {
 		t.Fatal(err)
 	}
-	if want := "--context kind-x --namespace echo delete endpointslice --ignore-not-found --wait=false server-service-hostrun server-metrics-service-hostrun\n"; calls() != want {
+	if want := "--context kind-x --namespace echo --request-timeout 5s delete endpointslice --ignore-not-found --wait=false server-service-hostrun server-metrics-service-hostrun\n"; calls() != want {
 		t.Errorf("kubectl calls %q, want %q", calls(), want)
 	}
 	if !strings.Contains(out.String(), "deleted the slices a stopped hostrun left") {
