@@ -8,6 +8,18 @@
 // prints, as JSON, the address of this machine that the cluster's pods
 // reach, or fails with why there is none (address.go).
 //
+//	hostrun plan --context CTX --namespace NS --program NAME --port PORTNAME=PORT...
+//	        [--debug-port PORT] [--delve-port PORT] [--port-offset N] [--set KEY=VALUE]...
+//	        [--dir DIR] < OBJECTS.json
+//
+// reads the objects that Tilt deploys (a JSON list) and prints, as JSON,
+// what the Tiltfile needs to run the Deployment NAME here instead: the
+// arguments of hostrun run (its sockets, its Services' slices, where it
+// answers), its environment as its pod would have it (ConfigMaps, $(VAR),
+// the pod's fields) with this machine's ports and the Services it calls
+// through forwards, and those forwards. It writes the environment to
+// DIR/NAME.env, for an IDE (plan.go).
+//
 //	hostrun run --context CTX --namespace NS --address IP --ready URL --binary FILE
 //	        --slice SERVICE=PORTNAME:PORT... --listen NAME=HOST:PORT[,HOST:PORT...]...
 //	        [--delve HOST:PORT --dlv FILE] [--handback FILE] [--serving FILE]
@@ -58,7 +70,7 @@ func main() {
 
 func mainErr(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: hostrun address|run|sweep [flags]")
+		return errors.New("usage: hostrun address|plan|run|sweep [flags]")
 	}
 	switch args[0] {
 	case "address":
@@ -77,6 +89,12 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return json.NewEncoder(stdout).Encode(a)
+	case "plan":
+		cfg, err := parsePlan(args[1:], stderr)
+		if err != nil {
+			return err
+		}
+		return cfg.plan(realMachine(runtime.GOOS, cfg.cluster.kubectl, cfg.cluster.context), os.Stdin, stdout)
 	case "sweep":
 		cfg, err := parseSweep(args[1:], stderr)
 		if err != nil {
@@ -99,7 +117,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		defer stop()
 		return cfg.run(ctx, stderr)
 	}
-	return fmt.Errorf("unknown command %q: address, run or sweep", args[0])
+	return fmt.Errorf("unknown command %q: address, plan, run or sweep", args[0])
 }
 
 // listenFlags collects repeated --listen values.
