@@ -54,6 +54,19 @@ type tiltTarget struct {
 	port       int      // Tilt's web port (tilt up --port)
 	offset     int      // the Tiltfile's --port-offset
 	options    []string // further Tiltfile options (--allowed-context...)
+	// Tiltfile options of tilt up alone, which the first tilt args drops
+	// (--local server, to start with).
+	upOnly []string
+}
+
+// onHost reports whether tilt up runs program on this machine (--local).
+func (tt tiltTarget) onHost(program string) bool {
+	for i, o := range tt.upOnly {
+		if o == "--local" && i+1 < len(tt.upOnly) && tt.upOnly[i+1] == program {
+			return true
+		}
+	}
+	return false
 }
 
 // defaultTarget is the current kube context, the namespace under test,
@@ -114,8 +127,7 @@ func startTiltAt(t testing.TB, target tiltTarget, replicas, rate int) *tiltSessi
 	}
 
 	began := time.Now()
-	args := append([]string{"up", "--port", fmt.Sprint(target.port), "--stream"}, target.args(replicas, rate)...)
-	s.proc = proctest.StartIn(t, s.dir, suite.tilt, target.env(), args...)
+	s.up(t, append(target.args(replicas, rate), target.upOnly...))
 	t.Cleanup(func() {
 		s.stop(t)
 		// Put the suite's own environment back (its server pods, client rate,
@@ -129,15 +141,24 @@ func startTiltAt(t testing.TB, target tiltTarget, replicas, rate int) *tiltSessi
 	s.waitReady(t, 10*time.Minute)
 	ctx := t.Context()
 	for _, app := range []string{"server", "client"} {
+		if target.onHost(app) {
+			continue
+		}
 		if err := suite.c.waitRolloutIn(ctx, target.ns, app, 3*time.Minute); err != nil {
 			t.Fatal(err)
 		}
+		s.probes[app] = newProbes(t, target.ns, app)
 	}
 	t.Logf("tilt up in a copy of the repository, namespace %s, %d server pods: rolled out with its builds in %v", target.ns, replicas, time.Since(began).Round(100*time.Millisecond))
-	s.probes["server"] = newProbes(t, target.ns, "server")
-	s.probes["client"] = newProbes(t, target.ns, "client")
 	s.calls = newCallCounter(t, target.ns)
 	return s
+}
+
+// up starts tilt up in the session's copy with the Tiltfile options args
+// ("--" first).
+func (s *tiltSession) up(t testing.TB, args []string) {
+	t.Helper()
+	s.proc = proctest.StartIn(t, s.dir, suite.tilt, s.target.env(), append([]string{"up", "--port", fmt.Sprint(s.target.port), "--stream"}, args...)...)
 }
 
 // stop stops Tilt as a person would (Ctrl-C), unless it has stopped

@@ -1,0 +1,301 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"example.com/grpc-metrics/infra/proctest"
+)
+
+// --local server switched on and off from a fresh clone, and what hostrun
+// does when the cluster changes under it: a Service made again, a hostrun
+// killed with SIGKILL.
+
+// switchSettle is how long the client's calls are counted once a switch
+// has settled: each switch must leave 0 failed calls behind.
+const switchSettle = 10 * time.Second
+
+// switchResult is one switch of TestLocalSwitchesFromAFreshClone.
+type switchResult struct {
+	what           string
+	took           time.Duration // from tilt args to settled
+	afterImage     time.Duration // back: from the server image's build to its pod's Ready
+	during, behind float64       // failed calls until settled, and in switchSettle after
+}
+
+func (r switchResult) String() string {
+	image := "—"
+	if r.afterImage != 0 {
+		image = fmt.Sprintf("%.1f s", r.afterImage.Seconds())
+	}
+	return fmt.Sprintf("| %s | %.1f s | %s | %v | %v |", r.what, r.took.Seconds(), image, r.during, r.behind)
+}
+
+// TestLocalSwitchesFromAFreshClone: tilt up -- --local server in a copy of
+// the repository that has never built the server for the cluster, then
+// back, on and back again with the client calling at E2E_RATE. Once each
+// switch settles no call fails, and each way back has a ready pod within
+// 30s of the server image's build. Then, on this machine: the Service made
+// again, and a hostrun killed with SIGKILL.
+func TestLocalSwitchesFromAFreshClone(t *testing.T) {
+	target := defaultTarget()
+	target.upOnly = []string{"--local", "server"}
+	s := startTiltAt(t, target, 1, suite.rate)
+	if _, err := os.Stat(filepath.Join(s.dir, "build", "server")); !os.IsNotExist(err) {
+		t.Fatalf("the copy has a build of the server for the cluster (%v): not a fresh clone's first switch", err)
+	}
+	if err := poll(t.Context(), 3*time.Minute, "--local server serving the client", s.localServes(0)); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for i := range 2 {
+		for _, on := range []bool{false, true} {
+			r := s.switchLocal(t, on, i+1)
+			rows = append(rows, r.String())
+			if r.behind > 0 {
+				t.Errorf("%s: %v client calls failed in the %v after it settled, want 0", r.what, r.behind, switchSettle)
+			}
+			if r.afterImage > 30*time.Second {
+				t.Errorf("%s: the server pod was ready %v after its image was built, want at most 30s", r.what, r.afterImage)
+			}
+		}
+	}
+	t.Logf("switches at %d calls/s, from a fresh clone started with --local server:\n| switch | settled after | pod ready after the image | failed calls until settled | failed calls in the %v after |\n|---|---|---|---|---|\n%s",
+		s.rate, switchSettle, strings.Join(rows, "\n"))
+	t.Run("the Service made again", func(t *testing.T) { s.serviceMadeAgain(t) })
+	t.Run("a hostrun killed with SIGKILL, then tilt up without --local", func(t *testing.T) { s.sweepAfterSIGKILL(t) })
+}
+
+// localServes is a poll condition: hostrun's slices name this machine, no
+// server pod runs, and the local server has answered more than after
+// calls.
+func (s *tiltSession) localServes(after float64) func(context.Context) (bool, string) {
+	return func(ctx context.Context) (bool, string) {
+		if a, why := hostrunAddress(ctx, s.target.ns); a == "" {
+			return false, why
+		}
+		if pods, err := suite.c.runningPodsIn(ctx, s.target.ns, "server"); err != nil || len(pods) > 0 {
+			return false, fmt.Sprintf("server pods still running: %d (%v)", len(pods), err)
+		}
+		n, err := answeredCalls(s.localMetrics())
+		if err != nil {
+			return false, err.Error()
+		}
+		return n > after, fmt.Sprintf("the local server has answered %v calls", n)
+	}
+}
+
+// switchLocal switches the server to this machine (on) or back to the
+// cluster with tilt args, and counts the client's failed calls until the
+// switch settles and in switchSettle after.
+func (s *tiltSession) switchLocal(t *testing.T, on bool, n int) switchResult {
+	t.Helper()
+	ctx, ns := t.Context(), s.target.ns
+	r := switchResult{what: fmt.Sprintf("back %d", n)}
+	_, failed0 := s.calls.read(t)
+	began := time.Now()
+	if on {
+		r.what = fmt.Sprintf("on %d", n)
+		s.setOptions(t, "--local", "server")
+		if err := poll(ctx, 3*time.Minute, r.what+": the client's calls on this machine", s.localServes(0)); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		s.setOptions(t)
+		if err := poll(ctx, 3*time.Minute, r.what+": a ready server pod, no hostrun slice, localhost:20000 through Tilt's forward", func(ctx context.Context) (bool, string) {
+			if err := suite.c.waitRolloutIn(ctx, ns, "server", time.Second); err != nil {
+				return false, err.Error()
+			}
+			if ok, why := noHostrunSlice(ctx, ns); !ok {
+				return false, why
+			}
+			_, err := s.userCall("user")
+			return err == nil, fmt.Sprint(err)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		r.afterImage = s.podReadyAfterImage(t, began)
+	}
+	r.took = time.Since(began)
+	_, failed1 := s.calls.read(t)
+	time.Sleep(switchSettle)
+	_, failed2 := s.calls.read(t)
+	r.during, r.behind = failed1-failed0, failed2-failed1
+	t.Logf("%s: settled after %.1fs; %v calls failed until then, %v in the %v after", r.what, r.took.Seconds(), r.during, r.behind, switchSettle)
+	return r
+}
+
+// podReadyAfterImage is the time from the end of the server image's build
+// that Tilt made after since to its pod's Ready.
+func (s *tiltSession) podReadyAfterImage(t *testing.T, since time.Time) time.Duration {
+	t.Helper()
+	build, ok := s.buildAfter(t, "server", since)
+	if !ok {
+		t.Fatalf("Tilt records no build of the server after %v", since)
+	}
+	pod := mustPods(t, s.target.ns, "server", true, 1)[0]
+	for _, c := range pod.Status.Conditions {
+		if c.Type == "Ready" {
+			// Both to the second: the API keeps whole seconds.
+			return c.LastTransitionTime.Sub(build.Finish.Truncate(time.Second))
+		}
+	}
+	t.Fatalf("pod %s has no Ready condition", pod.Name)
+	return 0
+}
+
+// serviceMadeAgain: the server's Services deleted and made again (the
+// server resource disabled and enabled in Tilt) while it runs here. The
+// garbage collector deletes the slices with the old Services; hostrun
+// makes them again, and the client's calls reach this machine within 5s of
+// the new Service.
+func (s *tiltSession) serviceMadeAgain(t *testing.T) {
+	ctx, ns := t.Context(), s.target.ns
+	old, err := suite.c.client.CoreV1().Services(ns).Get(ctx, "server-service", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.tilt(t, "disable", "server")
+	if err := poll(ctx, time.Minute, "server-service deleted", func(ctx context.Context) (bool, string) {
+		_, err := suite.c.client.CoreV1().Services(ns).Get(ctx, "server-service", metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.tilt(t, "enable", "server")
+	var made time.Time
+	var uid string
+	if err := proctest.Poll(ctx, 50*time.Millisecond, time.Minute, "server-service made again", func(ctx context.Context) (bool, string) {
+		svc, err := suite.c.client.CoreV1().Services(ns).Get(ctx, "server-service", metav1.GetOptions{})
+		if err != nil || svc.UID == old.UID {
+			return false, fmt.Sprint(err)
+		}
+		made, uid = time.Now(), string(svc.UID)
+		return true, ""
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := answeredCalls(s.localMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proctest.Poll(ctx, 50*time.Millisecond, time.Minute, "hostrun's slice owned by the new Service, and the client's calls here", func(ctx context.Context) (bool, string) {
+		list, err := hostrunSlices(ctx, ns)
+		if err != nil {
+			return false, err.Error()
+		}
+		owned := false
+		for _, sl := range list.Items {
+			for _, o := range sl.OwnerReferences {
+				owned = owned || (sl.Labels[discoveryv1.LabelServiceName] == "server-service" && string(o.UID) == uid)
+			}
+		}
+		n, err := answeredCalls(s.localMetrics())
+		return owned && err == nil && n > before+1, fmt.Sprintf("a slice owned by the new Service: %v; calls answered here since: %v", owned, n-before)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(made)
+	t.Logf("the Service made again: the client's calls reached this machine %.2fs after it", took.Seconds())
+	if took > 5*time.Second {
+		t.Errorf("the client's calls reached this machine %v after the Service was made again, want at most 5s", took)
+	}
+}
+
+// sweepAfterSIGKILL: hostrun killed with SIGKILL leaves its slices, which
+// name this machine where nothing serves any more; Tilt stopped, then
+// tilt up without --local. Within 10s of the command no slice names this
+// machine, and Prometheus shows no server target down.
+func (s *tiltSession) sweepAfterSIGKILL(t *testing.T) {
+	ctx, ns := t.Context(), s.target.ns
+	address, why := hostrunAddress(ctx, ns)
+	if address == "" {
+		t.Fatal(why)
+	}
+	pid := hostrunPid(t, s.dir)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	s.stop(t)
+	if list, err := hostrunSlices(ctx, ns); err != nil || len(list.Items) == 0 {
+		t.Fatalf("hostrun's slices after its SIGKILL: %v (%v), want them left behind", list, err)
+	}
+	began := time.Now()
+	s.up(t, s.target.args(1, s.rate))
+	if err := proctest.Poll(ctx, 100*time.Millisecond, time.Minute, "no hostrun slice", func(ctx context.Context) (bool, string) {
+		return noHostrunSlice(ctx, ns)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(began)
+	t.Logf("tilt up without --local after a hostrun killed with SIGKILL: its slices gone %.1fs after the command", took.Seconds())
+	if took > 10*time.Second {
+		t.Errorf("hostrun's slices were gone %v after tilt up, want at most 10s", took)
+	}
+	s.waitReady(t, 5*time.Minute)
+	papi := prometheusAt(t, ns, mustPods(t, ns, "prometheus", true, 0)[0].Name)
+	if err := poll(ctx, 2*time.Minute, "every server target up, none at "+address, func(ctx context.Context) (bool, string) {
+		return serverTargetsUp(ctx, papi, address)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// And it stays so over the next scrapes.
+	for range 5 {
+		time.Sleep(3 * time.Second)
+		if ok, why := serverTargetsUp(ctx, papi, address); !ok {
+			t.Errorf("after the sweep: %s", why)
+		}
+	}
+}
+
+// serverTargetsUp is a poll condition: Prometheus's server job has targets,
+// all up, none at address.
+func serverTargetsUp(ctx context.Context, papi promv1.API, address string) (bool, string) {
+	targets, err := papi.Targets(ctx)
+	if err != nil {
+		return false, err.Error()
+	}
+	var seen []string
+	ok := true
+	for _, tg := range targets.Active {
+		if string(tg.Labels["job"]) != "server" {
+			continue
+		}
+		seen = append(seen, fmt.Sprintf("%s %s", tg.Labels["instance"], tg.Health))
+		ok = ok && tg.Health == promv1.HealthGood && !strings.HasPrefix(string(tg.Labels["instance"]), address+":")
+	}
+	return ok && len(seen) > 0, fmt.Sprintf("the server job's targets: %v", seen)
+}
+
+// hostrunPid is the process id of `hostrun run` of the Tilt session in dir.
+func hostrunPid(t *testing.T, dir string) int {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		cmd, err := os.ReadFile(p)
+		if err != nil || !bytes.HasPrefix(cmd, []byte(filepath.Join("build", "local", "hostrun")+"\x00run\x00")) {
+			continue
+		}
+		if cwd, err := os.Readlink(filepath.Join(filepath.Dir(p), "cwd")); err == nil && cwd == dir {
+			var pid int
+			fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid) //nolint:errcheck // the glob's digits
+			return pid
+		}
+	}
+	t.Fatalf("no hostrun runs here for %s", dir)
+	return 0
+}
