@@ -115,9 +115,15 @@ func (t sliceTarget) portOf(s endpointSlice) (int32, bool) {
 // the target's port; when none is ready, those still serving while they
 // terminate (as kube-proxy does), so that calls go on while the only pods
 // are stopping and their replacement (a pod, or this machine) is not yet
-// in a slice.
-func (t sliceTarget) addresses(all map[string]endpointSlice) []resolver.Address {
-	var ready, terminating []string
+// in a slice. When neither is left, those of previous (the last addresses)
+// that are still listed: every endpoint not ready at once is what a node
+// marked NotReady does to its pods (the controller lost touch with the
+// node after an API server outage, and the kubelet has not reported since),
+// and a pod that served a moment ago most likely still does; calls that
+// would all fail without it may then succeed (Envoy's panic routing does
+// the same).
+func (t sliceTarget) addresses(all map[string]endpointSlice, previous []string) []resolver.Address {
+	var ready, terminating, listed []string
 	for _, s := range all {
 		port, ok := t.portOf(s)
 		if !ok || (s.AddressType != "IPv4" && s.AddressType != "IPv6") {
@@ -128,19 +134,25 @@ func (t sliceTarget) addresses(all map[string]endpointSlice) []resolver.Address 
 			// An unknown condition counts as true, as the API asks.
 			isReady := c.Ready == nil || *c.Ready
 			serving := c.Serving == nil || *c.Serving
+			stopping := c.Terminating != nil && *c.Terminating
 			for _, a := range e.Addresses {
 				addr := net.JoinHostPort(a, strconv.Itoa(int(port)))
 				switch {
 				case isReady:
 					ready = append(ready, addr)
-				case serving && c.Terminating != nil && *c.Terminating:
+				case serving && stopping:
 					terminating = append(terminating, addr)
+				case !stopping && slices.Contains(previous, addr):
+					listed = append(listed, addr)
 				}
 			}
 		}
 	}
 	if len(ready) == 0 {
 		ready = terminating
+	}
+	if len(ready) == 0 {
+		ready = listed
 	}
 	slices.Sort(ready)
 	ready = slices.Compact(ready)
@@ -451,7 +463,7 @@ func (r *sliceResolver) watch(ctx context.Context, rv string) error {
 // from") rather than go on to addresses that no longer serve; the log says
 // why.
 func (r *sliceResolver) update() {
-	addrs := r.target.addresses(r.slices)
+	addrs := r.target.addresses(r.slices, r.last)
 	names := make([]string, len(addrs))
 	for i, a := range addrs {
 		names[i] = a.Addr

@@ -140,6 +140,8 @@ func slice(name, port string, endpoints ...string) string {
 			cond = `{"ready":false,"serving":false,"terminating":false}`
 		case "terminating":
 			cond = `{"ready":false,"serving":true,"terminating":true}`
+		case "stopped":
+			cond = `{"ready":false,"serving":false,"terminating":true}`
 		}
 		eps = append(eps, fmt.Sprintf(`{"addresses":[%q],"conditions":%s}`, addr, cond))
 	}
@@ -200,6 +202,18 @@ func TestSliceResolverMergesSlices(t *testing.T) {
 	events <- event("ADDED", slice("server-service-xyz", "20000", "10.244.0.11"))
 	if got := cc.next(t); got != "10.244.0.11:20000,10.244.0.9:20000" {
 		t.Fatalf("after an unchanged and a new slice: %q", got)
+	}
+	// Every endpoint not ready at once (a node marked NotReady): the
+	// addresses called before stay (no empty update comes), until one is
+	// ready again.
+	events <- event("DELETED", slice("server-service-xyz", "20000", "10.244.0.11"))
+	if got := cc.next(t); got != "10.244.0.9:20000" {
+		t.Fatalf("after a slice deleted: %q", got)
+	}
+	events <- event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.9:notready", "10.244.0.10:notready"))
+	events <- event("MODIFIED", slice("server-service-abc", "20000", "10.244.0.9:notready", "10.244.0.10"))
+	if got := cc.next(t); got != "10.244.0.10:20000" {
+		t.Fatalf("with no endpoint ready, then one: %q, want no update in between", got)
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -282,12 +296,48 @@ func TestSliceTargetPorts(t *testing.T) {
 		"http":  {},
 	} {
 		var got []string
-		for _, a := range (sliceTarget{service: "s", namespace: "n", port: port}).addresses(all) {
+		for _, a := range (sliceTarget{service: "s", namespace: "n", port: port}).addresses(all, nil) {
 			got = append(got, a.Addr)
 		}
 		if diff := cmp.Diff(want, got, cmpEmpty); diff != "" {
 			t.Errorf("port %s (-want +got):\n%s", port, diff)
 		}
+	}
+}
+
+// When no endpoint is ready nor serving while it terminates, the previous
+// addresses that are still listed and not terminating are kept (a node
+// marked NotReady takes every pod out at once); never one that was not
+// called before, nor one that is stopping.
+func TestSliceAddressesWhenNoneIsReady(t *testing.T) {
+	tests := []struct {
+		name      string
+		endpoints []string
+		previous  []string
+		want      []string
+	}{
+		{"ready ones", []string{"10.0.0.1", "10.0.0.2:notready"}, []string{"10.0.0.2:20000"}, []string{"10.0.0.1:20000"}},
+		{"terminating ones still serving", []string{"10.0.0.1:terminating", "10.0.0.2:notready"}, []string{"10.0.0.2:20000"}, []string{"10.0.0.1:20000"}},
+		{"every one not ready: the previous kept", []string{"10.0.0.1:notready", "10.0.0.2:notready", "10.0.0.3:notready"},
+			[]string{"10.0.0.1:20000", "10.0.0.2:20000"}, []string{"10.0.0.1:20000", "10.0.0.2:20000"}},
+		{"none of the previous listed", []string{"10.0.0.3:notready"}, []string{"10.0.0.1:20000"}, nil},
+		{"a previous one stopping, not serving", []string{"10.0.0.1:stopped"}, []string{"10.0.0.1:20000"}, nil},
+		{"no previous", []string{"10.0.0.1:notready"}, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var s endpointSlice
+			if err := json.Unmarshal([]byte(slice("a", "20000", tt.endpoints...)), &s); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, a := range (sliceTarget{service: "s", namespace: "n", port: "grpc"}).addresses(map[string]endpointSlice{"a": s}, tt.previous) {
+				got = append(got, a.Addr)
+			}
+			if diff := cmp.Diff(tt.want, got, cmpEmpty); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -359,8 +409,15 @@ func TestSliceResolverWithGRPC(t *testing.T) {
 	}
 	events := make(chan string)
 	f.watchs <- events
-	f.setList("10", slice("a", port, "127.0.0.1:notready"))
+	// Not ready, but still listed with nothing else ready: still called.
 	events <- event("MODIFIED", slice("a", port, "127.0.0.1:notready"))
+	for i := range 5 {
+		if err := check(); err != nil {
+			t.Fatalf("call %d to the only address, listed but not ready: %v", i+1, err)
+		}
+	}
+	f.setList("10", slice("a", port, "127.0.0.2:notready"))
+	events <- event("MODIFIED", slice("a", port, "127.0.0.2:notready"))
 	// The event reaches grpc-go a moment later; from then on no call goes
 	// through.
 	failed := false
