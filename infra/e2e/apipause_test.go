@@ -124,7 +124,8 @@ func TestAPIServerPause(t *testing.T) {
 	// One more server pod, once the client's watch is back.
 	scale := func(n int) {
 		patch := fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, n)
-		if _, err := suite.c.client.AppsV1().Deployments(namespace).Patch(ctx, "server", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		// Not the test's context: this runs in its cleanup too.
+		if _, err := suite.c.client.AppsV1().Deployments(namespace).Patch(context.Background(), "server", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}

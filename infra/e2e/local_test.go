@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -339,28 +340,39 @@ func TestLocalServer(t *testing.T) {
 // runs on this machine for the session in dir.
 func localDelveRSS(t *testing.T, dir string) int64 {
 	t.Helper()
+	pid := processIn(t, dir, filepath.Join("build", "local", "dlv")+"\x00")
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(status)) {
+		var kb int64
+		if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
+
+// processIn is the id of a process of this machine whose command line
+// starts with argv (NUL-separated) and whose working directory is dir.
+func processIn(t *testing.T, dir, argv string) int {
+	t.Helper()
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		cmd, err := os.ReadFile(p)
-		if err != nil || !bytes.HasPrefix(cmd, []byte(filepath.Join("build", "local", "dlv")+"\x00")) {
+		if err != nil || !bytes.HasPrefix(cmd, []byte(argv)) {
 			continue
 		}
-		cwd, err := os.Readlink(filepath.Join(filepath.Dir(p), "cwd"))
-		if err != nil || cwd != dir {
-			continue
-		}
-		status, err := os.ReadFile(filepath.Join(filepath.Dir(p), "status"))
-		if err != nil {
-			continue
-		}
-		for line := range strings.Lines(string(status)) {
-			var kb int64
-			if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
-				return kb << 10
+		if cwd, err := os.Readlink(filepath.Join(filepath.Dir(p), "cwd")); err == nil && cwd == dir {
+			pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			if err == nil {
+				return pid
 			}
 		}
 	}
-	t.Fatalf("no Delve of hostrun runs here for %s", dir)
+	t.Fatalf("no process %q runs here for %s", strings.ReplaceAll(argv, "\x00", " "), dir)
 	return 0
 }
 

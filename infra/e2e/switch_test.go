@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -271,7 +270,7 @@ func (s *tiltSession) sweepAfterSIGKILL(t *testing.T) {
 	if address == "" {
 		t.Fatal(why)
 	}
-	pid := hostrunPid(t, s.dir)
+	pid := processIn(t, s.dir, filepath.Join("build", "local", "hostrun")+"\x00run\x00")
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -324,23 +323,4 @@ func serverTargetsUp(ctx context.Context, papi promv1.API, address string) (bool
 		ok = ok && tg.Health == promv1.HealthGood && !strings.HasPrefix(string(tg.Labels["instance"]), address+":")
 	}
 	return ok && len(seen) > 0, fmt.Sprintf("the server job's targets: %v", seen)
-}
-
-// hostrunPid is the process id of `hostrun run` of the Tilt session in dir.
-func hostrunPid(t *testing.T, dir string) int {
-	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		cmd, err := os.ReadFile(p)
-		if err != nil || !bytes.HasPrefix(cmd, []byte(filepath.Join("build", "local", "hostrun")+"\x00run\x00")) {
-			continue
-		}
-		if cwd, err := os.Readlink(filepath.Join(filepath.Dir(p), "cwd")); err == nil && cwd == dir {
-			var pid int
-			fmt.Sscanf(filepath.Base(filepath.Dir(p)), "%d", &pid) //nolint:errcheck // the glob's digits
-			return pid
-		}
-	}
-	t.Fatalf("no hostrun runs here for %s", dir)
-	return 0
 }

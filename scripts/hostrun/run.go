@@ -198,12 +198,17 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 	logf := func(format string, args ...any) { fmt.Fprintf(log, "hostrun: "+format+"\n", args...) }
 	client := &http.Client{Timeout: 500 * time.Millisecond}
 
-	// Slices that a hostrun killed before it could withdraw them name
-	// this machine, where nothing serves yet.
-	c.unpublish(logf)
 	if len(c.command) == 0 {
+		// Slices that a hostrun killed before it could withdraw them name
+		// this machine, where nothing may serve until the IDE starts it.
+		c.unpublish(logf)
 		return c.follow(ctx, client, logf)
 	}
+	// Slices that a hostrun killed before it could withdraw them stay:
+	// they name this machine, whose sockets listen from now on (calls
+	// wait in their backlog until the program accepts them), and the
+	// slices made once it answers replace them. A start never waits for
+	// the API server (it may not answer: a VPN down).
 	var sockets []supervisor.Socket
 	defer func() { supervisor.CloseSockets(sockets) }()
 	for _, l := range c.listens {

@@ -190,8 +190,8 @@ func TestRunPublishesHandsOverAndWithdraws(t *testing.T) {
 	r := startRun(t)
 	r.eventually("the slices are applied", func() bool { return strings.Contains(r.read("calls"), `"kind":"List"}`) })
 	calls := r.read("calls")
-	if !strings.HasPrefix(calls, "--context kind-x --namespace echo --request-timeout 5s delete endpointslice --ignore-not-found --wait=false server-service-hostrun server-metrics-service-hostrun\n") {
-		t.Errorf("a start first withdraws slices left behind; calls:\n%s", calls)
+	if strings.Contains(calls, " delete endpointslice ") {
+		t.Errorf("a start withdrew slices (those left behind name this machine, whose sockets listen); calls:\n%s", calls)
 	}
 	for _, want := range []string{
 		`"addresses":["10.244.0.1"]`, `"conditions":{"ready":true,"serving":true,"terminating":false}`,
@@ -302,8 +302,8 @@ func TestRunRestartsAfterAnExit(t *testing.T) {
 	r.killProgram() // as a crash would end it
 	r.eventually("the program is started again", func() bool { p := r.read("pid"); return p != "" && p != before })
 	r.eventually("it answers", func() bool { return r.cfg.answers(&http.Client{Timeout: time.Second}) })
-	if n := strings.Count(r.read("calls"), "delete endpointslice"); n != 1 {
-		t.Errorf("the slices were withdrawn %d times after the first, want none while the socket stays open", n-1)
+	if n := strings.Count(r.read("calls"), "delete endpointslice"); n != 0 {
+		t.Errorf("the slices were withdrawn %d times, want none while the socket stays open", n)
 	}
 }
 
