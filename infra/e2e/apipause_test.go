@@ -120,6 +120,15 @@ func TestAPIServerPause(t *testing.T) {
 	if _, failed2 := clientCalls(t, client); failed2 > failed1 {
 		t.Errorf("%v calls failed in the 20s after the API server was back, want 0", failed2-failed1)
 	}
+	if events, err := suite.c.client.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{FieldSelector: "reason=NodeNotReady"}); err == nil {
+		n := 0
+		for _, e := range events.Items {
+			if e.LastTimestamp.Time.After(resumed.Add(-time.Second)) || e.EventTime.Time.After(resumed.Add(-time.Second)) {
+				n++
+			}
+		}
+		t.Logf("pods marked not ready with their node (NodeNotReady events) after the API server was back: %d", n)
+	}
 
 	// One more server pod, once the client's watch is back.
 	scale := func(n int) {
