@@ -33,14 +33,14 @@ import (
 // echoHandler is the server's echo handler as Delve names it.
 const echoHandler = "main.(*echoServer).Echo"
 
-// buildDebug builds what debug mode runs: Delve, pinned in scripts/go.mod,
+// buildDebug builds what debug mode runs: Delve, pinned in infra/go.mod,
 // and the server as scripts/build --debug builds it, for this machine.
 func buildDebug(t *testing.T) (dlv, server string) {
 	t.Helper()
 	dir := t.TempDir()
 	dlv, server = filepath.Join(dir, "dlv"), filepath.Join(dir, "server")
 	for _, cmd := range []*exec.Cmd{
-		exec.Command("go", "-C", filepath.Join("..", "..", "scripts"), "build", "-o", dlv, "github.com/go-delve/delve/cmd/dlv"),
+		exec.Command("go", "-C", "..", "build", "-o", dlv, "github.com/go-delve/delve/cmd/dlv"),
 		exec.Command(filepath.Join("..", "..", "scripts", "build"), "--debug", "server", server),
 	} {
 		cmd.Env = append(os.Environ(), "GOOS="+runtime.GOOS, "GOARCH="+runtime.GOARCH)
