@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql/parser"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
@@ -170,6 +171,10 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 		t.Error(err)
 	}
 	t.Logf("%d checks, %d failed, after %v of scraping", len(checks), len(failed), time.Since(began).Round(100*time.Millisecond))
+
+	t.Run("every query and rule reads series of the programs or of a rule", func(t *testing.T) {
+		checkNames(t, papi)
+	})
 
 	t.Run("one trace id from the client's log to the exemplars", func(t *testing.T) {
 		followOneCall(t, papi, filepath.Join(dir, "client"), grpcAddr, server, failClient)
@@ -360,4 +365,51 @@ func prometheusBinary(t *testing.T, image string) string {
 		t.Fatalf("Prometheus built from module version %q, want %s* to match the cluster's %s", version, wantModule, image)
 	}
 	return bin
+}
+
+// checkNames checks that every dashboard query, variable and rule reads
+// only series names that Prometheus stored from the real binaries, or that
+// a recording rule writes: a misspelt name in a branch that another
+// branch's data hides is caught here.
+func checkNames(t *testing.T, papi promv1.API) {
+	values, _, _, err := papi.LabelValues(t.Context(), model.MetricNameLabel, nil, time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	known := map[string]bool{}
+	for _, v := range values {
+		known[string(v)] = true
+	}
+	recorded(t, known)
+	for file, d := range load(t) {
+		for _, p := range d.AllPanels() {
+			for _, tg := range p.Targets {
+				if _, err := checkExpr(tg.Expr, known); err != nil {
+					t.Errorf("%s / %s / %s: %v", file, p.Title, tg.RefID, err)
+				}
+			}
+		}
+		for _, v := range d.Templating.List {
+			if m := dashboards.LabelValuesQuery.FindStringSubmatch(v.Query); m != nil {
+				if _, err := checkExpr(m[1], known); err != nil {
+					t.Errorf("%s: variable %s: %v", file, v.Name, err)
+				}
+			}
+		}
+	}
+	for _, g := range loadRules(t).Groups {
+		for _, r := range g.Rules {
+			e, err := promql.ParseExpr(r.Expr)
+			if err != nil {
+				t.Errorf("rule %s%s: %v", r.Record, r.Alert, err)
+				continue
+			}
+			parser.Inspect(e, func(node parser.Node, _ []parser.Node) error {
+				if vs, ok := node.(*parser.VectorSelector); ok && !known[vs.Name] {
+					t.Errorf("rule %s%s reads %q, which Prometheus has neither from the programs nor from a rule", r.Record, r.Alert, vs.Name)
+				}
+				return nil
+			})
+		}
+	}
 }
