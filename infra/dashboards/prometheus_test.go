@@ -193,7 +193,7 @@ func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, se
 	if code, sig := caller.Wait(t, 20*time.Second); code != 0 {
 		t.Fatalf("client exit %d (signal %v)", code, sig)
 	}
-	failures := caller.LogLines("echo failed")
+	failures := caller.Events("echo_failed")
 	if len(failures) == 0 {
 		t.Fatal("the client logged no failed call")
 	}
@@ -202,7 +202,7 @@ func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, se
 	if id == "" {
 		t.Fatalf("the client's failure line has no %s: %v", label, failures[len(failures)-1])
 	}
-	if !slices.ContainsFunc(server.LogLines("call refused"), func(l map[string]any) bool { return l[label] == id }) {
+	if !slices.ContainsFunc(server.Events("call_refused"), func(l map[string]any) bool { return l[label] == id }) {
 		t.Errorf("the server logged no refused call with %s %s", label, id)
 	}
 	stored := false

@@ -119,7 +119,7 @@ func newProbes(t testing.TB, ns, app string) []*podProbe {
 }
 
 // follow streams the pod's log from now on and reports each process that
-// logs "serving" (the server) or "calling echo" (the client), with the
+// logs the event "serving" (the server) or "calling" (the client), with the
 // revision of its "starting" line.
 func (p *podProbe) follow(t testing.TB, ns string) {
 	t.Helper()
@@ -129,10 +129,10 @@ func (p *podProbe) follow(t testing.TB, ns string) {
 		if !ok {
 			return
 		}
-		switch line["msg"] {
+		switch line["event"] {
 		case "starting":
 			revision, _ = line["revision"].(string)
-		case "serving", "calling echo":
+		case "serving", "calling":
 			p.mu.Lock()
 			p.serving[revision] = true
 			p.mu.Unlock()
@@ -208,7 +208,7 @@ func (s *tiltSession) edit(t testing.TB, program string) editResult {
 		r.failed = failed1 - failed0
 	} else {
 		// The client itself restarted: count its failure log lines instead.
-		r.failed = float64(len(proctest.LogLines(s.proc.Output()[logBefore:], "echo failed")))
+		r.failed = float64(len(proctest.Events(s.proc.Output()[logBefore:], "echo_failed")))
 	}
 	// Tilt sees the new binary, and starts the live update, while the compile
 	// resource is still finishing: the hand-off may be negative.

@@ -152,7 +152,7 @@ func TestTraces(t *testing.T) {
 	t.Run("a refused call's trace id is in the server's log line", func(t *testing.T) {
 		id := call(strings.Repeat("x", 2000), codes.InvalidArgument)
 		err := poll(ctx, 10*time.Second, "the server's log line of refused call "+id, func(ctx context.Context) (bool, string) {
-			return slices.ContainsFunc(logLines(ctx, t, pods[0].Name, "call refused"), func(l map[string]any) bool { return l["trace_id"] == id }), ""
+			return slices.ContainsFunc(podEvents(ctx, t, pods[0].Name, "call_refused"), func(l map[string]any) bool { return l["trace_id"] == id }), ""
 		})
 		if err != nil {
 			t.Error(err)
@@ -283,8 +283,8 @@ func workingSet(ctx context.Context, pod corev1.Pod) (int64, error) {
 	return 0, fmt.Errorf("pod %s not in the node's summary", pod.Name)
 }
 
-// logLines returns the log lines of the pod whose message is msg.
-func logLines(ctx context.Context, t *testing.T, pod, msg string) []map[string]any {
+// podEvents returns the log lines of the pod whose event field is event.
+func podEvents(ctx context.Context, t *testing.T, pod, event string) []map[string]any {
 	t.Helper()
 	since := int64(600)
 	data, err := suite.c.client.CoreV1().Pods(namespace).GetLogs(pod, &corev1.PodLogOptions{SinceSeconds: &since}).DoRaw(ctx)
@@ -292,5 +292,5 @@ func logLines(ctx context.Context, t *testing.T, pod, msg string) []map[string]a
 		t.Logf("logs of %s: %v", pod, err)
 		return nil
 	}
-	return proctest.LogLines(string(data), msg)
+	return proctest.Events(string(data), event)
 }

@@ -161,7 +161,7 @@ func TestTiltUI(t *testing.T) {
 		if b.Error != "" {
 			t.Fatalf("bad-calls: %s\n%s", b.Error, tail(log))
 		}
-		refused := proctest.LogLines(log, "echo failed")
+		refused := proctest.Events(log, "echo_failed")
 		if len(refused) == 0 || refused[0]["code"] != "InvalidArgument" {
 			t.Errorf("bad-calls' log: %d echo failed lines (first %v), want INVALID_ARGUMENT ones, in its own pane:\n%s", len(refused), refused, tail(log))
 		}

@@ -18,7 +18,7 @@ var consoleStart = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[.0-9]*(?:Z
 // logger name, caller and message, tab-separated, then the fields as one
 // JSON object). It returns the line's fields, with ts, level (lower case),
 // logger, caller and msg as the JSON format names them, and whether it was
-// a log line at all. Their "listening" line, which Addr reads, is one.
+// a log line at all. Their "listening" event, which Addr reads, is one.
 func ParseLogLine(line string) (map[string]any, bool) {
 	if i := strings.Index(line, `{"level":`); i >= 0 {
 		var fields map[string]any
@@ -61,14 +61,16 @@ func IsJSONLogLine(line string) bool {
 	return json.Unmarshal([]byte(line), &fields) == nil && fields["msg"] != nil
 }
 
-// LogLines returns the log lines of out (a program's zap output, in either
-// format) whose message is msg, each as its fields.
-func LogLines(out, msg string) []map[string]any {
+// Events returns the log lines of out (a program's zap output, in either
+// format) whose event field is event, each as its fields. The checks read
+// what happened from event, never from the message, which is for people
+// and may be reworded.
+func Events(out, event string) []map[string]any {
 	var lines []map[string]any
 	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		if line, ok := ParseLogLine(sc.Text()); ok && line["msg"] == msg {
+		if line, ok := ParseLogLine(sc.Text()); ok && line["event"] == event {
 			lines = append(lines, line)
 		}
 	}

@@ -129,7 +129,7 @@ func TestProgramsLogLines(t *testing.T) {
 						t.Errorf("behind Tilt's prefix, %q reads otherwise (-alone +prefixed):\n%s", line, diff)
 					}
 				}
-				found := LogLines(p.Output(), "listening")
+				found := Events(p.Output(), "listening")
 				if len(found) != 1 {
 					t.Fatalf("%d listening lines, want 1:\n%s", len(found), p.Output())
 				}

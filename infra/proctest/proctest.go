@@ -162,7 +162,7 @@ func (p *Process) Wait(t testing.TB, timeout time.Duration) (code int, signal sy
 	return p.cmd.ProcessState.ExitCode(), 0
 }
 
-// Addr waits up to timeout for the program's "listening" log line (logged at
+// Addr waits up to timeout for the program's "listening" event (logged at
 // info level) and returns the loopback address of its listener named key
 // ("grpc" or "metrics").
 func (p *Process) Addr(t testing.TB, key string, timeout time.Duration) string {
@@ -193,15 +193,15 @@ func (p *Process) WaitAddr(key string, timeout time.Duration) (string, error) {
 	}
 }
 
-// LogLines returns the program's JSON log lines whose message is msg, each
+// Events returns the program's log lines whose event field is event, each
 // as its fields.
-func (p *Process) LogLines(msg string) []map[string]any { return LogLines(p.Output(), msg) }
+func (p *Process) Events(event string) []map[string]any { return Events(p.Output(), event) }
 
-// listeningAddr finds the log line {"msg":"listening", key: "[::]:port"}
+// listeningAddr finds the log line {"event":"listening", key: "[::]:port"}
 // (or "host:port,host:port" for several hosts, on one port) in out and
 // returns 127.0.0.1:port, or "" when there is none yet.
 func listeningAddr(out, key string) string {
-	for _, line := range LogLines(out, "listening") {
+	for _, line := range Events(out, "listening") {
 		s, _ := line[key].(string)
 		first, _, _ := strings.Cut(s, ",")
 		if _, port, err := net.SplitHostPort(first); err == nil {

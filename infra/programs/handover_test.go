@@ -128,7 +128,7 @@ func TestHandover(t *testing.T) {
 	if poll.OK() == 0 {
 		t.Error("no poll succeeded")
 	}
-	if failed := client.LogLines("echo failed"); len(failed) > 0 {
+	if failed := client.Events("echo_failed"); len(failed) > 0 {
 		t.Errorf("%d client calls failed across the hand-overs, want 0; first: %v", len(failed), failed[0])
 	}
 	for _, p := range []*proctest.Process{server, client} {
@@ -150,7 +150,7 @@ func TestHandover(t *testing.T) {
 	if code, sig := server.Wait(t, 15*time.Second); code != 0 {
 		t.Errorf("server exit code %d (signal %v) after SIGTERM, want 0", code, sig)
 	}
-	if n := len(server.LogLines("draining calls in progress")); n != 1 {
+	if n := len(server.Events("draining")); n != 1 {
 		t.Errorf("%d processes drained as at a shutdown, want 1 (the serving one)", n)
 	}
 }
@@ -304,7 +304,7 @@ func BenchmarkHandover(b *testing.B) {
 		time.Sleep(100 * time.Millisecond) // the old process drains
 	}
 	b.StopTimer()
-	if failed := client.LogLines("echo failed"); len(failed) > 0 {
+	if failed := client.Events("echo_failed"); len(failed) > 0 {
 		b.Errorf("%d client calls failed across the hand-overs, want 0; first: %v", len(failed), failed[0])
 	}
 	slices.Sort(took)

@@ -177,7 +177,7 @@ func TestServerAndClient(t *testing.T) {
 		if code, sig := p.Wait(t, 5*time.Second); code != 0 {
 			t.Errorf("exit code %d (signal %v) after SIGTERM, want 0", code, sig)
 		}
-		if !strings.Contains(p.Output(), `"msg":"stopped"`) {
+		if len(p.Events("stopped")) == 0 {
 			t.Errorf("no stop logged:\n%s", p.Output())
 		}
 	}
@@ -257,7 +257,7 @@ func TestSecondSignalStopsAtOnce(t *testing.T) {
 	server.Addr(t, "grpc", startTimeout)
 	server.Signal(t, syscall.SIGTERM)
 	proctest.Eventually(t, 5*time.Second, "server logs that it waits", func() bool {
-		return strings.Contains(server.Output(), `"msg":"not serving; waiting before draining"`)
+		return len(server.Events("shutdown_delay")) > 0
 	})
 	select {
 	case <-server.Done():
@@ -286,7 +286,7 @@ func TestClientDuration(t *testing.T) {
 	if took := time.Since(began); took < 900*time.Millisecond || took > 5*time.Second {
 		t.Errorf("client ran %v, want about CLIENT_DURATION (1s)", took.Round(time.Millisecond))
 	}
-	if !strings.Contains(client.Output(), `"msg":"stopped"`) {
+	if len(client.Events("stopped")) == 0 {
 		t.Errorf("client did not log its stop:\n%s", client.Output())
 	}
 }

@@ -88,7 +88,7 @@ func TestTraces(t *testing.T) {
 			t.Errorf("span of the caller's trace: %+v, want the server's, child of %s", sp, parent)
 		}
 	}
-	refused := server.LogLines("call refused")
+	refused := server.Events("call_refused")
 	if len(refused) != 1 || refused[0]["trace_id"] != traceID || refused[0]["span_id"] == "" {
 		t.Errorf("the refused call's log lines: %v, want one with trace_id %s and its span_id", refused, traceID)
 	}
@@ -159,7 +159,7 @@ func TestTraceExportFaults(t *testing.T) {
 				t.Errorf("%v calls failed while spans could not be exported, want 0", failed)
 			}
 			for _, p := range []*proctest.Process{server, client} {
-				if warnings := p.LogLines("tracing: spans are not exported (the calls are not affected)"); len(warnings) > 1 {
+				if warnings := p.Events("export_failed"); len(warnings) > 1 {
 					t.Errorf("%d warnings about the export within a minute, want at most 1: %v", len(warnings), warnings)
 				}
 				for _, line := range strings.Split(p.Output(), "\n") {
@@ -170,8 +170,8 @@ func TestTraceExportFaults(t *testing.T) {
 				}
 			}
 			t.Logf("%v calls, 0 failed; warnings: server %d, client %d", calls("ok"),
-				len(server.LogLines("tracing: spans are not exported (the calls are not affected)")),
-				len(client.LogLines("tracing: spans are not exported (the calls are not affected)")))
+				len(server.Events("export_failed")),
+				len(client.Events("export_failed")))
 		})
 	}
 }
@@ -191,8 +191,8 @@ func TestNoEndpointNoExport(t *testing.T) {
 	if _, err := foopb.NewFooClient(conn).Echo(ctx, &foopb.EchoRequest{Name: strings.Repeat("x", 2000)}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("Echo: %v, want InvalidArgument", err)
 	}
-	proctest.Eventually(t, 5*time.Second, "the refused call's log line", func() bool { return len(server.LogLines("call refused")) == 1 })
-	if id := fmt.Sprint(server.LogLines("call refused")[0]["trace_id"]); len(id) != 32 {
+	proctest.Eventually(t, 5*time.Second, "the refused call's log line", func() bool { return len(server.Events("call_refused")) == 1 })
+	if id := fmt.Sprint(server.Events("call_refused")[0]["trace_id"]); len(id) != 32 {
 		t.Errorf("refused call's trace_id = %q, want 32 hex digits", id)
 	}
 	if out := server.Output(); strings.Contains(strings.ToLower(out), "otlp") || strings.Contains(out, "tracing") {

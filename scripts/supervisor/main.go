@@ -116,7 +116,7 @@ func supervise(log *zap.Logger, listens []string, startTimeout time.Duration, de
 		}
 		held = append(held, zap.String(name, strings.Join(as, ",")))
 	}
-	log.Info("holding the sockets", append(held, zap.String("event", "listening"))...)
+	log.Info("holding the sockets", append(held, zap.String("event", "holding"))...)
 
 	s := &supervisor.Supervisor{Log: log, StartTimeout: startTimeout}
 	if delveAddr == "" {

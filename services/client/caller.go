@@ -82,7 +82,7 @@ func (c *caller) call(ctx context.Context) {
 		c.calls.WithLabelValues(platform.ResultError).Inc()
 		st := status.Convert(err)
 		span.SetStatus(codes.Error, st.Message())
-		c.log.Warn("echo failed", append(platform.TraceFields(ctx), zap.Stringer("code", st.Code()),
+		c.log.Warn("echo failed", append(platform.TraceFields(ctx), zap.String("event", "echo_failed"), zap.Stringer("code", st.Code()),
 			zap.String("message", st.Message()), zap.Duration("elapsed", time.Since(start)))...)
 		return
 	}

@@ -90,7 +90,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	metrics.SetReady(true)
 	platform.NotifyReady(p.Log)
-	p.Log.Info("calling echo", zap.String("target", cfg.ServerAddr), zap.Float64("rate", cfg.Rate), zap.Int("concurrency", cfg.Concurrency))
+	p.Log.Info("calling echo", zap.String("event", "calling"), zap.String("target", cfg.ServerAddr), zap.Float64("rate", cfg.Rate), zap.Int("concurrency", cfg.Concurrency))
 	return p.Stop(platform.Serve(ctx,
 		platform.Actor{Run: func() error { return c.run(calls) }, Stop: func(error) { stopCalls() }},
 		metrics.Actor(ctx, metricsLis),

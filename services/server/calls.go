@@ -32,15 +32,16 @@ func callInterceptor(log *zap.Logger, slow time.Duration, inFlight *atomic.Int64
 		elapsed := time.Since(start)
 		code := status.Code(err)
 		var ce *zapcore.CheckedEntry
+		var event string
 		switch {
 		case code == codes.OK && elapsed < slow:
 			return resp, err
 		case code == codes.OK:
-			ce = log.Check(zapcore.WarnLevel, "slow call")
+			ce, event = log.Check(zapcore.WarnLevel, "slow call"), "slow_call"
 		case platform.ServerFault(code):
-			ce = log.Check(zapcore.ErrorLevel, "call failed")
+			ce, event = log.Check(zapcore.ErrorLevel, "call failed"), "call_failed"
 		default:
-			ce = log.Check(zapcore.InfoLevel, "call refused")
+			ce, event = log.Check(zapcore.InfoLevel, "call refused"), "call_refused"
 		}
 		if ce != nil {
 			addr := ""
@@ -48,6 +49,7 @@ func callInterceptor(log *zap.Logger, slow time.Duration, inFlight *atomic.Int64
 				addr = p.Addr.String()
 			}
 			fields := append(platform.TraceFields(ctx),
+				zap.String("event", event),
 				zap.String("method", info.FullMethod),
 				zap.Stringer("code", code),
 				zap.Duration("duration", elapsed),

@@ -28,13 +28,13 @@ func TestCallInterceptor(t *testing.T) {
 		err       error
 		took      time.Duration
 		wantLevel zapcore.Level
-		wantMsg   string // "" when nothing is logged
+		wantEvent string // "" when nothing is logged
 	}{
 		{name: "fast success", took: 0},
-		{name: "slow success", took: 30 * time.Millisecond, wantLevel: zapcore.WarnLevel, wantMsg: "slow call"},
-		{name: "server fault", err: status.Error(codes.Internal, "boom"), wantLevel: zapcore.ErrorLevel, wantMsg: "call failed"},
-		{name: "deadline", err: status.Error(codes.DeadlineExceeded, "late"), wantLevel: zapcore.ErrorLevel, wantMsg: "call failed"},
-		{name: "caller's mistake", err: status.Error(codes.InvalidArgument, "too long"), wantLevel: zapcore.InfoLevel, wantMsg: "call refused"},
+		{name: "slow success", took: 30 * time.Millisecond, wantLevel: zapcore.WarnLevel, wantEvent: "slow_call"},
+		{name: "server fault", err: status.Error(codes.Internal, "boom"), wantLevel: zapcore.ErrorLevel, wantEvent: "call_failed"},
+		{name: "deadline", err: status.Error(codes.DeadlineExceeded, "late"), wantLevel: zapcore.ErrorLevel, wantEvent: "call_failed"},
+		{name: "caller's mistake", err: status.Error(codes.InvalidArgument, "too long"), wantLevel: zapcore.InfoLevel, wantEvent: "call_refused"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,7 +60,7 @@ func TestCallInterceptor(t *testing.T) {
 				t.Errorf("calls in flight after the call = %d, want 0", n)
 			}
 			entries := logs.All()
-			if tt.wantMsg == "" {
+			if tt.wantEvent == "" {
 				if len(entries) != 0 {
 					t.Fatalf("logged %v, want nothing", entries)
 				}
@@ -70,15 +70,15 @@ func TestCallInterceptor(t *testing.T) {
 				t.Fatalf("logged %d lines, want 1", len(entries))
 			}
 			e := entries[0]
-			if e.Level != tt.wantLevel || e.Message != tt.wantMsg {
-				t.Errorf("logged %v %q, want %v %q", e.Level, e.Message, tt.wantLevel, tt.wantMsg)
-			}
 			fields := e.ContextMap()
+			if e.Level != tt.wantLevel || fields["event"] != tt.wantEvent {
+				t.Errorf("logged %v event %v, want %v %q", e.Level, fields["event"], tt.wantLevel, tt.wantEvent)
+			}
 			if _, err := time.ParseDuration(fmt.Sprint(fields["duration"])); err != nil {
 				t.Errorf("duration field %v: %v", fields["duration"], err)
 			}
 			delete(fields, "duration")
-			want := map[string]any{platform.TraceIDKey: "ab000000000000000000000000000007", platform.SpanIDKey: "0000000000000009", "method": "/foo.Foo/echo", "peer": "10.0.0.9:4242", "code": status.Code(tt.err).String()}
+			want := map[string]any{platform.TraceIDKey: "ab000000000000000000000000000007", platform.SpanIDKey: "0000000000000009", "method": "/foo.Foo/echo", "peer": "10.0.0.9:4242", "code": status.Code(tt.err).String(), "event": tt.wantEvent}
 			if tt.err != nil {
 				want["error"] = status.Convert(tt.err).Message()
 			}

@@ -65,7 +65,7 @@ func run(args []string, stdout, stderr io.Writer) error {
 func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, metrics *platform.MetricsServer, lis listeners) error {
 	srv.setServing()
 	metrics.SetReady(true)
-	log.Info("serving")
+	log.Info("serving", zap.String("event", "serving"))
 	platform.NotifyReady(log)
 	return platform.Serve(ctx,
 		platform.Actor{
@@ -88,11 +88,11 @@ func serve(ctx context.Context, cfg Config, log *zap.Logger, srv *grpcServer, me
 				srv.setDraining()
 				metrics.SetReady(false)
 				if ctx.Err() != nil && cfg.ShutdownDelay > 0 {
-					log.Info("not serving; waiting before draining", zap.Duration("delay", cfg.ShutdownDelay))
+					log.Info("not serving; waiting before draining", zap.String("event", "shutdown_delay"), zap.Duration("delay", cfg.ShutdownDelay))
 					time.Sleep(cfg.ShutdownDelay)
 				}
 				began := time.Now()
-				log.Info("draining calls in progress", zap.Duration("timeout", cfg.ShutdownTimeout))
+				log.Info("draining calls in progress", zap.String("event", "draining"), zap.Duration("timeout", cfg.ShutdownTimeout))
 				drain(srv, lis.grpc, cfg.ShutdownTimeout, log, 0)
 				srv.health.Shutdown() // for a watcher that outlives the connection
 				log.Info("drained", zap.Duration("grpc", time.Since(began)))

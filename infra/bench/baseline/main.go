@@ -11,8 +11,9 @@
 //
 // Both also serve grpc.health.v1, SERVING from the start, so the benchmark
 // can wait for them as it waits for the server, and announce their
-// addresses as the programs do: a zap line "listening" at info level, in
-// JSON or console lines (-log-format), that infra/proctest reads.
+// addresses as the programs do: a zap line at info level with the event
+// "listening", in JSON or console lines (-log-format), that infra/proctest
+// reads.
 //
 // With -debug-addr, net/http/pprof on a listener of its own, as the
 // programs' PREFIX_DEBUG_PORT: the bench's -profile takes their CPU profiles
@@ -133,7 +134,7 @@ func run(ctx context.Context, log *zap.Logger, addr, stack, debugAddr string) er
 		listening = append(listening, zap.String("debug", addr))
 	}
 	// The line the benchmark reads the addresses from, as the programs log it.
-	log.Info("listening", listening...)
+	log.Info("listening", append(listening, zap.String("event", "listening"))...)
 	s := grpc.NewServer(opts...)
 	foopb.RegisterFooServer(s, echo{})
 	healthpb.RegisterHealthServer(s, health.NewServer()) // "" is SERVING

@@ -146,7 +146,7 @@ func (l *Listeners) Err(log *zap.Logger) error {
 		}
 		return errors.Join(append([]error{l.err}, errs...)...)
 	}
-	fields := make([]zap.Field, len(l.taken))
+	fields := make([]zap.Field, len(l.taken), len(l.taken)+1)
 	for i, t := range l.taken {
 		addrs := make([]string, len(t.parts))
 		for j, p := range t.parts {
@@ -154,7 +154,7 @@ func (l *Listeners) Err(log *zap.Logger) error {
 		}
 		fields[i] = zap.String(t.name, strings.Join(addrs, ","))
 	}
-	log.Info("listening", fields...)
+	log.Info("listening", append(fields, zap.String("event", "listening"))...)
 	return errors.Join(errs...)
 }
 

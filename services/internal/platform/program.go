@@ -99,7 +99,7 @@ func Start(program, prefix string, cfg Config, args []string, stdout, stderr io.
 	if err != nil {
 		return fail(&ConfigError{Err: err})
 	}
-	log.Info("starting", zap.String("version", version.Version), zap.String("revision", version.Revision),
+	log.Info("starting", zap.String("event", "starting"), zap.String("version", version.Version), zap.String("revision", version.Revision),
 		zap.String("config", strings.TrimPrefix(fmt.Sprintf("%+v", cfg), "&")), zap.Bool("given_sockets", given != nil))
 	p.Log, p.Tracing, p.Registry = log, tracing, NewRegistry("echo_"+program)
 	ctx, stop := context.WithCancelCause(context.Background())
@@ -161,7 +161,7 @@ func (p *Program) Stop(err error) error {
 	if err != nil {
 		p.Log.Error("stopped with an error", zap.Error(err))
 	} else {
-		p.Log.Info("stopped")
+		p.Log.Info("stopped", zap.String("event", "stopped"))
 	}
 	p.Log.Sync() //nolint:errcheck // stderr cannot be synced on some systems; nothing to do about it
 	return err

@@ -210,7 +210,7 @@ func (w *exportWarnings) Handle(err error) {
 		w.suppressed.Add(1)
 		return
 	}
-	w.log.Warn("tracing: spans are not exported (the calls are not affected)", zap.Error(err),
+	w.log.Warn("tracing: spans are not exported (the calls are not affected)", zap.String("event", "export_failed"), zap.Error(err),
 		zap.Int64("suppressed", w.suppressed.Swap(0)), zap.Duration("at_most_one_warning_per", exportWarnEvery))
 }
 
