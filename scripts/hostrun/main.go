@@ -107,11 +107,12 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if cfg.lock != "" {
-			lock, err := holdLock(cfg.lock)
+			// Shared: held until hostrun exits.
+			f, err := lock(cfg.lock, syscall.LOCK_SH)
 			if err != nil {
 				return err
 			}
-			defer lock.Close()
+			defer f.Close()
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 		defer stop()

@@ -120,9 +120,18 @@ func (m manifests) containerPort(app string, p servicePort) (int, string, bool) 
 	if err != nil {
 		return 0, "", false
 	}
+	target := p.TargetPort
+	if target.name == "" {
+		target.num = cmp.Or(target.num, p.Port)
+	}
+	return c.port(target)
+}
+
+// port returns the number and the name of the container's port p names
+// (by name, or by number).
+func (c *container) port(p intOrString) (int, string, bool) {
 	for _, cp := range c.Ports {
-		if (p.TargetPort.name != "" && cp.Name == p.TargetPort.name) ||
-			(p.TargetPort.name == "" && cp.ContainerPort == cmp.Or(p.TargetPort.num, p.Port)) {
+		if (p.name != "" && cp.Name == p.name) || (p.name == "" && cp.ContainerPort == p.num) {
 			return cp.ContainerPort, cp.Name, true
 		}
 	}

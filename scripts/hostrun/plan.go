@@ -82,10 +82,8 @@ func (p *planConfig) derive(m manifests, addr hostAddress) (*plan, error) {
 	if c.ReadinessProbe != nil && c.ReadinessProbe.HTTPGet != nil {
 		get = c.ReadinessProbe.HTTPGet
 	}
-	probe, ok := byName[get.Port.name]
-	if get.Port.name == "" {
-		probe, ok = p.hereOf(c, get.Port.num)
-	}
+	_, name, ok := c.port(get.Port)
+	probe := byName[name]
 	if !ok {
 		return nil, fmt.Errorf("its readiness is asked at port %s, none of its container's ports: hostrun sends the cluster's calls here once the program answers there", get.Port)
 	}
@@ -130,17 +128,6 @@ func (p *planConfig) derive(m manifests, addr hostAddress) (*plan, error) {
 
 func (p *planConfig) file(ext string) string {
 	return filepath.Join(p.dir, p.program+"."+ext)
-}
-
-// hereOf is the port here of the container port numbered port.
-func (p *planConfig) hereOf(c *container, port int) (int, bool) {
-	for _, cp := range c.Ports {
-		if cp.ContainerPort == port {
-			here, ok := p.ports[cp.Name]
-			return here, ok
-		}
-	}
-	return 0, false
 }
 
 func joinHosts(hosts []string, port int) string {

@@ -47,6 +47,9 @@ const (
 	withdrawnGrace = 500 * time.Millisecond
 )
 
+// handbackTimeout: see stopTimeout (a variable for the tests).
+var handbackTimeout = 15 * time.Second
+
 // runConfig is hostrun run's flags.
 type runConfig struct {
 	cluster  cluster
@@ -274,9 +277,6 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 		}
 	}
 }
-
-// handbackTimeout: see stopTimeout (a variable for the tests).
-var handbackTimeout = 15 * time.Second
 
 // consoleLogger writes the supervisor's lines as console lines, the
 // programs' format in the dev build.

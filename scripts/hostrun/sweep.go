@@ -17,14 +17,14 @@ import (
 // is not on this machine, deletes such slices once it can take the lock
 // exclusively, that is once no hostrun of that program runs.
 
-// holdLock takes a shared lock on path (made if missing) and keeps it until
-// the process ends.
-func holdLock(path string) (*os.File, error) {
+// lock takes the lock how (syscall.LOCK_SH, LOCK_EX...) on path, made if
+// missing; the lock lasts until the file is closed or the process ends.
+func lock(path string, how int) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("--lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err != nil {
+	if err := syscall.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("--lock %s: %w", path, err)
 	}
@@ -64,18 +64,15 @@ func (s *sliceServices) Set(v string) error { *s = append(*s, v); return nil }
 // sweep deletes the slices of the Services, unless a hostrun runs (holds
 // the lock). It says what it did.
 func (c *sweepConfig) sweep(out io.Writer) error {
-	f, err := os.OpenFile(c.lock, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := lock(c.lock, syscall.LOCK_EX|syscall.LOCK_NB)
+	if errors.Is(err, syscall.EWOULDBLOCK) {
+		fmt.Fprintf(out, "hostrun: a hostrun runs (%s): its slices stay\n", c.lock)
+		return nil
+	}
 	if err != nil {
-		return fmt.Errorf("--lock: %w", err)
+		return err
 	}
 	defer f.Close()
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			fmt.Fprintf(out, "hostrun: a hostrun runs (%s): its slices stay\n", c.lock)
-			return nil
-		}
-		return fmt.Errorf("--lock %s: %w", c.lock, err)
-	}
 	var specs []sliceSpec
 	for _, s := range c.services {
 		specs = append(specs, sliceSpec{service: s})

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -26,7 +27,7 @@ func TestSweep(t *testing.T) {
 	calls := func() string { b, _ := os.ReadFile(filepath.Join(dir, "calls")); return string(b) }
 
 	// A hostrun runs: its shared lock.
-	held, err := holdLock(lockPath)
+	held, err := lock(lockPath, syscall.LOCK_SH)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestSweep(t *testing.T) {
 		t.Errorf("output %q", out.String())
 	}
 	// The sweep's own exclusive lock is gone with it: a hostrun starts.
-	again, err := holdLock(lockPath)
+	again, err := lock(lockPath, syscall.LOCK_SH)
 	if err != nil {
 		t.Fatal(err)
 	}

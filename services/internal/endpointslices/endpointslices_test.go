@@ -22,7 +22,8 @@ import (
 	"google.golang.org/grpc/resolver"
 )
 
-// testTiming is defaultTiming, 100 times quicker.
+// testTiming is defaultTiming with the waits 100 times quicker, and
+// watches that last seconds.
 var testTiming = timing{
 	retryMin:        10 * time.Millisecond,
 	answeredMax:     800 * time.Millisecond,
