@@ -127,6 +127,11 @@ func volumeAt(d *appsv1.Deployment, path string) *corev1.Volume {
 // and include every datasource a dashboard names; exemplars lead on, to a
 // trace or to a URL Grafana can fill in; the dashboards are provisioned
 // from their files, read-only, every one of them.
+// TestGrafanaProvisioning: Grafana's container commits no password; its
+// datasources name Service ports of the manifests; every datasource a
+// dashboard names is provisioned; exemplars lead to traces; the one
+// dashboard provider reads the grafana-dashboards ConfigMap, which holds
+// every dashboard, and allows no edit in the UI.
 func TestGrafanaProvisioning(t *testing.T) {
 	tr := mustBuild(t, ".")
 	c := container(t, tr, "grafana")
@@ -135,15 +140,7 @@ func TestGrafanaProvisioning(t *testing.T) {
 			t.Errorf("grafana env %s: no password is committed", e.Name)
 		}
 	}
-	// Field names match the files' keys without regard to case.
-	var ds struct {
-		Datasources []struct {
-			Name, Type, UID, URL string
-			JSONData             struct {
-				ExemplarTraceIDDestinations []struct{ Name, DatasourceUID, URL string }
-			}
-		}
-	}
+	var ds grafanaDatasources
 	if err := yaml.Unmarshal([]byte(configMapFile(t, tr, "grafana-datasources", "datasources.yaml")), &ds); err != nil {
 		t.Fatalf("datasources.yaml: %v", err)
 	}
@@ -155,6 +152,28 @@ func TestGrafanaProvisioning(t *testing.T) {
 			t.Errorf("datasource %s: URL %s names no Service port of the manifests", d.Name, d.URL)
 		}
 	}
+	checkDashboardDatasources(t, types)
+	checkExemplarDestinations(t, ds, types, c.Env)
+	checkDashboardProvider(t, tr)
+	checkDashboardsConfigMap(t, tr)
+}
+
+// grafanaDatasources is Grafana's datasources.yaml, the fields the checks
+// read. Field names match the file's keys without regard to case.
+type grafanaDatasources struct {
+	Datasources []struct {
+		Name, Type, UID, URL string
+		JSONData             struct {
+			ExemplarTraceIDDestinations []struct{ Name, DatasourceUID, URL string }
+		}
+	}
+}
+
+// checkDashboardDatasources checks that every datasource a dashboard, one
+// of its panels, targets or variables names is provisioned with its type
+// (types: uid -> type).
+func checkDashboardDatasources(t *testing.T, types map[string]string) {
+	t.Helper()
 	boards, err := dashboards.Load(dashboardsDir)
 	if err != nil {
 		t.Fatal(err)
@@ -181,9 +200,14 @@ func TestGrafanaProvisioning(t *testing.T) {
 			}
 		}
 	}
-	// Every exemplar of a latency panel leads on: to a trace in a provisioned
-	// tracing datasource, or to a URL whose variables Grafana's container
-	// defines ($$ is a literal $).
+}
+
+// checkExemplarDestinations checks that every exemplar of a latency panel
+// leads on: to a trace in a provisioned tracing datasource, or to a URL
+// whose variables Grafana's container defines in env ($$ is a literal $);
+// and that one leads to a provisioned Jaeger datasource.
+func checkExemplarDestinations(t *testing.T, ds grafanaDatasources, types map[string]string, env []corev1.EnvVar) {
+	t.Helper()
 	toTraces := false
 	for _, d := range ds.Datasources {
 		for _, dest := range d.JSONData.ExemplarTraceIDDestinations {
@@ -198,7 +222,7 @@ func TestGrafanaProvisioning(t *testing.T) {
 				continue
 			}
 			for _, v := range regexp.MustCompile(`\$\$|\$\{?([A-Za-z_][A-Za-z0-9_]*)`).FindAllStringSubmatch(dest.URL, -1) {
-				if v[1] != "" && !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == v[1] }) {
+				if v[1] != "" && !slices.ContainsFunc(env, func(e corev1.EnvVar) bool { return e.Name == v[1] }) {
 					t.Errorf("exemplar destination URL %s: $%s is not set on Grafana's container", dest.URL, v[1])
 				}
 			}
@@ -207,7 +231,13 @@ func TestGrafanaProvisioning(t *testing.T) {
 	if !toTraces {
 		t.Errorf("no exemplar destination leads to a provisioned Jaeger datasource")
 	}
+}
 
+// checkDashboardProvider checks that Grafana has one dashboard provider,
+// whose path is the grafana-dashboards ConfigMap's volume, and that it
+// allows no edit in the UI.
+func checkDashboardProvider(t *testing.T, tr *infra.Tree) {
+	t.Helper()
 	var providers struct {
 		Providers []struct {
 			AllowUIUpdates bool
@@ -228,7 +258,6 @@ func TestGrafanaProvisioning(t *testing.T) {
 	if p.AllowUIUpdates {
 		t.Error("dashboard provider allows UI updates")
 	}
-	checkDashboardsConfigMap(t, tr)
 }
 
 // checkDashboardsConfigMap fails unless tr's ConfigMap grafana-dashboards
