@@ -99,36 +99,10 @@ func TestProgramsLogLines(t *testing.T) {
 			}
 			t.Run(tt.what+" "+format, func(t *testing.T) {
 				p := Start(t, filepath.Join(binDir, tt.name), env, args...)
-				for _, key := range tt.listeners {
-					addr := p.Addr(t, key, 10*time.Second)
-					conn, err := net.DialTimeout("tcp", addr, time.Second)
-					if err != nil {
-						t.Fatalf("%s address %s: %v", key, addr, err)
-					}
-					conn.Close()
-				}
+				dialListeners(t, p, tt.listeners)
 				time.Sleep(100 * time.Millisecond) // the client's first failed calls
 				p.Stop(5 * time.Second)
-				for line := range strings.Lines(p.Output()) {
-					line = strings.TrimSuffix(line, "\n")
-					fields, ok := ParseLogLine(line)
-					if !ok {
-						t.Errorf("not a log line: %q", line)
-						continue
-					}
-					for _, key := range []string{"ts", "level", "caller", "msg"} {
-						if s, _ := fields[key].(string); s == "" {
-							t.Errorf("ParseLogLine(%q): no %s in %v", line, key, fields)
-						}
-					}
-					if (format == "json") != IsJSONLogLine(line) {
-						t.Errorf("IsJSONLogLine(%q) = %v in the %s format", line, !(format == "json"), format)
-					}
-					prefixed, _ := ParseLogLine(tiltPrefix + line)
-					if diff := cmp.Diff(fields, prefixed); diff != "" {
-						t.Errorf("behind Tilt's prefix, %q reads otherwise (-alone +prefixed):\n%s", line, diff)
-					}
-				}
+				checkLogLines(t, p.Output(), format)
 				found := Events(p.Output(), "listening")
 				if len(found) != 1 {
 					t.Fatalf("%d listening lines, want 1:\n%s", len(found), p.Output())
@@ -170,6 +144,47 @@ func TestParseLogLine(t *testing.T) {
 		got, ok := ParseLogLine(tt.line)
 		if ok != (tt.want != nil) || !cmp.Equal(got, tt.want) {
 			t.Errorf("ParseLogLine(%q) = %v, %v; want %v", tt.line, got, ok, tt.want)
+		}
+	}
+}
+
+// dialListeners checks that each listener's address, as p logs it,
+// accepts a connection.
+func dialListeners(t *testing.T, p *Process, listeners []string) {
+	t.Helper()
+	for _, key := range listeners {
+		addr := p.Addr(t, key, 10*time.Second)
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatalf("%s address %s: %v", key, addr, err)
+		}
+		conn.Close()
+	}
+}
+
+// checkLogLines checks that every line of output is a log line with its
+// time, level, caller and message, in the format named format, and that it
+// reads the same behind Tilt's prefix.
+func checkLogLines(t *testing.T, output, format string) {
+	t.Helper()
+	for line := range strings.Lines(output) {
+		line = strings.TrimSuffix(line, "\n")
+		fields, ok := ParseLogLine(line)
+		if !ok {
+			t.Errorf("not a log line: %q", line)
+			continue
+		}
+		for _, key := range []string{"ts", "level", "caller", "msg"} {
+			if s, _ := fields[key].(string); s == "" {
+				t.Errorf("ParseLogLine(%q): no %s in %v", line, key, fields)
+			}
+		}
+		if (format == "json") != IsJSONLogLine(line) {
+			t.Errorf("IsJSONLogLine(%q) = %v in the %s format", line, !(format == "json"), format)
+		}
+		prefixed, _ := ParseLogLine(tiltPrefix + line)
+		if diff := cmp.Diff(fields, prefixed); diff != "" {
+			t.Errorf("behind Tilt's prefix, %q reads otherwise (-alone +prefixed):\n%s", line, diff)
 		}
 	}
 }
