@@ -2,19 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"syscall"
 	"time"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 
 	"example.com/grpc-metrics/scripts/internal/supervisor"
 )
@@ -65,121 +59,6 @@ type runConfig struct {
 	lock     string // held shared while it runs (hostrun sweep)
 	slices   []sliceSpec
 	command  []string
-}
-
-// supervised is the program under a supervisor (scripts/internal/supervisor),
-// which holds its sockets: a new build takes over from the running process
-// without a connection refused, under Delve too.
-type supervised struct {
-	signals chan os.Signal
-	done    chan struct{}
-	err     error // of Run, once done is closed
-}
-
-// supervise runs the program on sockets until it stops; see supervised.
-func (c *runConfig) supervise(sockets []supervisor.Socket, log *zap.Logger) (*supervised, error) {
-	dir, err := os.MkdirTemp("", "hostrun-")
-	if err != nil {
-		return nil, err
-	}
-	s := &supervisor.Supervisor{Log: log, StartTimeout: startTimeout}
-	var closeLauncher func()
-	if c.delve == "" {
-		s.Launcher = &supervisor.Exec{Command: c.command, Sockets: sockets, Dir: dir, Env: os.Environ(), Stdout: os.Stdout, Stderr: os.Stderr, Log: log}
-	} else {
-		l, err := net.Listen("tcp", c.delve)
-		if err != nil {
-			os.RemoveAll(dir) //nolint:errcheck // best effort
-			return nil, fmt.Errorf("--delve %s: %w", c.delve, err)
-		}
-		front := supervisor.NewFront(l, true, log.Named("debuggers"))
-		go front.Serve()
-		d := &supervisor.Delve{Dlv: c.dlv, Command: c.command, Sockets: sockets, Dir: dir, Env: os.Environ(), Front: front, Stdout: os.Stdout, Stderr: os.Stderr, Log: log}
-		s.Launcher, s.Sequential, s.StartTimeout, closeLauncher = d, true, 0, d.Close
-	}
-	sv := &supervised{signals: make(chan os.Signal, 4), done: make(chan struct{})}
-	go func() {
-		sv.err = s.Run(sv.signals)
-		if closeLauncher != nil {
-			closeLauncher()
-		}
-		os.RemoveAll(dir) //nolint:errcheck // best effort
-		close(sv.done)
-	}()
-	return sv, nil
-}
-
-// halt stops the program: SIGTERM, passed on by the supervisor, and a
-// second one (every process, the draining ones too) if it has not stopped
-// by the deadline.
-func (sv *supervised) halt(deadline time.Time) {
-	sv.signals <- syscall.SIGTERM
-	select {
-	case <-sv.done:
-	case <-time.After(max(time.Until(deadline)-time.Second, haltTimeout)):
-		sv.signals <- syscall.SIGTERM
-		select {
-		case <-sv.done:
-		case <-time.After(time.Second):
-			// The kernel stops what is left when hostrun exits (Linux).
-		}
-	}
-}
-
-// answers reports whether the program's readiness URL answers 200.
-func (c *runConfig) answers(client *http.Client) bool {
-	resp, err := client.Get(c.ready)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-func (c *runConfig) setServing(on bool) {
-	if c.serving == "" {
-		return
-	}
-	if on {
-		os.WriteFile(c.serving, nil, 0o644) //nolint:errcheck // the probe then says not ready
-	} else {
-		os.Remove(c.serving) //nolint:errcheck // not there
-	}
-}
-
-// unpublish withdraws the slices and tells Tilt's probe that nothing
-// serves here; it reports whether the slices are gone.
-func (c *runConfig) unpublish(logf func(string, ...any)) bool {
-	c.setServing(false)
-	if _, err := c.cluster.withdraw(c.slices); err != nil {
-		logf("%v", err)
-		return false
-	}
-	return true
-}
-
-// superviseOrLog runs the program, or logs why it could not (the next
-// build tries again).
-func (c *runConfig) superviseOrLog(sockets []supervisor.Socket, log *zap.Logger, logf func(string, ...any)) *supervised {
-	sv, err := c.supervise(sockets, log)
-	if err != nil {
-		logf("could not run %s: %v", c.command[0], err)
-	}
-	return sv
-}
-
-// stamp tells one binary from the next.
-type stamp struct {
-	mod  time.Time
-	size int64
-}
-
-func stampOf(path string) (stamp, bool) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return stamp{}, false
-	}
-	return stamp{fi.ModTime(), fi.Size()}, true
 }
 
 // program is the name of the workload this machine replaces (--replaces).
@@ -275,131 +154,6 @@ func (c *runConfig) run(ctx context.Context, log io.Writer) error {
 				published = p.try(c, logf)
 			}
 		}
-	}
-}
-
-// consoleLogger writes the supervisor's lines as console lines, the
-// programs' format in the dev build.
-func consoleLogger(w io.Writer) *zap.Logger {
-	enc := zap.NewProductionEncoderConfig()
-	enc.EncodeTime = zapcore.ISO8601TimeEncoder
-	enc.EncodeDuration = zapcore.StringDurationEncoder
-	enc.EncodeLevel = zapcore.CapitalLevelEncoder
-	return zap.New(zapcore.NewCore(zapcore.NewConsoleEncoder(enc), zapcore.Lock(zapcore.AddSync(w)), zapcore.InfoLevel)).Named("hostrun")
-}
-
-// publisher makes the slices, retrying, and says so once.
-type publisher struct {
-	next              time.Time
-	waitingForService bool
-	replaced          bool      // --replaces is done
-	checked           time.Time // the made slices, last looked at
-}
-
-// still reports whether the slices made are still there and owned by
-// their Services as they are now, looking every recheck; when not, they
-// are to be made again.
-func (p *publisher) still(c *runConfig, logf func(string, ...any)) bool {
-	if time.Since(p.checked) < recheck {
-		return true
-	}
-	p.checked = time.Now()
-	switch ok, err := c.cluster.current(c.slices); {
-	case errors.Is(err, errNoService):
-		logf("a Service is gone (%v): its calls come here again once it is back", err)
-		return false
-	case err != nil:
-		return true // kubectl failed: look again later, keep what is made
-	case !ok:
-		logf("a slice is gone or owned by an older Service: making the slices again")
-		return false
-	}
-	return true
-}
-
-// try makes the slices unless a retry is not due; it reports whether they
-// are made.
-func (p *publisher) try(c *runConfig, logf func(string, ...any)) bool {
-	if time.Now().Before(p.next) {
-		return false
-	}
-	switch err := c.cluster.publish(c.slices, c.address); {
-	case err == nil:
-		p.waitingForService = false
-		logf("the cluster's calls to %s now come here, to %s", c.services(), c.address)
-		if c.replaces != "" && !p.replaced {
-			// Its pods serve on while they stop (preStop), and this
-			// machine is in the slices already.
-			if out, err := c.cluster.run(nil, "delete", c.replaces, "--ignore-not-found", "--wait=false"); err != nil {
-				logf("could not delete %s: %v", c.replaces, err)
-			} else if len(out) > 0 {
-				logf("%s of the cluster is deleted: this machine serves its Services", c.replaces)
-			}
-			p.replaced = true
-		}
-		return true
-	case errors.Is(err, errNoService):
-		if !p.waitingForService {
-			logf("serving; waiting for the Services to be deployed (%v)", err)
-			p.waitingForService = true
-		}
-		p.next = time.Now().Add(serviceRetry)
-	default:
-		logf("could not send the cluster's calls here: %v; retrying", err)
-		p.next = time.Now().Add(publishRetry)
-	}
-	return false
-}
-
-// A followed program (no COMMAND) is looked at every followTick; its port
-// must refuse connections refusedAfter times in a row before its slices
-// are withdrawn.
-const (
-	followTick   = 100 * time.Millisecond
-	refusedAfter = 3
-)
-
-// follow is run without a COMMAND: the slices follow a program that
-// another started (an IDE's debugger).
-func (c *runConfig) follow(ctx context.Context, client *http.Client, logf func(string, ...any)) error {
-	u, err := url.Parse(c.ready)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("--ready %q: not a URL", c.ready)
-	}
-	logf("waiting for the program on this machine to answer %s (start it in your IDE)", c.ready)
-	var (
-		published bool
-		refused   int
-		p         publisher
-	)
-	t := time.NewTicker(followTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return c.stop(nil, published, logf)
-		case <-t.C:
-		}
-		if !published {
-			if c.answers(client) {
-				c.setServing(true)
-				published = p.try(c, logf)
-			}
-			continue
-		}
-		conn, err := net.DialTimeout("tcp", u.Host, 200*time.Millisecond)
-		if err == nil {
-			conn.Close()
-			refused = 0
-			published = p.still(c, logf)
-			continue
-		}
-		if refused++; refused < refusedAfter {
-			continue
-		}
-		logf("the program on this machine stopped (%v): the cluster's calls no longer come here", err)
-		c.unpublish(logf)
-		published, refused = false, 0
 	}
 }
 
