@@ -67,27 +67,53 @@ func withServers(ctx context.Context, s settings, bin binaries, rep *report) err
 			defer before.stop()
 			targets = append(targets, target{name, before, name})
 		}
-		names := make([]string, len(targets))
-		for i, t := range targets {
-			names[i] = t.name
-		}
-		section(fmt.Sprintf("cpu: server CPU per call at %d calls/s, %d calls a run, %d rounds, %s in turn", s.rate, s.calls, s.rounds, strings.Join(names, ", ")))
-		if err := cpuPerCall(ctx, s, bin, targets, sink, rep); err != nil {
+		if err := cpuSection(ctx, s, bin, targets, sink, rep); err != nil {
 			return err
-		}
-		if s.profile != "" {
-			section(fmt.Sprintf("cpu profiles: each server at %d calls/s for %v", s.rate, profileTime))
-			if err := profiles(ctx, s, bin, targets); err != nil {
-				return err
-			}
 		}
 	}
-	if s.runs("throughput") {
-		section(fmt.Sprintf("throughput: ghz -c %d for %v, %d rounds (noise-bound on a shared 2-core machine: secondary)", s.concurrency, s.duration, s.rounds))
-		if err := throughput(ctx, s, bin, ours, bare, rep); err != nil {
+	if err := loadSection(ctx, s, bin, ours, bare, rep); err != nil {
+		return err
+	}
+	if s.runs("scrape") {
+		if err := scrapeSection(metricsURL, fresh, rep); err != nil {
 			return err
 		}
-	} else if s.runs("scrape") || s.runs("memory") {
+	}
+	if s.runs("memory") {
+		return memorySection(ctx, s, bin, ours, bare, idleOurs, idleBare, rep)
+	}
+	return nil
+}
+
+// cpuSection measures the server CPU per call of each target in turn and,
+// with -profile, takes a CPU profile of each.
+func cpuSection(ctx context.Context, s settings, bin binaries, targets []target, sink *proctest.OTLPSink, rep *report) error {
+	names := make([]string, len(targets))
+	for i, t := range targets {
+		names[i] = t.name
+	}
+	section(fmt.Sprintf("cpu: server CPU per call at %d calls/s, %d calls a run, %d rounds, %s in turn", s.rate, s.calls, s.rounds, strings.Join(names, ", ")))
+	if err := cpuPerCall(ctx, s, bin, targets, sink, rep); err != nil {
+		return err
+	}
+	if s.profile != "" {
+		section(fmt.Sprintf("cpu profiles: each server at %d calls/s for %v", s.rate, profileTime))
+		if err := profiles(ctx, s, bin, targets); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadSection measures the throughput of ours and bare; or, when only the
+// scrape or the memory sections run, puts each under the load they are
+// measured after.
+func loadSection(ctx context.Context, s settings, bin binaries, ours, bare *program, rep *report) error {
+	if s.runs("throughput") {
+		section(fmt.Sprintf("throughput: ghz -c %d for %v, %d rounds (noise-bound on a shared 2-core machine: secondary)", s.concurrency, s.duration, s.rounds))
+		return throughput(ctx, s, bin, ours, bare, rep)
+	}
+	if s.runs("scrape") || s.runs("memory") {
 		// The load the scrape and the peak memory are measured after.
 		section(fmt.Sprintf("load: ghz -c %d for %v on each server", s.concurrency, s.duration))
 		for _, p := range []*program{ours, bare} {
@@ -97,14 +123,6 @@ func withServers(ctx context.Context, s settings, bin binaries, rep *report) err
 			}
 			fmt.Printf("%8.0f calls/s, %d failed\n", r.RPS, r.failed())
 		}
-	}
-	if s.runs("scrape") {
-		if err := scrapeSection(metricsURL, fresh, rep); err != nil {
-			return err
-		}
-	}
-	if s.runs("memory") {
-		return memorySection(ctx, s, bin, ours, bare, idleOurs, idleBare, rep)
 	}
 	return nil
 }

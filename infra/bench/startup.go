@@ -17,6 +17,17 @@ import (
 // and the server's rebuild after a one-line edit; with -compare REV, that
 // rebuild of the tree at REV too, the two alternating.
 func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *report) error {
+	if err := sizeSection(b, rep); err != nil {
+		return err
+	}
+	if err := startSection(ctx, s, b, rep); err != nil {
+		return err
+	}
+	return rebuildSection(ctx, s, dir, rep)
+}
+
+// sizeSection reports the sizes of the server, the client and the baseline.
+func sizeSection(b binaries, rep *report) error {
 	w := table()
 	fmt.Fprintln(w, "binary\tMiB")
 	sizes := map[string]float64{}
@@ -32,7 +43,12 @@ func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *rep
 	}
 	w.Flush()
 	rep.add("binary MiB server, client (bare)", fmt.Sprintf("%.1f, %.1f (%.1f)", sizes["server"], sizes["client"], sizes["baseline"]))
+	return nil
+}
 
+// startSection reports exec to SERVING of ours and bare, the median of
+// s.starts starts each, the two alternating.
+func startSection(ctx context.Context, s settings, b binaries, rep *report) error {
 	starts := map[string][]float64{}
 	err := rotate(s.starts, []target{{name: "ours"}, {name: "bare"}}, func(_ int, t target) error {
 		path, env, args := b.server, []string{"SERVER_GRPC_PORT=0", "SERVER_METRICS_PORT=0"}, []string(nil)
@@ -51,7 +67,13 @@ func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *rep
 	}
 	fmt.Printf("exec to SERVING, median of %d: ours %.1f ms, bare %.1f ms\n", s.starts, median(starts["ours"]), median(starts["bare"]))
 	rep.add("exec to SERVING ms, ours (bare)", fmt.Sprintf("%.1f (%.1f)", median(starts["ours"]), median(starts["bare"])))
+	return nil
+}
 
+// rebuildSection reports the server's rebuild after a one-line edit, in a
+// copy of the working tree in dir; with -compare REV, that of the tree at
+// REV too, the two alternating.
+func rebuildSection(ctx context.Context, s settings, dir string, rep *report) error {
 	// Rebuild after a one-line edit, warm cache, in copies of the sources so
 	// the working tree is never touched.
 	trees := []target{{name: "working tree"}}
@@ -68,7 +90,7 @@ func innerLoop(ctx context.Context, s settings, b binaries, dir string, rep *rep
 	}
 	rebuilds := map[string][]float64{}
 	edits := map[string]int{}
-	err = rotate(s.edits+1, trees, func(round int, t target) error {
+	err := rotate(s.edits+1, trees, func(round int, t target) error {
 		ms, err := rebuild(ctx, srcs[t.name], edits[t.name], filepath.Join(dir, "rebuilt"))
 		edits[t.name]++
 		if err != nil {
