@@ -8,15 +8,10 @@ package dashboards_test
 
 import (
 	"context"
-	"debug/buildinfo"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
-	"regexp"
-	"runtime/debug"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -27,7 +22,6 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/promql/parser"
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
 
 	"example.com/grpc-metrics/infra"
 	"example.com/grpc-metrics/infra/dashboards"
@@ -66,9 +60,47 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 	if err := proctest.Build(filepath.Join("..", ".."), dir, "server", "client"); err != nil {
 		t.Fatal(err)
 	}
+	programs := startPrograms(t, dir)
+	endpoints := programs.endpoints(t)
+	promAddr := startPrometheus(t, base.ConfigMaps["prometheus-config"], cluster, promBin, dir, namespace, endpoints)
 
-	// Names longer than 3 bytes are refused: client-ok's "ok" succeeds,
-	// client-fail's "world" gets INVALID_ARGUMENT, about one call in five.
+	pc, err := api.NewClient(api.Config{Address: "http://" + promAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	papi := promv1.NewAPI(pc)
+	began := time.Now()
+	waitForTargets(t, papi, namespace, promAddr, endpoints)
+	checks := liveChecks(t, papi)
+
+	runCtx, cancel := context.WithTimeout(t.Context(), liveDeadline-time.Since(began))
+	defer cancel()
+	failed := promcheck.RunUntil(runCtx, checks, time.Second)
+	for _, err := range failed {
+		t.Error(err)
+	}
+	t.Logf("%d checks, %d failed, after %v of scraping", len(checks), len(failed), time.Since(began).Round(100*time.Millisecond))
+
+	t.Run("every query and rule reads series of the programs or of a rule", func(t *testing.T) {
+		checkNames(t, papi)
+	})
+
+	t.Run("one trace id from the client's log to the exemplars", func(t *testing.T) {
+		followOneCall(t, papi, filepath.Join(dir, "client"), programs.grpcAddr, programs.server, programs.failClient)
+	})
+}
+
+// livePrograms are the real server and its two clients, on loopback.
+type livePrograms struct {
+	server, okClient, failClient *proctest.Process
+	grpcAddr                     string // the server's
+}
+
+// startPrograms starts the server and two clients built into dir. Names
+// longer than 3 bytes are refused: client-ok's "ok" succeeds, client-fail's
+// "world" gets INVALID_ARGUMENT, about one call in five.
+func startPrograms(t *testing.T, dir string) livePrograms {
+	t.Helper()
 	server := proctest.Start(t, filepath.Join(dir, "server"), []string{
 		"SERVER_GRPC_PORT=0", "SERVER_METRICS_PORT=0", "SERVER_MAX_NAME_BYTES=3"})
 	grpcAddr := server.Addr(t, "grpc", startTimeout)
@@ -78,22 +110,33 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 			"CLIENT_NAME=" + name, "CLIENT_RATE=" + rate, "CLIENT_CONCURRENCY=2"})
 	}
 	okClient, failClient := client("ok", "40"), client("world", "10")
+	return livePrograms{server: server, okClient: okClient, failClient: failClient, grpcAddr: grpcAddr}
+}
 
-	// Every endpoint of the namespace: each job's relabelling must keep its own.
-	endpoints := []endpoint{
-		{pod: "server-5f7d8c9b4-x2k4q", service: "server-service", portName: "grpc", addr: grpcAddr},
-		{pod: "server-5f7d8c9b4-x2k4q", service: "server-metrics-service", portName: "metrics", addr: server.Addr(t, "metrics", startTimeout)},
-		{pod: "client-6c9f7b5d8-ok7zq", service: "client-metrics-service", portName: "metrics", addr: okClient.Addr(t, "metrics", startTimeout)},
-		{pod: "client-6c9f7b5d8-fa1lq", service: "client-metrics-service", portName: "metrics", addr: failClient.Addr(t, "metrics", startTimeout)},
+// endpoints is every endpoint of the namespace, as pods of the cluster:
+// each job's relabelling must keep its own.
+func (p livePrograms) endpoints(t *testing.T) []endpoint {
+	t.Helper()
+	return []endpoint{
+		{pod: "server-5f7d8c9b4-x2k4q", service: "server-service", portName: "grpc", addr: p.grpcAddr},
+		{pod: "server-5f7d8c9b4-x2k4q", service: "server-metrics-service", portName: "metrics", addr: p.server.Addr(t, "metrics", startTimeout)},
+		{pod: "client-6c9f7b5d8-ok7zq", service: "client-metrics-service", portName: "metrics", addr: p.okClient.Addr(t, "metrics", startTimeout)},
+		{pod: "client-6c9f7b5d8-fa1lq", service: "client-metrics-service", portName: "metrics", addr: p.failClient.Addr(t, "metrics", startTimeout)},
 	}
-	// Prometheus listens on a free port, which its configuration must name
-	// (it scrapes itself): start it, read the port from its log, then write
-	// the configuration with it and make it reload (SIGHUP).
+}
+
+// startPrometheus starts Prometheus with the cluster's command line and
+// configuration, scraping endpoints and itself, and returns its address.
+// It listens on a free port, which its configuration must name (it scrapes
+// itself): start it, read the port from its log, then write the
+// configuration with it and make it reload (SIGHUP).
+func startPrometheus(t *testing.T, cm *corev1.ConfigMap, cluster corev1.Container, promBin, dir, namespace string, endpoints []endpoint) string {
+	t.Helper()
 	cfgDir := filepath.Join(dir, "config")
 	writeConfig := func(promAddr string) {
 		t.Helper()
 		eps := append(slices.Clone(endpoints), endpoint{pod: "prometheus-7b8d6f5c9-p8rzv", service: "prometheus", portName: "http", addr: promAddr})
-		writeLiveConfig(t, base.ConfigMaps["prometheus-config"], cfgDir, namespace, promAddr, eps)
+		writeLiveConfig(t, cm, cfgDir, namespace, promAddr, eps)
 	}
 	writeConfig("127.0.0.1:9")
 	prom := proctest.Start(t, promBin, nil, prometheusArgs(t, cluster, filepath.Join(cfgDir, "prometheus.yml"), filepath.Join(dir, "data"), "127.0.0.1:0")...)
@@ -107,14 +150,13 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 	})
 	writeConfig(promAddr)
 	prom.Signal(t, syscall.SIGHUP)
+	return promAddr
+}
 
-	pc, err := api.NewClient(api.Config{Address: "http://" + promAddr})
-	if err != nil {
-		t.Fatal(err)
-	}
-	papi := promv1.NewAPI(pc)
-	ctx := t.Context()
-	began := time.Now()
+// waitForTargets waits for Prometheus to be ready with every target
+// discovered, relabelled as the cluster's (namespace, pod, service) and up.
+func waitForTargets(t *testing.T, papi promv1.API, namespace, promAddr string, endpoints []endpoint) {
+	t.Helper()
 	targets := map[string][]map[string]string{
 		"prometheus": {{"instance": promAddr}},
 		"server":     {{"namespace": namespace, "pod": endpoints[1].pod, "service": endpoints[1].service}},
@@ -123,14 +165,19 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 			{"namespace": namespace, "pod": endpoints[3].pod, "service": endpoints[3].service},
 		},
 	}
-	if err := proctest.Poll(ctx, 100*time.Millisecond, startTimeout, "Prometheus ready, its targets discovered, relabelled and up", func(ctx context.Context) (bool, string) {
+	if err := proctest.Poll(t.Context(), 100*time.Millisecond, startTimeout, "Prometheus ready, its targets discovered, relabelled and up", func(ctx context.Context) (bool, string) {
 		err := promcheck.TargetsUp(ctx, papi, targets)
 		return err == nil, fmt.Sprint(err)
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
 
-	checks, err := promcheck.Panels(ctx, papi, load(t), map[string]string{
+// liveChecks are the checks run against the live Prometheus: every
+// dashboard panel (one shows exemplars), every rule, and those below.
+func liveChecks(t *testing.T, papi promv1.API) []promcheck.Check {
+	t.Helper()
+	checks, err := promcheck.Panels(t.Context(), papi, load(t), map[string]string{
 		"__rate_interval": liveRateInterval,
 		"__interval":      liveInterval,
 		"__range":         "5m",
@@ -163,22 +210,7 @@ func TestDashboardsOnRealPrometheus(t *testing.T) {
 	for _, h := range []string{`echo_request_duration_seconds{job="server"}`, `grpc_server_handling_seconds{job="server"}`, `grpc_client_handling_seconds{job="client"}`} {
 		check("native histogram "+h, h, func(ctx context.Context) error { return promcheck.NativeHistogram(ctx, papi, h) })
 	}
-
-	runCtx, cancel := context.WithTimeout(ctx, liveDeadline-time.Since(began))
-	defer cancel()
-	failed := promcheck.RunUntil(runCtx, checks, time.Second)
-	for _, err := range failed {
-		t.Error(err)
-	}
-	t.Logf("%d checks, %d failed, after %v of scraping", len(checks), len(failed), time.Since(began).Round(100*time.Millisecond))
-
-	t.Run("every query and rule reads series of the programs or of a rule", func(t *testing.T) {
-		checkNames(t, papi)
-	})
-
-	t.Run("one trace id from the client's log to the exemplars", func(t *testing.T) {
-		followOneCall(t, papi, filepath.Join(dir, "client"), grpcAddr, server, failClient)
-	})
+	return checks
 }
 
 // followOneCall stops the failing client, lets a short-lived one fail a few
@@ -218,153 +250,6 @@ func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, se
 		return stored
 	})
 	t.Logf("trace id %s: in the client's log, the server's log and an exemplar of the server's error latency in Prometheus", id)
-}
-
-// prometheusListening finds the address in Prometheus's "Listening on" log line.
-var prometheusListening = regexp.MustCompile(`msg="Listening on".* address=(\S+)`)
-
-// writeLiveConfig writes the files of the cluster's Prometheus ConfigMap to
-// dir, its prometheus.yml changed for the test: the same jobs, relabelling
-// and rules, with Kubernetes discovery replaced by static targets that carry
-// the discovery labels the relabelling reads, and shorter intervals.
-func writeLiveConfig(t *testing.T, cm *corev1.ConfigMap, dir, namespace, promAddr string, endpoints []endpoint) {
-	t.Helper()
-	var cfg map[string]any
-	if err := yaml.Unmarshal([]byte(cm.Data["prometheus.yml"]), &cfg); err != nil {
-		t.Fatalf("prometheus.yml: %v", err)
-	}
-	global, _ := cfg["global"].(map[string]any)
-	if global == nil {
-		global = map[string]any{}
-	}
-	global["scrape_interval"], global["scrape_timeout"], global["evaluation_interval"] = liveInterval, liveInterval, liveInterval
-	cfg["global"] = global
-
-	jobs, _ := cfg["scrape_configs"].([]any)
-	for _, j := range jobs {
-		job := j.(map[string]any)
-		name := job["job_name"]
-		delete(job, "scrape_interval")
-		delete(job, "scrape_timeout")
-		if sds, ok := job["kubernetes_sd_configs"].([]any); ok {
-			delete(job, "kubernetes_sd_configs")
-			if len(sds) != 1 {
-				t.Fatalf("job %s: %d kubernetes_sd_configs, the test stands in for one", name, len(sds))
-			}
-			sd := sds[0].(map[string]any)
-			own, _ := sd["namespaces"].(map[string]any)["own_namespace"].(bool)
-			if sd["role"] != "endpointslice" || !own {
-				t.Fatalf("job %s: discovery %v: the test stands in for role endpointslice in Prometheus's own namespace (%s) only", name, sd, namespace)
-			}
-			var groups []any
-			for _, ep := range endpoints {
-				groups = append(groups, map[string]any{
-					"targets": []any{ep.addr},
-					"labels": map[string]any{
-						"__meta_kubernetes_namespace":               namespace,
-						"__meta_kubernetes_pod_name":                ep.pod,
-						"__meta_kubernetes_service_name":            ep.service,
-						"__meta_kubernetes_endpointslice_port_name": ep.portName,
-					},
-				})
-			}
-			job["static_configs"] = groups
-			continue
-		}
-		// Prometheus scraping itself: localhost:9090 is the test's listener.
-		statics, _ := job["static_configs"].([]any)
-		for _, s := range statics {
-			sc := s.(map[string]any)
-			for i, tg := range sc["targets"].([]any) {
-				if tg != "localhost:9090" {
-					t.Fatalf("job %s: static target %v: the test knows only localhost:9090", name, tg)
-				}
-				sc["targets"].([]any)[i] = promAddr
-			}
-		}
-		if len(statics) == 0 {
-			t.Fatalf("job %s: neither kubernetes_sd_configs nor static_configs: teach the test its targets", name)
-		}
-	}
-	out, err := yaml.Marshal(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// The rule files sit beside prometheus.yml, as in the ConfigMap's mount.
-	for file, data := range cm.Data {
-		if file == "prometheus.yml" {
-			data = string(out)
-		}
-		if err := os.WriteFile(filepath.Join(dir, file), []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// prometheusArgs is the cluster's command line with the file paths and the
-// listen address of the test.
-func prometheusArgs(t *testing.T, cluster corev1.Container, cfgFile, dataDir, addr string) []string {
-	t.Helper()
-	local := map[string]string{
-		"--config.file":        cfgFile,
-		"--storage.tsdb.path":  dataDir,
-		"--web.listen-address": addr,
-	}
-	var args []string
-	for _, a := range cluster.Args {
-		flag, _, _ := strings.Cut(a, "=")
-		v, ok := local[flag]
-		if !ok {
-			args = append(args, a)
-			continue
-		}
-		args = append(args, flag+"="+v)
-		delete(local, flag)
-	}
-	if len(local) != 0 {
-		t.Fatalf("the cluster's prometheus args lack %v", slices.Sorted(maps.Keys(local)))
-	}
-	return args
-}
-
-// prometheusBinary returns the Prometheus server built from the module go.mod
-// pins (a go tool, cached by the go command), after checking that its version
-// matches the cluster's image in major and minor: image v3.16.x is module
-// v0.316.x.
-func prometheusBinary(t *testing.T, image string) string {
-	t.Helper()
-	m := regexp.MustCompile(`^prom/prometheus:v(\d+)\.(\d+)\.\d+$`).FindStringSubmatch(image)
-	if m == nil {
-		t.Fatalf("the cluster's Prometheus image %q is not prom/prometheus:vX.Y.Z", image)
-	}
-	minor, _ := strconv.Atoi(m[2])
-	wantModule := fmt.Sprintf("v0.%s%02d.", m[1], minor)
-
-	start := time.Now()
-	bin, err := proctest.Tool(".", "prometheus")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if took := time.Since(start); took > 10*time.Second {
-		t.Logf("built Prometheus in %v (cached from now on)", took.Round(time.Second))
-	}
-	info, err := buildinfo.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	version := ""
-	for _, mod := range append([]*debug.Module{&info.Main}, info.Deps...) {
-		if mod.Path == "github.com/prometheus/prometheus" {
-			version = mod.Version
-		}
-	}
-	if !strings.HasPrefix(version, wantModule) {
-		t.Fatalf("Prometheus built from module version %q, want %s* to match the cluster's %s", version, wantModule, image)
-	}
-	return bin
 }
 
 // checkNames checks that every dashboard query, variable and rule reads
