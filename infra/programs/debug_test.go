@@ -190,7 +190,28 @@ func TestDebugHandover(t *testing.T) {
 	for range edits {
 		d.edit(t)
 	}
+	others := breakAcrossEditsOnAPI(t, d, edits)
+	breakAcrossEditsOnDAP(t, d, edits)
 
+	d.stopPoll()
+	if n := others(); n > 0 {
+		t.Errorf("%d calls of the other client failed, want 0", n)
+	}
+	if n := d.poll.Failed(); n > 0 || d.poll.OK() == 0 {
+		t.Errorf("%d of %d connections to the sockets failed across %d edits under Delve, want 0:\n%s",
+			n, n+d.poll.OK(), d.edits, strings.Join(d.poll.Failures(), "\n"))
+	}
+	t.Logf("%d edits under Delve, with no debugger, then one on the API, then one on DAP: every call stopped at its breakpoint; %d connections ok, 0 failed",
+		d.edits, d.poll.OK())
+}
+
+// breakAcrossEditsOnAPI connects a debugger on Delve's API (GoLand's, dlv
+// connect's), starts the other client's calls (callAllAlong, whose result
+// it returns) and sets a breakpoint on the echo handler for the test's
+// calls only: a call stops at it before and after each of edits edits,
+// which never end the debugger's run, and the breakpoint keeps its ID.
+func breakAcrossEditsOnAPI(t *testing.T, d *debugged, edits int) (others func() int) {
+	t.Helper()
 	conn, err := net.Dial("tcp", d.debuggers)
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +222,7 @@ func TestDebugHandover(t *testing.T) {
 	}
 	// Another client calls all along, as the in-cluster one does: the
 	// breakpoints stop only the test's calls (their condition).
-	others := d.callAllAlong(t)
+	others = d.callAllAlong(t)
 	bp, err := c.CreateBreakpoint(&api.Breakpoint{FunctionName: echoHandler, Cond: `req.Name != "other"`})
 	if err != nil {
 		t.Fatal(err)
@@ -247,11 +268,18 @@ func TestDebugHandover(t *testing.T) {
 	if err := c.Disconnect(true); err != nil {
 		t.Fatal(err)
 	}
+	return others
+}
 
-	// VS Code's Go extension: DAP, attach in remote mode.
+// breakAcrossEditsOnDAP attaches a debugger on DAP in remote mode, as VS
+// Code's Go extension does, with a breakpoint on the echo handler's line
+// for the test's calls only: a call stops at it before and after each of
+// edits edits, and the debugger hears of each new build.
+func breakAcrossEditsOnDAP(t *testing.T, d *debugged, edits int) {
+	t.Helper()
 	file, line := echoLine(t)
 	v := daptest.NewClient(d.debuggers)
-	defer v.Close()
+	t.Cleanup(v.Close)
 	v.InitializeRequest()
 	proctest.ExpectDAP[*dap.InitializeResponse](t, v)
 	v.AttachRequest(map[string]any{"mode": "remote", "request": "attach"})
@@ -284,17 +312,6 @@ func TestDebugHandover(t *testing.T) {
 	}
 	v.DisconnectRequest()
 	proctest.ExpectDAP[*dap.DisconnectResponse](t, v)
-
-	d.stopPoll()
-	if n := others(); n > 0 {
-		t.Errorf("%d calls of the other client failed, want 0", n)
-	}
-	if n := d.poll.Failed(); n > 0 || d.poll.OK() == 0 {
-		t.Errorf("%d of %d connections to the sockets failed across %d edits under Delve, want 0:\n%s",
-			n, n+d.poll.OK(), d.edits, strings.Join(d.poll.Failures(), "\n"))
-	}
-	t.Logf("%d edits under Delve, with no debugger, then one on the API, then one on DAP: every call stopped at its breakpoint; %d connections ok, 0 failed",
-		d.edits, d.poll.OK())
 }
 
 // TestDebuggerAttachesDuringRestart: a debugger that attaches (and halts)

@@ -156,7 +156,25 @@ func TestServerAndClient(t *testing.T) {
 		t.Errorf("echo_request_duration_seconds{result=ok} count = %v, want >= 10", got)
 	}
 
-	for _, metrics := range []string{serverMetrics, clientMetrics} {
+	checkHealth(t, serverMetrics, clientMetrics)
+
+	// A clean stop: SIGTERM, exit 0 well within the 2s shutdown timeout.
+	for _, p := range []*proctest.Process{client, server} {
+		p.Signal(t, syscall.SIGTERM)
+		if code, sig := p.Wait(t, 5*time.Second); code != 0 {
+			t.Errorf("exit code %d (signal %v) after SIGTERM, want 0", code, sig)
+		}
+		if len(p.Events("stopped")) == 0 {
+			t.Errorf("no stop logged:\n%s", p.Output())
+		}
+	}
+}
+
+// checkHealth checks that /healthz and /readyz, beside each of the metrics
+// URLs, answer 200 ok.
+func checkHealth(t *testing.T, metricsURLs ...string) {
+	t.Helper()
+	for _, metrics := range metricsURLs {
 		for _, path := range []string{"/healthz", "/readyz"} {
 			url := strings.TrimSuffix(metrics, "/metrics") + path
 			resp, err := http.Get(url)
@@ -168,17 +186,6 @@ func TestServerAndClient(t *testing.T) {
 			if resp.StatusCode != http.StatusOK || strings.TrimSpace(string(body)) != "ok" {
 				t.Errorf("%s: %s %q, want 200 ok", url, resp.Status, body)
 			}
-		}
-	}
-
-	// A clean stop: SIGTERM, exit 0 well within the 2s shutdown timeout.
-	for _, p := range []*proctest.Process{client, server} {
-		p.Signal(t, syscall.SIGTERM)
-		if code, sig := p.Wait(t, 5*time.Second); code != 0 {
-			t.Errorf("exit code %d (signal %v) after SIGTERM, want 0", code, sig)
-		}
-		if len(p.Events("stopped")) == 0 {
-			t.Errorf("no stop logged:\n%s", p.Output())
 		}
 	}
 }
