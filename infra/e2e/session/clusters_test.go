@@ -64,54 +64,60 @@ func TestOtherClusters(t *testing.T) {
 		t.Logf("tilt ci under context team-dev refused before applying anything")
 	})
 
-	t.Run("two developers on a shared cluster", func(t *testing.T) {
-		kc := kubeconfigAs(t, "team-dev")
-		shared := []string{"--allowed-context", "team-dev", "--registry", registry}
-		a := tiltsession.Target{Kubeconfig: kc, Namespace: "echo-a", Port: 10450, Offset: 100, Options: shared}
-		b := tiltsession.Target{Kubeconfig: kc, Namespace: "echo-b", Port: 10550, Offset: 200, Options: shared}
+	t.Run("two developers on a shared cluster", func(t *testing.T) { twoDevelopers(t, registry) })
+}
 
-		// Developer b's environment, left running by tilt ci.
-		out, err := suite.Harness.Command(suite.Root, tiltsession.Target{Kubeconfig: kc}.Env(), append([]string{"ci", "--port", fmt.Sprint(b.Port), "--timeout", "10m"}, b.Args(1, 10)...)...)
-		t.Cleanup(func() { suite.Harness.Down(t, b) })
-		if err != nil {
-			t.Fatalf("tilt ci in %s: %v\n%s", b.Namespace, err, tiltsession.Tail(out))
-		}
-		// Developer a's, with tilt up, under load, to edit.
-		s := startTiltAt(t, a, 1, suite.Rate)
+// twoDevelopers runs two environments side by side on the current cluster
+// named team-dev, each in a namespace of its own, with the images in
+// registry: developer b's left running by tilt ci, developer a's under tilt
+// up, edited under load, then torn down; b's pods see none of it.
+func twoDevelopers(t *testing.T, registry string) {
+	kc := kubeconfigAs(t, "team-dev")
+	shared := []string{"--allowed-context", "team-dev", "--registry", registry}
+	a := tiltsession.Target{Kubeconfig: kc, Namespace: "echo-a", Port: 10450, Offset: 100, Options: shared}
+	b := tiltsession.Target{Kubeconfig: kc, Namespace: "echo-b", Port: 10550, Offset: 200, Options: shared}
 
-		for _, ns := range []string{a.Namespace, b.Namespace} {
-			checkOwnNamespace(t, ns)
-		}
-		before := suite.Cluster.PodStates(t, b.Namespace, "", uidAndRestarts)
-		_, failed0 := s.Calls.Read(t)
-		rs := s.EditN(t, "server", 3)
-		sum := tiltsession.Summarize(rs)
-		_, failed1 := s.Calls.Read(t)
-		t.Logf("%d live updates in %s under load: through localhost:%d p50 %.2fs, max %.2fs; %v client calls failed",
-			len(rs), a.Namespace, 20000+a.Offset, sum.UserP50.Seconds(), sum.UserMax.Seconds(), failed1-failed0)
-		if failed1 != failed0 {
-			t.Errorf("%v calls failed in %s during its live updates, want 0", failed1-failed0, a.Namespace)
-		}
-		if after := suite.Cluster.PodStates(t, b.Namespace, "", uidAndRestarts); !maps.Equal(before, after) {
-			t.Errorf("the live updates in %s changed the pods of %s:\nbefore %v\nafter  %v", a.Namespace, b.Namespace, before, after)
-		}
+	// Developer b's environment, left running by tilt ci.
+	out, err := suite.Harness.Command(suite.Root, tiltsession.Target{Kubeconfig: kc}.Env(), append([]string{"ci", "--port", fmt.Sprint(b.Port), "--timeout", "10m"}, b.Args(1, 10)...)...)
+	t.Cleanup(func() { suite.Harness.Down(t, b) })
+	if err != nil {
+		t.Fatalf("tilt ci in %s: %v\n%s", b.Namespace, err, tiltsession.Tail(out))
+	}
+	// Developer a's, with tilt up, under load, to edit.
+	s := startTiltAt(t, a, 1, suite.Rate)
 
-		// Developer a leaves: Ctrl-C, then tilt down with the same options.
-		s.Stop(t)
-		suite.Harness.Down(t, a)
-		err = kube.Poll(ctx, 3*time.Minute, "namespace "+a.Namespace+" gone after tilt down", func(ctx context.Context) (bool, string) {
-			_, err := suite.Cluster.Client.CoreV1().Namespaces().Get(ctx, a.Namespace, metav1.GetOptions{})
-			return apierrors.IsNotFound(err), fmt.Sprint(err)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if after := suite.Cluster.PodStates(t, b.Namespace, "", uidAndRestarts); !maps.Equal(before, after) {
-			t.Errorf("tilt down of %s changed the pods of %s:\nbefore %v\nafter  %v", a.Namespace, b.Namespace, before, after)
-		}
-		checkOwnNamespace(t, b.Namespace)
-		t.Logf("tilt down of %s removed it, namespace included; %s kept its %d pods, uids and restart counts unchanged", a.Namespace, b.Namespace, len(before))
+	for _, ns := range []string{a.Namespace, b.Namespace} {
+		checkOwnNamespace(t, ns)
+	}
+	before := suite.Cluster.PodStates(t, b.Namespace, "", uidAndRestarts)
+	_, failed0 := s.Calls.Read(t)
+	rs := s.EditN(t, "server", 3)
+	sum := tiltsession.Summarize(rs)
+	_, failed1 := s.Calls.Read(t)
+	t.Logf("%d live updates in %s under load: through localhost:%d p50 %.2fs, max %.2fs; %v client calls failed",
+		len(rs), a.Namespace, 20000+a.Offset, sum.UserP50.Seconds(), sum.UserMax.Seconds(), failed1-failed0)
+	if failed1 != failed0 {
+		t.Errorf("%v calls failed in %s during its live updates, want 0", failed1-failed0, a.Namespace)
+	}
+	if after := suite.Cluster.PodStates(t, b.Namespace, "", uidAndRestarts); !maps.Equal(before, after) {
+		t.Errorf("the live updates in %s changed the pods of %s:\nbefore %v\nafter  %v", a.Namespace, b.Namespace, before, after)
+	}
+
+	// Developer a leaves: Ctrl-C, then tilt down with the same options.
+	s.Stop(t)
+	suite.Harness.Down(t, a)
+	err = kube.Poll(t.Context(), 3*time.Minute, "namespace "+a.Namespace+" gone after tilt down", func(ctx context.Context) (bool, string) {
+		_, err := suite.Cluster.Client.CoreV1().Namespaces().Get(ctx, a.Namespace, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err)
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := suite.Cluster.PodStates(t, b.Namespace, "", uidAndRestarts); !maps.Equal(before, after) {
+		t.Errorf("tilt down of %s changed the pods of %s:\nbefore %v\nafter  %v", a.Namespace, b.Namespace, before, after)
+	}
+	checkOwnNamespace(t, b.Namespace)
+	t.Logf("tilt down of %s removed it, namespace included; %s kept its %d pods, uids and restart counts unchanged", a.Namespace, b.Namespace, len(before))
 }
 
 // kubeconfigAs writes a copy of the current kubeconfig whose current

@@ -3,32 +3,20 @@
 package session
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-delve/delve/service/api"
-	"github.com/go-delve/delve/service/dap/daptest"
 	"github.com/go-delve/delve/service/rpc2"
-	"github.com/google/go-dap"
-	"github.com/google/pprof/profile"
 
 	"example.com/grpc-metrics/infra/e2e/framework/echo"
 	"example.com/grpc-metrics/infra/e2e/framework/kube"
 	"example.com/grpc-metrics/infra/e2e/framework/tiltsession"
-	"example.com/grpc-metrics/infra/proctest"
 )
 
 // The local ends of Tilt's port-forwards in debug mode (the Tiltfile's
@@ -67,14 +55,48 @@ func TestDebugMode(t *testing.T) {
 	// The client at the Tiltfile's default rate: at 60 calls/s its calls
 	// would queue at a breakpoint faster than a debugger steps past them.
 	s := startTilt(t, 1, 10)
-	// The default loop is timed as the debug loop below is, with the
+	defaultLoop := s.defaultLoop(t)
+	pod, file, line := s.debugServer(t)
+	s.debugEdits(t, pod, file, line, defaultLoop)
+
+	cpuProfile(t, s)
+	heapProfile(t, s)
+
+	// Both programs, as a person switches while Tilt runs: tilt args
+	// replaces every option given before.
+	s.SetOptions(t, "--debug", "server", "--debug", "client")
+	s.Settle(t, "client-compile", "delve", "client")
+	waitDebugged(t, s, "client", true)
+	s.Calls = echo.NewCallCounter(t, suite.Cluster, namespace)
+	debugClient(t, s)
+
+	// And back: no Delve, the liveness probes back.
+	s.SetOptions(t)
+	waitDebugged(t, s, "client", false)
+	waitDebugged(t, s, "server", false)
+	s.Probes["server"] = echo.NewProbes(t, suite.Cluster, namespace, "server")
+	s.RestoreServer(t)
+}
+
+// defaultLoop times loopEdits server edits in the default mode and returns
+// their summary.
+func (s *session) defaultLoop(t *testing.T) tiltsession.Summary {
+	t.Helper()
+	// The default loop is timed as the debug loop is, with the
 	// terminal polling the forwards: each forwarded connection costs the
 	// API server, the kubelet and the runtime CPU the compile also needs.
 	defaultPoll, stopDefaultPoll := s.PollForwards(t, 9000)
 	defaultLoop := tiltsession.Summarize(s.EditN(t, "server", loopEdits))
 	stopDefaultPoll()
 	t.Logf("default loop, %d server edits: through localhost:20000 p50 %.2fs; %d connections through the forwards ok, %d failed", loopEdits, defaultLoop.UserP50.Seconds(), defaultPoll.OK(), defaultPoll.Failed())
+	return defaultLoop
+}
 
+// debugServer switches the server to debug mode with tilt args, checks its
+// pod and waits until Delve runs the debug build. It returns the pod's name
+// and the file and line of the breakpoint an IDE sends.
+func (s *session) debugServer(t *testing.T) (string, string, int) {
+	t.Helper()
 	s.SetOptions(t, "--debug", "server")
 	s.Settle(t, "server-compile", "delve", "server")
 	waitDebugged(t, s, "server", true)
@@ -92,8 +114,16 @@ func TestDebugMode(t *testing.T) {
 	file, line := breakpointLocation(t, s.Dir)
 	t.Logf("breakpoints at %s:%d, as the IDE sends them, for calls named %q", file, line, debugName)
 	waitDebugBuild(t, serverDelve, file, line)
+	return pod.Name, file, line
+}
 
-	rss0 := delveRSS(t, pod.Name)
+// debugEdits makes the debug-mode edits on the server pod: loopEdits with no
+// debugger attached, then attachedEdits with one on Delve's API and
+// attachedEdits with one on DAP, each attached once, while a terminal polls
+// the forwards; the debug loop is compared with defaultLoop.
+func (s *session) debugEdits(t *testing.T, pod, file string, line int, defaultLoop tiltsession.Summary) {
+	t.Helper()
+	rss0 := delveRSS(t, pod)
 	logBefore := len(s.Proc.Output())
 	poll, stopPoll := s.PollForwards(t, 9000)
 	var rs []tiltsession.EditResult
@@ -128,7 +158,7 @@ func TestDebugMode(t *testing.T) {
 	}
 	dap.detach(t)
 	stopPoll()
-	rss1 := delveRSS(t, pod.Name)
+	rss1 := delveRSS(t, pod)
 
 	pfErrors := s.ForwardErrors(logBefore)
 	t.Logf("debug-mode edits, seen through the forwards every 100ms: %d connections ok, %d failed, %d port-forward errors in Tilt's log",
@@ -152,24 +182,6 @@ func TestDebugMode(t *testing.T) {
 	if grew := rss1 - rss0; grew > 60<<20 {
 		t.Errorf("Delve's memory grew %d MiB over %d edits, want at most 60", grew>>20, len(rs))
 	}
-
-	cpuProfile(t, s)
-	heapProfile(t, s)
-
-	// Both programs, as a person switches while Tilt runs: tilt args
-	// replaces every option given before.
-	s.SetOptions(t, "--debug", "server", "--debug", "client")
-	s.Settle(t, "client-compile", "delve", "client")
-	waitDebugged(t, s, "client", true)
-	s.Calls = echo.NewCallCounter(t, suite.Cluster, namespace)
-	debugClient(t, s)
-
-	// And back: no Delve, the liveness probes back.
-	s.SetOptions(t)
-	waitDebugged(t, s, "client", false)
-	waitDebugged(t, s, "server", false)
-	s.Probes["server"] = echo.NewProbes(t, suite.Cluster, namespace, "server")
-	s.RestoreServer(t)
 }
 
 // waitDebugged waits until Tilt has rolled program out with (debugged) or
@@ -204,149 +216,6 @@ func delveRSS(t *testing.T, pod string) int64 {
 	return kb << 10
 }
 
-// apiDebugger is a debugger on Delve's JSON-RPC API through Tilt's forward,
-// connected once, with a breakpoint on the echo handler for calls named
-// debugName.
-type apiDebugger struct {
-	c   *rpc2.RPCClient
-	bp  *api.Breakpoint
-	run <-chan *api.DebuggerState // the pending continue
-}
-
-func attachAPI(t *testing.T, file string, line int) *apiDebugger {
-	t.Helper()
-	c, err := attach(serverDelve)
-	if err != nil {
-		t.Fatalf("attach to Delve at %s and halt: %v", serverDelve, err)
-	}
-	bp, err := c.CreateBreakpoint(&api.Breakpoint{File: file, Line: line, Cond: fmt.Sprintf("req.Name == %q", debugName)})
-	if err != nil {
-		t.Fatalf("breakpoint at %s:%d: %v", file, line, err)
-	}
-	if len(bp.Addrs) == 0 || bp.FunctionName != echoHandlerSym {
-		t.Fatalf("breakpoint at %s:%d bound to %q at %d addresses, want %s", file, line, bp.FunctionName, len(bp.Addrs), echoHandlerSym)
-	}
-	return &apiDebugger{c: c, bp: bp, run: c.Continue()}
-}
-
-// stopsACall calls echo through localhost:20000: the call must stop at the
-// breakpoint, the same one, with its name among the handler's arguments,
-// and be answered once the debugger continues.
-func (d *apiDebugger) stopsACall(t *testing.T, when string) {
-	t.Helper()
-	answered := callInBackground(debugName)
-	select {
-	case st := <-d.run:
-		if st.Err != nil || st.CurrentThread == nil || st.CurrentThread.Breakpoint == nil || st.CurrentThread.Breakpoint.ID != d.bp.ID {
-			t.Fatalf("%s: the call did not stop at breakpoint %d: %+v", when, d.bp.ID, st)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("%s: no stop at the breakpoint within a minute", when)
-	}
-	args, err := d.c.ListFunctionArgs(api.EvalScope{GoroutineID: -1}, api.LoadConfig{FollowPointers: true, MaxVariableRecurse: 2, MaxStringLen: 256, MaxStructFields: -1})
-	if err != nil || !hasStringField(args, "Name", debugName) {
-		t.Fatalf("%s: the handler's arguments %+v (%v), want the name %q among them", when, args, err, debugName)
-	}
-	d.run = d.c.Continue()
-	if err := <-answered; err != nil {
-		t.Fatalf("%s: the call stopped at the breakpoint: %v", when, err)
-	}
-}
-
-// detach clears the breakpoint and leaves the program running.
-func (d *apiDebugger) detach(t *testing.T) {
-	t.Helper()
-	if _, err := d.c.Halt(); err != nil {
-		t.Fatal(err)
-	}
-	<-d.run
-	bps, err := d.c.ListBreakpoints(false)
-	if err != nil || !slices.ContainsFunc(bps, func(b *api.Breakpoint) bool { return b.ID == d.bp.ID }) {
-		t.Fatalf("breakpoint %d is gone after the edits: %v (%v)", d.bp.ID, bps, err)
-	}
-	if _, err := d.c.ClearBreakpoint(d.bp.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.c.Disconnect(true); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// dapDebugger is VS Code's Go extension attached through Tilt's forward:
-// DAP, "mode": "remote", connected once.
-type dapDebugger struct {
-	c    *daptest.Client
-	file string
-	id   int // the breakpoint's
-}
-
-func attachDAP(t *testing.T, file string, line int) *dapDebugger {
-	t.Helper()
-	c := daptest.NewClient(serverDelve)
-	t.Cleanup(c.Close)
-	c.InitializeRequest()
-	proctest.ExpectDAP[*dap.InitializeResponse](t, c)
-	c.AttachRequest(map[string]any{"mode": "remote", "request": "attach"})
-	proctest.ExpectDAP[*dap.AttachResponse](t, c)
-	c.SetBreakpointsRequestWithArgs(file, []int{line}, map[int]string{line: fmt.Sprintf("req.Name == %q", debugName)}, nil, nil)
-	set := proctest.ExpectDAP[*dap.SetBreakpointsResponse](t, c)
-	if len(set.Body.Breakpoints) != 1 || !set.Body.Breakpoints[0].Verified {
-		t.Fatalf("breakpoint at %s:%d: %+v", file, line, set.Body.Breakpoints)
-	}
-	c.ConfigurationDoneRequest()
-	proctest.ExpectDAP[*dap.ConfigurationDoneResponse](t, c)
-	return &dapDebugger{c: c, file: file, id: set.Body.Breakpoints[0].Id}
-}
-
-func (d *dapDebugger) stopsACall(t *testing.T, when string) {
-	t.Helper()
-	answered := callInBackground(debugName)
-	stopped := proctest.ExpectDAP[*dap.StoppedEvent](t, d.c)
-	if stopped.Body.Reason != "breakpoint" || !slices.Contains(stopped.Body.HitBreakpointIds, d.id) {
-		t.Fatalf("%s: stopped %+v, want at breakpoint %d", when, stopped.Body, d.id)
-	}
-	d.c.ContinueRequest(stopped.Body.ThreadId)
-	proctest.ExpectDAP[*dap.ContinueResponse](t, d.c)
-	if err := <-answered; err != nil {
-		t.Fatalf("%s: the call stopped at the breakpoint: %v", when, err)
-	}
-}
-
-// toldOfNewBuild reads the debug console's line that a new build runs.
-func (d *dapDebugger) toldOfNewBuild(t *testing.T) {
-	t.Helper()
-	for out := proctest.ExpectDAP[*dap.OutputEvent](t, d.c); !strings.Contains(out.Body.Output, "A new build of the program runs"); {
-		out = proctest.ExpectDAP[*dap.OutputEvent](t, d.c)
-	}
-}
-
-// detach clears the breakpoint and disconnects, leaving the program
-// running, as VS Code's stop button does on an attached session.
-func (d *dapDebugger) detach(t *testing.T) {
-	t.Helper()
-	d.c.SetBreakpointsRequest(d.file, nil)
-	proctest.ExpectDAP[*dap.SetBreakpointsResponse](t, d.c)
-	d.c.DisconnectRequest()
-	proctest.ExpectDAP[*dap.DisconnectResponse](t, d.c)
-}
-
-// callInBackground calls echo with name through localhost:20000; the call's
-// error, or one about its reply, comes on the channel.
-func callInBackground(name string) <-chan error {
-	done := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		reply, err := echo.EchoWait(ctx, serverGRPC, name)
-		if err == nil && !strings.HasPrefix(reply, name) {
-			err = fmt.Errorf("reply %q, want %q first", reply, name)
-		}
-		done <- err
-	}()
-	return done
-}
-
-// debugClient attaches to the client's Delve through localhost:2346 and
 // stops it where it makes a call, then detaches: the client calls on.
 // Its pprof answers on localhost:6061.
 func debugClient(t *testing.T, s *session) {
@@ -391,71 +260,6 @@ func debugClient(t *testing.T, s *session) {
 		t.Errorf("the client's pprof at %s: %s", clientPprof, resp.Status)
 	}
 	t.Logf("client: stopped in %s through %s, detached, calling on; pprof on %s", fn, clientDelve, clientPprof)
-}
-
-// launchConfig is the part of a VS Code debug configuration read here.
-type launchConfig struct {
-	Name           string `json:"name"`
-	Request        string `json:"request"`
-	Mode           string `json:"mode"`
-	Host           string `json:"host"`
-	Port           int    `json:"port"`
-	SubstitutePath []struct {
-		From string `json:"from"`
-		To   string `json:"to"`
-	} `json:"substitutePath"`
-}
-
-// breakpointLocation is where an IDE puts a breakpoint on the first
-// statement of the echo handler, opened from the workspace dir: the local
-// path of services/server/echo.go with the substitutePath rules of the
-// "Attach to server" configuration of .vscode/launch.json applied, as the Go
-// extension does before it sends the breakpoint to Delve.
-func breakpointLocation(t *testing.T, dir string) (string, int) {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, ".vscode", "launch.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var launch struct {
-		Configurations []launchConfig `json:"configurations"`
-	}
-	if err := json.Unmarshal(data, &launch); err != nil {
-		t.Fatalf(".vscode/launch.json: %v", err)
-	}
-	i := slices.IndexFunc(launch.Configurations, func(c launchConfig) bool { return strings.Contains(c.Name, "server") })
-	if i < 0 {
-		t.Fatal(".vscode/launch.json has no configuration for the server")
-	}
-	cfg := launch.Configurations[i]
-	if got := net.JoinHostPort(cfg.Host, fmt.Sprint(cfg.Port)); cfg.Request != "attach" || cfg.Mode != "remote" || got != serverDelve {
-		t.Fatalf("launch.json %q: %s/%s to %s, want attach/remote to %s", cfg.Name, cfg.Request, cfg.Mode, got, serverDelve)
-	}
-
-	local := filepath.Join(dir, "services", "server", "echo.go")
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, local, nil, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	line := 0
-	for _, d := range f.Decls {
-		if fd, ok := d.(*ast.FuncDecl); ok && fd.Name.Name == "Echo" && fd.Recv != nil && len(fd.Body.List) > 0 {
-			line = fset.Position(fd.Body.List[0].Pos()).Line
-		}
-	}
-	if line == 0 {
-		t.Fatal("no echo.Echo method with a body in services/server/echo.go")
-	}
-	remote := local
-	for _, r := range cfg.SubstitutePath {
-		from := strings.ReplaceAll(r.From, "${workspaceFolder}", dir)
-		if strings.HasPrefix(remote, from) {
-			remote = strings.ReplaceAll(r.To, "${workspaceFolder}", dir) + strings.TrimPrefix(remote, from)
-			break
-		}
-	}
-	return remote, line
 }
 
 // debugCall attaches to the server's Delve, sets a breakpoint at file:line,
@@ -541,151 +345,5 @@ func debugCall(t *testing.T, s *session, file string, line int, name, want strin
 	}
 	if failed2 != failed1 {
 		t.Errorf("%v client calls failed after the debugger detached", failed2-failed1)
-	}
-}
-
-// waitDebugBuild waits until the program Delve runs at addr is a debug
-// build, whose debug information has file:line (after a switch to debug
-// mode, the first process may be the previous, optimized build, which
-// Delve runs without it until the debug build is compiled).
-func waitDebugBuild(t *testing.T, addr, file string, line int) {
-	t.Helper()
-	err := kube.Poll(t.Context(), 3*time.Minute, fmt.Sprintf("the debug build under Delve at %s, with %s:%d", addr, filepath.Base(file), line), func(context.Context) (bool, string) {
-		c, err := attach(addr)
-		if err != nil {
-			return false, err.Error()
-		}
-		defer c.Disconnect(true) //nolint:errcheck // leaves the program running
-		locs, _, err := c.FindLocation(api.EvalScope{GoroutineID: -1}, fmt.Sprintf("%s:%d", file, line), false, nil)
-		return err == nil && len(locs) > 0, fmt.Sprint(err)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// attach connects to Delve's API at addr and halts the program.
-func attach(addr string) (*rpc2.RPCClient, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	dlv := rpc2.NewClientFromConn(conn)
-	if _, err := dlv.Halt(); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return dlv, nil
-}
-
-// hasStringField reports whether a field called field with the string value
-// want is among vars or their children.
-func hasStringField(vars []api.Variable, field, want string) bool {
-	for _, v := range vars {
-		if v.Name == field && v.Value == want {
-			return true
-		}
-		if hasStringField(v.Children, field, want) {
-			return true
-		}
-	}
-	return false
-}
-
-// cpuProfile puts the server under ghz load through localhost:20000 and
-// takes a CPU profile through localhost:6060, by hand and with Tilt's "CPU
-// profile (10s)" button: both parse, and their samples include the echo
-// handler. The button's profile is served by the server-pprof resource.
-func cpuProfile(t *testing.T, s *session) {
-	t.Helper()
-	ghz := echo.StartGhz(t, suite.Root, serverGRPC, "profiled", 1000, "60s")
-	defer ghz.Stop(time.Second)
-	// Calling: the server's count of answered calls grows by ghz's rate.
-	metrics := "http://" + serverMetrics + "/metrics"
-	n0, err := echo.AnsweredCalls(metrics)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = kube.Poll(t.Context(), 30*time.Second, "ghz calling through "+serverGRPC, func(context.Context) (bool, string) {
-		n, err := echo.AnsweredCalls(metrics)
-		return err == nil && n >= n0+300, fmt.Sprintf("%v calls answered, %v before (%v)", n, n0, err)
-	})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, ghz.Output())
-	}
-
-	data, err := echo.Get(t.Context(), "http://"+serverPprof+"/debug/pprof/profile?seconds=10")
-	if err != nil {
-		t.Fatalf("CPU profile from %s: %v", serverPprof, err)
-	}
-	checkEchoSamples(t, "the profile taken by hand", data)
-
-	checkEchoSamples(t, "the button's profile", s.clickForProfile(t, "server-cpu-profile", 40*time.Second))
-
-	err = kube.Poll(t.Context(), 90*time.Second, "pprof's web UI at "+serverPprofUI+" serving the profile", func(ctx context.Context) (bool, string) {
-		body, err := echo.Get(ctx, "http://"+serverPprofUI+"/ui/")
-		return err == nil && bytes.Contains(body, []byte("Echo")), fmt.Sprint(err)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("server-pprof serves the button's profile at http://%s/ui/", serverPprofUI)
-}
-
-// clickForProfile clicks a profile button of the server and returns the
-// profile it saved as the latest, once it is there.
-func (s *session) clickForProfile(t *testing.T, button string, timeout time.Duration) []byte {
-	t.Helper()
-	latest := filepath.Join(s.Dir, "build", "profiles", "server.pb.gz")
-	clicked := time.Now()
-	s.ClickButton(t, button)
-	err := kube.Poll(t.Context(), timeout, "a new profile in "+latest+" after the click on "+button, func(context.Context) (bool, string) {
-		info, err := os.Stat(latest)
-		return err == nil && info.ModTime().After(clicked), fmt.Sprint(err)
-	})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, s.Tilt(t, "logs", "server"))
-	}
-	data, err := os.ReadFile(latest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
-}
-
-// heapProfile clicks the server's "Heap profile" button: the profile it
-// saves parses and holds in-use memory samples.
-func heapProfile(t *testing.T, s *session) {
-	t.Helper()
-	heap, err := profile.ParseData(s.clickForProfile(t, "server-heap-profile", 30*time.Second))
-	if err != nil {
-		t.Fatalf("the heap profile does not parse: %v", err)
-	}
-	if !slices.ContainsFunc(heap.SampleType, func(st *profile.ValueType) bool { return st.Type == "inuse_space" }) || len(heap.Sample) == 0 {
-		t.Errorf("the heap profile has sample types %v and %d samples, want inuse_space and some", heap.SampleType, len(heap.Sample))
-	}
-	t.Logf("the heap button's profile: %d samples", len(heap.Sample))
-}
-
-// checkEchoSamples parses a CPU profile and checks that samples were taken
-// in the echo handler.
-func checkEchoSamples(t *testing.T, what string, data []byte) {
-	t.Helper()
-	p, err := profile.ParseData(data)
-	if err != nil {
-		t.Fatalf("%s does not parse: %v", what, err)
-	}
-	in := 0
-	for _, s := range p.Sample {
-		for _, loc := range s.Location {
-			if slices.ContainsFunc(loc.Line, func(l profile.Line) bool { return l.Function != nil && l.Function.Name == echoHandlerSym }) {
-				in++
-				break
-			}
-		}
-	}
-	t.Logf("%s: %d samples, %d of them in %s", what, len(p.Sample), in, echoHandlerSym)
-	if in == 0 {
-		t.Errorf("%s has no sample in %s", what, echoHandlerSym)
 	}
 }

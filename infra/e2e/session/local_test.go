@@ -3,20 +3,15 @@
 package session
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-delve/delve/service/api"
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -58,10 +53,33 @@ func targetUp(ctx context.Context, papi promv1.API, job, instance string) (bool,
 // and as the in-cluster client see them, and the switch back.
 func TestLocalServer(t *testing.T) {
 	s := startTilt(t, 1, suite.Rate)
-	ctx := t.Context()
-	ns := s.Target.Namespace
-	podsBefore := suite.Cluster.MustPods(t, ns, "server", true, 1)
+	podBefore := suite.Cluster.MustPods(t, s.Target.Namespace, "server", true, 1)[0].Name
+	address := s.switchToLocalServer(t)
+	t.Run("the in-cluster client calls the local process", s.localServerCalled)
+	t.Run("Prometheus has the local target up", func(t *testing.T) { s.localTargetUp(t, address) })
+	t.Run("a trace spans the client's pod and the local server", s.localTrace)
+	var localP50 time.Duration
+	t.Run("five edits", func(t *testing.T) { localP50 = s.localEdits(t) })
+	s.RestoreLocalServer(t)
+	s.switchBackFromLocal(t, podBefore)
+	t.Run("under Delve on this machine, a breakpoint stops the in-cluster client's calls", func(t *testing.T) {
+		file, line := s.localServerUnderDelve(t)
+		s.localDebugEdits(t, file, line, localP50)
+		s.SetOptions(t)
+		for _, app := range []string{"server", "client"} {
+			if err := suite.Cluster.WaitRollout(t.Context(), s.Target.Namespace, app, 3*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
 
+// switchToLocalServer switches to --local server with tilt args: hostrun's
+// slices replace the server pod, and the client's calls reach this machine,
+// none failing. It returns the address the pods reach this machine at.
+func (s *session) switchToLocalServer(t *testing.T) string {
+	t.Helper()
+	ns := s.Target.Namespace
 	var address string
 	failed, took := s.SwitchMode(t, "--local server: hostrun's slices, no server pod, the client's calls on this machine", func(ctx context.Context) (bool, string) {
 		a, why := tiltsession.HostrunAddress(ctx, suite.Cluster, ns)
@@ -82,90 +100,109 @@ func TestLocalServer(t *testing.T) {
 	if failed > 0 {
 		t.Errorf("%v client calls failed at the switch to --local server, want 0", failed)
 	}
+	return address
+}
 
-	t.Run("the in-cluster client calls the local process", func(t *testing.T) {
-		count := func() float64 {
-			mfs, err := proctest.Scrape(s.LocalMetrics())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return proctest.Value(mfs, "echo_requests_total", map[string]string{"api": "echo", "result": "ok"})
-		}
-		before := count()
-		time.Sleep(3 * time.Second)
-		got := count() - before
-		if got < float64(s.Rate) {
-			t.Errorf("the local server answered %v calls in 3s, want at least %d of the client's %d/s", got, s.Rate, s.Rate)
-		}
-		t.Logf("the local server answered %v calls in 3s", got)
-		if pods, err := suite.Cluster.RunningPods(ctx, ns, "server"); err != nil || len(pods) != 0 {
-			t.Errorf("%d server pods in the cluster with --local server (%v), want 0", len(pods), err)
-		}
-		if _, err := suite.Cluster.Client.AppsV1().Deployments(ns).Get(ctx, "server", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-			t.Errorf("the server Deployment with --local server: %v, want not found", err)
-		}
-		for _, svc := range []string{"server-service", "server-metrics-service"} {
-			got, err := suite.Cluster.Client.CoreV1().Services(ns).Get(ctx, svc, metav1.GetOptions{})
-			if err != nil || got.Spec.Selector["app"] != "server" {
-				t.Errorf("Service %s: %v, selector %v: want it kept, with its selector", svc, err, got.Spec.Selector)
-			}
-		}
-	})
-
-	t.Run("Prometheus has the local target up", func(t *testing.T) {
-		papi := echo.PrometheusAt(t, suite.Cluster, ns, suite.Cluster.MustPods(t, ns, "prometheus", true, 0)[0].Name)
-		err := kube.Poll(ctx, 2*time.Minute, "up{job=\"server\"} == 1 for "+address, func(ctx context.Context) (bool, string) {
-			return targetUp(ctx, papi, "server", address+":9000")
-		})
+// localServerCalled checks that the in-cluster client's calls reach the
+// local process, and that the server's Deployment is gone and its Services
+// kept.
+func (s *session) localServerCalled(t *testing.T) {
+	ctx, ns := t.Context(), s.Target.Namespace
+	count := func() float64 {
+		mfs, err := proctest.Scrape(s.LocalMetrics())
 		if err != nil {
 			t.Fatal(err)
 		}
-	})
+		return proctest.Value(mfs, "echo_requests_total", map[string]string{"api": "echo", "result": "ok"})
+	}
+	before := count()
+	time.Sleep(3 * time.Second)
+	got := count() - before
+	if got < float64(s.Rate) {
+		t.Errorf("the local server answered %v calls in 3s, want at least %d of the client's %d/s", got, s.Rate, s.Rate)
+	}
+	t.Logf("the local server answered %v calls in 3s", got)
+	if pods, err := suite.Cluster.RunningPods(ctx, ns, "server"); err != nil || len(pods) != 0 {
+		t.Errorf("%d server pods in the cluster with --local server (%v), want 0", len(pods), err)
+	}
+	if _, err := suite.Cluster.Client.AppsV1().Deployments(ns).Get(ctx, "server", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the server Deployment with --local server: %v, want not found", err)
+	}
+	for _, svc := range []string{"server-service", "server-metrics-service"} {
+		got, err := suite.Cluster.Client.CoreV1().Services(ns).Get(ctx, svc, metav1.GetOptions{})
+		if err != nil || got.Spec.Selector["app"] != "server" {
+			t.Errorf("Service %s: %v, selector %v: want it kept, with its selector", svc, err, got.Spec.Selector)
+		}
+	}
+}
 
-	t.Run("a trace spans the client's pod and the local server", func(t *testing.T) {
-		jaeger := "http://" + suite.Cluster.PortForward(t, ns, suite.Cluster.MustPods(t, ns, "jaeger", true, 0)[0].Name, 16686)
-		since := time.Now()
-		var found string
-		err := kube.Poll(ctx, time.Minute, "a trace of a client pod's call answered by server-local", func(ctx context.Context) (bool, string) {
-			var got echo.Traces
-			if err := echo.GetJSON(ctx, fmt.Sprintf("%s/api/traces?service=server&limit=20&start=%d", jaeger, since.UnixMicro()), &got); err != nil {
-				return false, err.Error()
+// localTargetUp waits until Prometheus has the local server's target at
+// address up.
+func (s *session) localTargetUp(t *testing.T, address string) {
+	ctx, ns := t.Context(), s.Target.Namespace
+	papi := echo.PrometheusAt(t, suite.Cluster, ns, suite.Cluster.MustPods(t, ns, "prometheus", true, 0)[0].Name)
+	err := kube.Poll(ctx, 2*time.Minute, "up{job=\"server\"} == 1 for "+address, func(ctx context.Context) (bool, string) {
+		return targetUp(ctx, papi, "server", address+":9000")
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// localTrace waits for a trace of a call from a client pod answered by the
+// local server.
+func (s *session) localTrace(t *testing.T) {
+	ctx, ns := t.Context(), s.Target.Namespace
+	jaeger := "http://" + suite.Cluster.PortForward(t, ns, suite.Cluster.MustPods(t, ns, "jaeger", true, 0)[0].Name, 16686)
+	since := time.Now()
+	var found string
+	err := kube.Poll(ctx, time.Minute, "a trace of a client pod's call answered by server-local", func(ctx context.Context) (bool, string) {
+		var got echo.Traces
+		if err := echo.GetJSON(ctx, fmt.Sprintf("%s/api/traces?service=server&limit=20&start=%d", jaeger, since.UnixMicro()), &got); err != nil {
+			return false, err.Error()
+		}
+		for _, tr := range got.Data {
+			if tr.ClientAndServer() && tr.PodOf("server") == "server-local" && strings.HasPrefix(tr.PodOf("client"), "client-") {
+				found = tr.TraceID
+				return true, ""
 			}
-			for _, tr := range got.Data {
-				if tr.ClientAndServer() && tr.PodOf("server") == "server-local" && strings.HasPrefix(tr.PodOf("client"), "client-") {
-					found = tr.TraceID
-					return true, ""
-				}
-			}
-			return false, fmt.Sprintf("%d traces, none from a client pod to server-local", len(got.Data))
-		})
-		if err != nil {
-			t.Fatal(err)
 		}
-		t.Logf("trace %s: the client pod's span and server-local's span, its child", found)
+		return false, fmt.Sprintf("%d traces, none from a client pod to server-local", len(got.Data))
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("trace %s: the client pod's span and server-local's span, its child", found)
+}
 
-	var localP50 time.Duration
-	t.Run("five edits", func(t *testing.T) {
-		var user, cluster []time.Duration
-		_, failed0 := s.Calls.Read(t)
-		for range 5 {
-			r := s.EditLocal(t)
-			user, cluster = append(user, r.User), append(cluster, r.Total)
-			t.Logf("local edit %d: through %s %.2fs (watch %.2fs, compile %.2fs as Tilt records it, %d polls failed); the in-cluster client's next call on the new process %.2fs",
-				s.Edits, s.Target.Local(20000), r.User.Seconds(), r.Detect.Seconds(), r.Compile.Seconds(), r.Refused, r.Total.Seconds())
-		}
-		_, failed1 := s.Calls.Read(t)
-		localP50 = tiltsession.Median(user)
-		t.Logf("5 local edits: through localhost p50 %.2fs, max %.2fs; the in-cluster client p50 %.2fs; %v client calls failed",
-			tiltsession.Median(user).Seconds(), slices.Max(user).Seconds(), tiltsession.Median(cluster).Seconds(), failed1-failed0)
-		if failed1 > failed0 {
-			t.Errorf("%v client calls failed during the local edits, want 0 (each build takes over the sockets)", failed1-failed0)
-		}
-	})
-	s.RestoreLocalServer(t)
+// localEdits makes five edits of the local server, timed as a person and as
+// the in-cluster client see them, and returns the median as a person sees
+// it.
+func (s *session) localEdits(t *testing.T) time.Duration {
+	var user, cluster []time.Duration
+	_, failed0 := s.Calls.Read(t)
+	for range 5 {
+		r := s.EditLocal(t)
+		user, cluster = append(user, r.User), append(cluster, r.Total)
+		t.Logf("local edit %d: through %s %.2fs (watch %.2fs, compile %.2fs as Tilt records it, %d polls failed); the in-cluster client's next call on the new process %.2fs",
+			s.Edits, s.Target.Local(20000), r.User.Seconds(), r.Detect.Seconds(), r.Compile.Seconds(), r.Refused, r.Total.Seconds())
+	}
+	_, failed1 := s.Calls.Read(t)
+	t.Logf("5 local edits: through localhost p50 %.2fs, max %.2fs; the in-cluster client p50 %.2fs; %v client calls failed",
+		tiltsession.Median(user).Seconds(), slices.Max(user).Seconds(), tiltsession.Median(cluster).Seconds(), failed1-failed0)
+	if failed1 > failed0 {
+		t.Errorf("%v client calls failed during the local edits, want 0 (each build takes over the sockets)", failed1-failed0)
+	}
+	return tiltsession.Median(user)
+}
 
-	failed, took = s.SwitchMode(t, "back in the cluster: a ready server pod, no hostrun slice", func(ctx context.Context) (bool, string) {
+// switchBackFromLocal switches the server back into the cluster with tilt
+// args: a new server pod (not podBefore), no hostrun slice, Tilt's forward
+// of localhost:20000 again, and no client call failing.
+func (s *session) switchBackFromLocal(t *testing.T, podBefore string) {
+	t.Helper()
+	ctx, ns := t.Context(), s.Target.Namespace
+	failed, took := s.SwitchMode(t, "back in the cluster: a ready server pod, no hostrun slice", func(ctx context.Context) (bool, string) {
 		if err := suite.Cluster.WaitRollout(ctx, ns, "server", time.Second); err != nil {
 			return false, err.Error()
 		}
@@ -186,7 +223,7 @@ func TestLocalServer(t *testing.T) {
 		t.Errorf("%v client calls failed at the switch back, want 0", failed)
 	}
 	pods := suite.Cluster.MustPods(t, ns, "server", true, 1)
-	if pods[0].Name == podsBefore[0].Name {
+	if pods[0].Name == podBefore {
 		t.Errorf("the server pod %s is the one from before --local", pods[0].Name)
 	}
 	s.Probes["server"] = echo.NewProbes(t, suite.Cluster, ns, "server")
@@ -195,126 +232,92 @@ func TestLocalServer(t *testing.T) {
 	if _, failed1 := s.Calls.Read(t); failed1 > failed0 {
 		t.Errorf("%v client calls failed after the switch back settled", failed1-failed0)
 	}
-
-	t.Run("under Delve on this machine, a breakpoint stops the in-cluster client's calls", func(t *testing.T) {
-		// The in-cluster client's deadline grows for a debugged server: it
-		// rolls out.
-		s.SetOptions(t, "--local", "server", "--debug", "server")
-		if err := kube.Poll(ctx, 3*time.Minute, "the local server's debug build under Delve, answering the client", func(ctx context.Context) (bool, string) {
-			// hostrun starts the last build at once under Delve (without
-			// debug information if it is the optimized one), and the debug
-			// build once it is compiled (waitDebugBuild).
-			conn, err := net.DialTimeout("tcp", serverDelve, time.Second)
-			if err != nil {
-				return false, "Delve: " + err.Error()
-			}
-			conn.Close()
-			if a, why := tiltsession.HostrunAddress(ctx, suite.Cluster, ns); a == "" {
-				return false, why
-			}
-			mfs, err := proctest.Scrape(s.LocalMetrics())
-			if err != nil {
-				return false, err.Error()
-			}
-			return echo.Answered(mfs) > 0, "no call answered yet"
-		}); err != nil {
-			t.Fatal(err)
-		}
-		if err := suite.Cluster.WaitRollout(ctx, ns, "client", 3*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		s.Calls = echo.NewCallCounter(t, suite.Cluster, ns)
-		file, line := breakpointLocation(t, s.Dir)
-		waitDebugBuild(t, serverDelve, file, line)
-		inClusterCallStops(t, file, line)
-
-		// Edits timed with no debugger attached, then three with one
-		// attached once, as in the cluster, and a terminal polling the
-		// program's sockets on this machine all along.
-		rss0 := localDelveRSS(t, s.Dir)
-		poll := new(proctest.Poller)
-		pctx, stopPoll := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		wg.Go(func() { poll.Run(pctx, 100*time.Millisecond, s.Target.Local(20000), s.Target.Local(9000)) })
-		_, failed0 := s.Calls.Read(t)
-		var user []time.Duration
-		for i := range 5 {
-			r := s.EditLocal(t)
-			user = append(user, r.User)
-			t.Logf("local debug edit %d: through %s %.2fs (compile %.2fs as Tilt records it)", i+1, s.Target.Local(20000), r.User.Seconds(), r.Compile.Seconds())
-		}
-		api := attachAPI(t, file, line)
-		for i := range attachedEdits + 1 {
-			api.stopsACall(t, fmt.Sprintf("under the local Delve, after %d edits with it attached", i))
-			if i < attachedEdits {
-				s.EditLocal(t)
-			}
-		}
-		api.detach(t)
-		stopPoll()
-		wg.Wait()
-		_, failed1 := s.Calls.Read(t)
-		rss1 := localDelveRSS(t, s.Dir)
-		ratio := tiltsession.Median(user).Seconds() / localP50.Seconds()
-		t.Logf("%d local debug edits: p50 %.2fs, %.2f times the local default's %.2fs; then %d with a debugger attached through them; %d connections to the sockets ok, %d failed; %v in-cluster calls failed; Delve's memory %d MiB, then %d MiB",
-			len(user), tiltsession.Median(user).Seconds(), ratio, localP50.Seconds(), attachedEdits, poll.OK(), poll.Failed(), failed1-failed0, rss0>>20, rss1>>20)
-		if n := poll.Failed(); n > 0 || poll.OK() == 0 {
-			t.Errorf("%d of %d connections to localhost:20000 and :9000 failed across the local debug edits, want 0:\n%s", n, n+poll.OK(), strings.Join(poll.Failures(), "\n"))
-		}
-		if failed1 > failed0 {
-			t.Errorf("%v in-cluster client calls failed across the local debug edits, want 0", failed1-failed0)
-		}
-		if grew := rss1 - rss0; grew > 60<<20 {
-			t.Errorf("the local Delve's memory grew %d MiB over %d edits, want at most 60", grew>>20, len(user)+attachedEdits)
-		}
-		s.SetOptions(t)
-		for _, app := range []string{"server", "client"} {
-			if err := suite.Cluster.WaitRollout(ctx, ns, app, 3*time.Minute); err != nil {
-				t.Fatal(err)
-			}
-		}
-	})
-
 }
 
-// localDelveRSS is the resident memory, in bytes, of the Delve that hostrun
-// runs on this machine for the session in dir.
-func localDelveRSS(t *testing.T, dir string) int64 {
+// localServerUnderDelve switches to --local server --debug server with tilt
+// args, waits until Delve runs the local server's debug build and checks
+// that a breakpoint stops an in-cluster call. It returns the file and line
+// of the breakpoint an IDE sends.
+func (s *session) localServerUnderDelve(t *testing.T) (string, int) {
 	t.Helper()
-	pid := processIn(t, dir, filepath.Join("build", "local", "dlv")+"\x00")
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
+	ctx, ns := t.Context(), s.Target.Namespace
+	// The in-cluster client's deadline grows for a debugged server: it
+	// rolls out.
+	s.SetOptions(t, "--local", "server", "--debug", "server")
+	if err := kube.Poll(ctx, 3*time.Minute, "the local server's debug build under Delve, answering the client", func(ctx context.Context) (bool, string) {
+		// hostrun starts the last build at once under Delve (without
+		// debug information if it is the optimized one), and the debug
+		// build once it is compiled (waitDebugBuild).
+		conn, err := net.DialTimeout("tcp", serverDelve, time.Second)
+		if err != nil {
+			return false, "Delve: " + err.Error()
+		}
+		conn.Close()
+		if a, why := tiltsession.HostrunAddress(ctx, suite.Cluster, ns); a == "" {
+			return false, why
+		}
+		mfs, err := proctest.Scrape(s.LocalMetrics())
+		if err != nil {
+			return false, err.Error()
+		}
+		return echo.Answered(mfs) > 0, "no call answered yet"
+	}); err != nil {
 		t.Fatal(err)
 	}
-	for line := range strings.Lines(string(status)) {
-		var kb int64
-		if _, err := fmt.Sscanf(line, "VmRSS: %d kB", &kb); err == nil {
-			return kb << 10
-		}
+	if err := suite.Cluster.WaitRollout(ctx, ns, "client", 3*time.Minute); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	return 0
+	s.Calls = echo.NewCallCounter(t, suite.Cluster, ns)
+	file, line := breakpointLocation(t, s.Dir)
+	waitDebugBuild(t, serverDelve, file, line)
+	inClusterCallStops(t, file, line)
+	return file, line
 }
 
-// processIn is the id of a process of this machine whose command line
-// starts with argv (NUL-separated) and whose working directory is dir.
-func processIn(t *testing.T, dir, argv string) int {
+// localDebugEdits times edits of the local server under Delve, with and
+// without a debugger at file:line, against localP50, the local default
+// loop's median.
+func (s *session) localDebugEdits(t *testing.T, file string, line int, localP50 time.Duration) {
 	t.Helper()
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		cmd, err := os.ReadFile(p)
-		if err != nil || !bytes.HasPrefix(cmd, []byte(argv)) {
-			continue
-		}
-		if cwd, err := os.Readlink(filepath.Join(filepath.Dir(p), "cwd")); err == nil && cwd == dir {
-			pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-			if err == nil {
-				return pid
-			}
+	// Edits timed with no debugger attached, then three with one
+	// attached once, as in the cluster, and a terminal polling the
+	// program's sockets on this machine all along.
+	rss0 := localDelveRSS(t, s.Dir)
+	poll := new(proctest.Poller)
+	pctx, stopPoll := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { poll.Run(pctx, 100*time.Millisecond, s.Target.Local(20000), s.Target.Local(9000)) })
+	_, failed0 := s.Calls.Read(t)
+	var user []time.Duration
+	for i := range 5 {
+		r := s.EditLocal(t)
+		user = append(user, r.User)
+		t.Logf("local debug edit %d: through %s %.2fs (compile %.2fs as Tilt records it)", i+1, s.Target.Local(20000), r.User.Seconds(), r.Compile.Seconds())
+	}
+	api := attachAPI(t, file, line)
+	for i := range attachedEdits + 1 {
+		api.stopsACall(t, fmt.Sprintf("under the local Delve, after %d edits with it attached", i))
+		if i < attachedEdits {
+			s.EditLocal(t)
 		}
 	}
-	t.Fatalf("no process %q runs here for %s", strings.ReplaceAll(argv, "\x00", " "), dir)
-	return 0
+	api.detach(t)
+	stopPoll()
+	wg.Wait()
+	_, failed1 := s.Calls.Read(t)
+	rss1 := localDelveRSS(t, s.Dir)
+	ratio := tiltsession.Median(user).Seconds() / localP50.Seconds()
+	t.Logf("%d local debug edits: p50 %.2fs, %.2f times the local default's %.2fs; then %d with a debugger attached through them; %d connections to the sockets ok, %d failed; %v in-cluster calls failed; Delve's memory %d MiB, then %d MiB",
+		len(user), tiltsession.Median(user).Seconds(), ratio, localP50.Seconds(), attachedEdits, poll.OK(), poll.Failed(), failed1-failed0, rss0>>20, rss1>>20)
+	if n := poll.Failed(); n > 0 || poll.OK() == 0 {
+		t.Errorf("%d of %d connections to localhost:20000 and :9000 failed across the local debug edits, want 0:\n%s", n, n+poll.OK(), strings.Join(poll.Failures(), "\n"))
+	}
+	if failed1 > failed0 {
+		t.Errorf("%v in-cluster client calls failed across the local debug edits, want 0", failed1-failed0)
+	}
+	if grew := rss1 - rss0; grew > 60<<20 {
+		t.Errorf("the local Delve's memory grew %d MiB over %d edits, want at most 60", grew>>20, len(user)+attachedEdits)
+	}
 }
 
 // TestLocalClient: --local client. The client runs on this machine and
@@ -382,42 +385,4 @@ func TestLocalClient(t *testing.T) {
 	}); err != nil {
 		t.Errorf("the client pod back in the cluster: %v", err)
 	}
-}
-
-// inClusterCallStops sets a breakpoint at file:line in the server that
-// Delve runs on this machine and waits for the first stop, which only a
-// call of the in-cluster client can make (its name is CLIENT_NAME's
-// default, "world"), then lets it go.
-func inClusterCallStops(t *testing.T, file string, line int) {
-	t.Helper()
-	dlv, err := attach(serverDelve)
-	if err != nil {
-		t.Fatalf("attach to Delve at %s: %v", serverDelve, err)
-	}
-	bp, err := dlv.CreateBreakpoint(&api.Breakpoint{File: file, Line: line})
-	if err != nil {
-		t.Fatalf("breakpoint at %s:%d: %v", file, line, err)
-	}
-	select {
-	case state := <-dlv.Continue():
-		if state.Err != nil || state.CurrentThread == nil || state.CurrentThread.Breakpoint == nil || state.CurrentThread.Breakpoint.ID != bp.ID {
-			t.Fatalf("stopped, but not at the breakpoint: %+v", state)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no call of the in-cluster client stopped at the breakpoint within 10s")
-	}
-	args, err := dlv.ListFunctionArgs(api.EvalScope{GoroutineID: -1}, api.LoadConfig{FollowPointers: true, MaxVariableRecurse: 2, MaxStringLen: 64, MaxStructFields: -1})
-	if err != nil {
-		t.Fatalf("the handler's arguments: %v", err)
-	}
-	if !hasStringField(args, "Name", "world") {
-		t.Errorf("the call stopped at the breakpoint is not the in-cluster client's (name \"world\"): %+v", args)
-	}
-	if _, err := dlv.ClearBreakpoint(bp.ID); err != nil {
-		t.Fatal(err)
-	}
-	if err := dlv.Disconnect(true); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("a call of the in-cluster client stopped at %s:%d in the server on this machine", filepath.Base(file), line)
 }

@@ -37,108 +37,121 @@ func TestFaults(t *testing.T) {
 	calls := echo.NewCallCounter(t, suite.Cluster, namespace)
 	time.Sleep(5 * time.Second) // the client finds every server
 
-	t.Run("rolling update", func(t *testing.T) {
-		ctx := t.Context()
-		old, err := suite.Cluster.RunningPods(ctx, namespace, "server")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ok0, failed0 := calls.Read(t)
-		began := time.Now()
-		restart(t, "server")
-		if err := suite.Cluster.WaitRollout(ctx, namespace, "server", 3*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		// The old pods answer through their preStop wait: count until they are gone.
-		for _, p := range old {
-			waitGone(t, p.Name)
-		}
-		time.Sleep(2 * time.Second)
-		ok1, failed1 := calls.Read(t)
-		t.Logf("rolling update in %v: %v calls ok, %v failed", time.Since(began).Round(time.Second), ok1-ok0, failed1-failed0)
-		if failed1 != failed0 || ok1 <= ok0 {
-			t.Errorf("rolling update: %v calls failed, %v succeeded; want 0 failed", failed1-failed0, ok1-ok0)
-		}
-	})
+	t.Run("rolling update", func(t *testing.T) { rollingUpdate(t, calls) })
+	t.Run("force-deleted server pods", func(t *testing.T) { forceDeleteServers(t, calls) })
+	t.Run("crashed server processes", func(t *testing.T) { crashServers(t, calls) })
+	t.Run("restarted Prometheus", restartPrometheus)
+}
 
-	t.Run("force-deleted server pods", func(t *testing.T) {
-		ctx := t.Context()
-		zero := int64(0)
-		for i := range 3 {
-			pod := randomServer(t)
-			failed, window := failureWindow(t, calls, func() {
-				if err := suite.Cluster.Client.CoreV1().Pods(namespace).Delete(ctx, pod, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
-					t.Fatal(err)
-				}
-			})
-			t.Logf("force-deleted %s: %v calls failed, the last %.1fs after the fault", pod, failed, window.Seconds())
-			if failed != 0 {
-				t.Errorf("force-deleted %s: %v calls failed (the last %.1fs after the fault), want 0", pod, failed, window.Seconds())
-			}
-			if err := suite.Cluster.WaitRollout(ctx, namespace, "server", 2*time.Minute); err != nil {
+// rollingUpdate restarts the server Deployment and counts the client's
+// calls until the old pods are gone: none may fail.
+func rollingUpdate(t *testing.T, calls *echo.CallCounter) {
+	ctx := t.Context()
+	old, err := suite.Cluster.RunningPods(ctx, namespace, "server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok0, failed0 := calls.Read(t)
+	began := time.Now()
+	restart(t, "server")
+	if err := suite.Cluster.WaitRollout(ctx, namespace, "server", 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// The old pods answer through their preStop wait: count until they are gone.
+	for _, p := range old {
+		waitGone(t, p.Name)
+	}
+	time.Sleep(2 * time.Second)
+	ok1, failed1 := calls.Read(t)
+	t.Logf("rolling update in %v: %v calls ok, %v failed", time.Since(began).Round(time.Second), ok1-ok0, failed1-failed0)
+	if failed1 != failed0 || ok1 <= ok0 {
+		t.Errorf("rolling update: %v calls failed, %v succeeded; want 0 failed", failed1-failed0, ok1-ok0)
+	}
+}
+
+// forceDeleteServers force-deletes a random server pod three times: no
+// call of the client may fail.
+func forceDeleteServers(t *testing.T, calls *echo.CallCounter) {
+	ctx := t.Context()
+	zero := int64(0)
+	for i := range 3 {
+		pod := randomServer(t)
+		failed, window := failureWindow(t, calls, func() {
+			if err := suite.Cluster.Client.CoreV1().Pods(namespace).Delete(ctx, pod, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 				t.Fatal(err)
 			}
-			// The client, which watches the Service's EndpointSlices,
-			// calls the replacement as soon as it is ready.
-			if i < 2 {
-				waitCallsReachEveryServer(t)
-			}
+		})
+		t.Logf("force-deleted %s: %v calls failed, the last %.1fs after the fault", pod, failed, window.Seconds())
+		if failed != 0 {
+			t.Errorf("force-deleted %s: %v calls failed (the last %.1fs after the fault), want 0", pod, failed, window.Seconds())
 		}
-	})
-
-	t.Run("crashed server processes", func(t *testing.T) {
-		ctx := t.Context()
-		pods, err := suite.Cluster.RunningPods(ctx, namespace, "server")
-		if err != nil || len(pods) < 2 {
-			t.Fatalf("want two running server pods, have %d (%v)", len(pods), err)
-		}
-		for _, p := range pods {
-			// One of two pods crashes: the client must be calling both. A
-			// pod that restarts leaves the Service's endpoints until it is
-			// ready again, and the client calls it again once it is.
-			waited := waitCallsReachEveryServer(t)
-			// SIGQUIT makes the Go runtime dump its goroutines and exit at once:
-			// connections cut, no draining; the kubelet restarts the container.
-			failed, window := failureWindow(t, calls, func() {
-				if _, stderr, err := suite.Cluster.Exec(ctx, namespace, p.Name, nil, "kill", "-QUIT", "1"); err != nil {
-					t.Fatalf("kill -QUIT 1 in %s: %v %s", p.Name, err, stderr)
-				}
-			})
-			t.Logf("crashed the server in %s (the client called both pods, %.0fs after the last fault): %v calls failed, the last %.1fs after the fault",
-				p.Name, waited.Seconds(), failed, window.Seconds())
-			if failed != 0 {
-				t.Errorf("crashed %s: %v calls failed, want 0: the client's retries go to the other pod", p.Name, failed)
-			}
-			waitReady(t, p.Name)
-		}
-	})
-
-	t.Run("restarted Prometheus", func(t *testing.T) {
-		ctx := t.Context()
-		restart(t, "prometheus")
-		if err := suite.Cluster.WaitRollout(ctx, namespace, "prometheus", 3*time.Minute); err != nil {
+		if err := suite.Cluster.WaitRollout(ctx, namespace, "server", 2*time.Minute); err != nil {
 			t.Fatal(err)
 		}
-		ready := time.Now()
-		papi := prometheusAPI(t)
-		want := len(suite.Cluster.MustPods(t, namespace, "server", false, 0)) + len(suite.Cluster.MustPods(t, namespace, "client", false, 0))
-		var got int
-		for time.Since(ready) < 30*time.Second {
-			v, _, _, err := papi.Query(ctx, `count(up{job=~"server|client"} == 1)`, time.Now())
-			if vec, ok := v.(model.Vector); err == nil && ok && len(vec) == 1 {
-				got = int(vec[0].Value)
-			}
-			if got == want {
-				break
-			}
-			time.Sleep(500 * time.Millisecond)
+		// The client, which watches the Service's EndpointSlices,
+		// calls the replacement as soon as it is ready.
+		if i < 2 {
+			waitCallsReachEveryServer(t)
 		}
-		took := time.Since(ready)
-		t.Logf("Prometheus restarted: %d of %d targets up %.1fs after it was ready", got, want, took.Seconds())
-		if got != want || took > 10*time.Second {
-			t.Errorf("restarted Prometheus: %d of %d targets up after %.1fs, want all within 10s (two scrape intervals)", got, want, took.Seconds())
+	}
+}
+
+// crashServers crashes the server process of each server pod in turn: no
+// call of the client may fail, its retries going to the other pod.
+func crashServers(t *testing.T, calls *echo.CallCounter) {
+	ctx := t.Context()
+	pods, err := suite.Cluster.RunningPods(ctx, namespace, "server")
+	if err != nil || len(pods) < 2 {
+		t.Fatalf("want two running server pods, have %d (%v)", len(pods), err)
+	}
+	for _, p := range pods {
+		// One of two pods crashes: the client must be calling both. A
+		// pod that restarts leaves the Service's endpoints until it is
+		// ready again, and the client calls it again once it is.
+		waited := waitCallsReachEveryServer(t)
+		// SIGQUIT makes the Go runtime dump its goroutines and exit at once:
+		// connections cut, no draining; the kubelet restarts the container.
+		failed, window := failureWindow(t, calls, func() {
+			if _, stderr, err := suite.Cluster.Exec(ctx, namespace, p.Name, nil, "kill", "-QUIT", "1"); err != nil {
+				t.Fatalf("kill -QUIT 1 in %s: %v %s", p.Name, err, stderr)
+			}
+		})
+		t.Logf("crashed the server in %s (the client called both pods, %.0fs after the last fault): %v calls failed, the last %.1fs after the fault",
+			p.Name, waited.Seconds(), failed, window.Seconds())
+		if failed != 0 {
+			t.Errorf("crashed %s: %v calls failed, want 0: the client's retries go to the other pod", p.Name, failed)
 		}
-	})
+		waitReady(t, p.Name)
+	}
+}
+
+// restartPrometheus restarts Prometheus: every server and client target
+// must be up within two scrape intervals (10s) of its being ready.
+func restartPrometheus(t *testing.T) {
+	ctx := t.Context()
+	restart(t, "prometheus")
+	if err := suite.Cluster.WaitRollout(ctx, namespace, "prometheus", 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ready := time.Now()
+	papi := prometheusAPI(t)
+	want := len(suite.Cluster.MustPods(t, namespace, "server", false, 0)) + len(suite.Cluster.MustPods(t, namespace, "client", false, 0))
+	var got int
+	for time.Since(ready) < 30*time.Second {
+		v, _, _, err := papi.Query(ctx, `count(up{job=~"server|client"} == 1)`, time.Now())
+		if vec, ok := v.(model.Vector); err == nil && ok && len(vec) == 1 {
+			got = int(vec[0].Value)
+		}
+		if got == want {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	took := time.Since(ready)
+	t.Logf("Prometheus restarted: %d of %d targets up %.1fs after it was ready", got, want, took.Seconds())
+	if got != want || took > 10*time.Second {
+		t.Errorf("restarted Prometheus: %d of %d targets up after %.1fs, want all within 10s (two scrape intervals)", got, want, took.Seconds())
+	}
 }
 
 // restart rolls a deployment, as `kubectl rollout restart` does.

@@ -25,101 +25,111 @@ const followTarget = 2 * time.Second
 // followTarget of its being ready, whether the client started first or the
 // pod came with a scale-up, and scaling down fails no call.
 func TestClientFollowsServers(t *testing.T) {
-	ctx := t.Context()
 	replicas := serverReplicas(t)
 	t.Cleanup(func() { suite.Cluster.Scale(t, namespace, "server", replicas) })
 
-	t.Run("the client starts before any server", func(t *testing.T) {
-		saved := deleteServer(t)
-		restart(t, "client")
-		if err := suite.Cluster.WaitRollout(ctx, namespace, "client", 3*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-		calls := echo.NewCallCounter(t, suite.Cluster, namespace)
-		ok0, _ := calls.Read(t)
-		time.Sleep(3 * time.Second) // calling, with no server
-		if ok, _ := calls.Read(t); ok != ok0 {
-			t.Fatalf("the client made %v successful calls with no server", ok-ok0)
-		}
-		ready := watchReady(t)
-		for _, o := range saved {
-			if err := suite.Cluster.Create(ctx, o); err != nil {
-				t.Fatal(err)
-			}
-		}
-		first := ready.next(t)
-		var answered time.Time
-		err := kube.Poll(ctx, time.Minute, "the client's first successful call", func(context.Context) (bool, string) {
-			ok, failed := calls.Read(t)
-			answered = time.Now()
-			return ok > ok0, fmt.Sprintf("%v ok, %v failed", ok-ok0, failed)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		took := answered.Sub(first.at)
-		t.Logf("servers applied after the client: first server pod %s ready, the client's first successful call %.2fs later", first.pod, took.Seconds())
-		if took > followTarget {
-			t.Errorf("the first call came %.2fs after the first server pod was ready, want at most %v", took.Seconds(), followTarget)
-		}
-		if err := suite.Cluster.WaitRollout(ctx, namespace, "server", 3*time.Minute); err != nil {
-			t.Fatal(err)
-		}
-	})
+	t.Run("the client starts before any server", clientBeforeServers)
+	t.Run("scale up under load, then down", scaleUpThenDown)
+}
 
-	t.Run("scale up under load, then down", func(t *testing.T) {
-		ensureClientRate(t)
-		suite.Cluster.Scale(t, namespace, "server", 1)
-		calls := echo.NewCallCounter(t, suite.Cluster, namespace)
-		_, failed0 := calls.Read(t)
-		old := suite.Cluster.MustPods(t, namespace, "server", false, 1)
-		ready := watchReady(t)
-		suite.Cluster.Scale(t, namespace, "server", 3)
-		// Each new pod: the first call the client makes to it, against the
-		// moment it became ready.
-		var wg sync.WaitGroup
-		for range 2 {
-			p := ready.next(t)
-			if p.pod == old[0].Name {
-				p = ready.next(t)
-			}
-			// The list every readyPoll may see a pod late, never early.
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				url := echo.MetricsURL(t, suite.Cluster, namespace, p.pod)
-				var answered time.Time
-				err := kube.Poll(ctx, time.Minute, "the client's first call to "+p.pod, func(context.Context) (bool, string) {
-					n, err := echo.AnsweredCalls(url)
-					answered = time.Now()
-					return err == nil && n > 0, fmt.Sprint(n, err)
-				})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				// The forward was opened after the pod was ready: its
-				// first scrape may come late, never early.
-				took := answered.Sub(p.at)
-				t.Logf("scale 1 -> 3: pod %s answered the client %.2fs after it was ready (at most; the scrape takes a port-forward)", p.pod, took.Seconds())
-				if took > followTarget {
-					t.Errorf("pod %s: first call of the client %.2fs after it was ready, want at most %v", p.pod, took.Seconds(), followTarget)
-				}
-			}()
-		}
-		wg.Wait()
-		_, failed1 := calls.Read(t)
-		suite.Cluster.Scale(t, namespace, "server", 1)
-		if err := suite.Cluster.WaitRollout(ctx, namespace, "server", 3*time.Minute); err != nil {
+// clientBeforeServers deletes the server, restarts the client and applies
+// the server again: the client's first successful call comes within
+// followTarget of the first server pod's being ready.
+func clientBeforeServers(t *testing.T) {
+	ctx := t.Context()
+	saved := deleteServer(t)
+	restart(t, "client")
+	if err := suite.Cluster.WaitRollout(ctx, namespace, "client", 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	calls := echo.NewCallCounter(t, suite.Cluster, namespace)
+	ok0, _ := calls.Read(t)
+	time.Sleep(3 * time.Second) // calling, with no server
+	if ok, _ := calls.Read(t); ok != ok0 {
+		t.Fatalf("the client made %v successful calls with no server", ok-ok0)
+	}
+	ready := watchReady(t)
+	for _, o := range saved {
+		if err := suite.Cluster.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(2 * time.Second)
-		_, failed2 := calls.Read(t)
-		t.Logf("scale 1 -> 3 -> 1 at %d calls/s: %v calls failed up, %v down", suite.Rate, failed1-failed0, failed2-failed1)
-		if failed2 != failed0 {
-			t.Errorf("%v calls failed scaling up, %v scaling down, want 0", failed1-failed0, failed2-failed1)
-		}
+	}
+	first := ready.next(t)
+	var answered time.Time
+	err := kube.Poll(ctx, time.Minute, "the client's first successful call", func(context.Context) (bool, string) {
+		ok, failed := calls.Read(t)
+		answered = time.Now()
+		return ok > ok0, fmt.Sprintf("%v ok, %v failed", ok-ok0, failed)
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := answered.Sub(first.at)
+	t.Logf("servers applied after the client: first server pod %s ready, the client's first successful call %.2fs later", first.pod, took.Seconds())
+	if took > followTarget {
+		t.Errorf("the first call came %.2fs after the first server pod was ready, want at most %v", took.Seconds(), followTarget)
+	}
+	if err := suite.Cluster.WaitRollout(ctx, namespace, "server", 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// scaleUpThenDown scales the server from 1 to 3 pods under load: the client
+// calls each new pod within followTarget of its being ready; then back to
+// 1, and no call fails either way.
+func scaleUpThenDown(t *testing.T) {
+	ctx := t.Context()
+	ensureClientRate(t)
+	suite.Cluster.Scale(t, namespace, "server", 1)
+	calls := echo.NewCallCounter(t, suite.Cluster, namespace)
+	_, failed0 := calls.Read(t)
+	old := suite.Cluster.MustPods(t, namespace, "server", false, 1)
+	ready := watchReady(t)
+	suite.Cluster.Scale(t, namespace, "server", 3)
+	// Each new pod: the first call the client makes to it, against the
+	// moment it became ready.
+	var wg sync.WaitGroup
+	for range 2 {
+		p := ready.next(t)
+		if p.pod == old[0].Name {
+			p = ready.next(t)
+		}
+		// The list every readyPoll may see a pod late, never early.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			url := echo.MetricsURL(t, suite.Cluster, namespace, p.pod)
+			var answered time.Time
+			err := kube.Poll(ctx, time.Minute, "the client's first call to "+p.pod, func(context.Context) (bool, string) {
+				n, err := echo.AnsweredCalls(url)
+				answered = time.Now()
+				return err == nil && n > 0, fmt.Sprint(n, err)
+			})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			// The forward was opened after the pod was ready: its
+			// first scrape may come late, never early.
+			took := answered.Sub(p.at)
+			t.Logf("scale 1 -> 3: pod %s answered the client %.2fs after it was ready (at most; the scrape takes a port-forward)", p.pod, took.Seconds())
+			if took > followTarget {
+				t.Errorf("pod %s: first call of the client %.2fs after it was ready, want at most %v", p.pod, took.Seconds(), followTarget)
+			}
+		}()
+	}
+	wg.Wait()
+	_, failed1 := calls.Read(t)
+	suite.Cluster.Scale(t, namespace, "server", 1)
+	if err := suite.Cluster.WaitRollout(ctx, namespace, "server", 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	_, failed2 := calls.Read(t)
+	t.Logf("scale 1 -> 3 -> 1 at %d calls/s: %v calls failed up, %v down", suite.Rate, failed1-failed0, failed2-failed1)
+	if failed2 != failed0 {
+		t.Errorf("%v calls failed scaling up, %v scaling down, want 0", failed1-failed0, failed2-failed1)
+	}
 }
 
 // readyPod is a server pod and the moment the test saw it ready.

@@ -58,7 +58,45 @@ func TestOperator(t *testing.T) {
 	images := buildOperatorImages(t, registry, version)
 	t.Logf("operator %s and config reloader built and pushed in %v", version, time.Since(began).Round(time.Second))
 
-	// The CRDs and the operator, from the module's own bundle.
+	installOperator(t, modDir, images)
+	t.Logf("CRDs and operator running %v after the start", time.Since(began).Round(time.Second))
+
+	prom := mustDecode(t, prometheusObjects())
+	t.Cleanup(func() { suite.Cluster.DeleteAll(t, prom) })
+	for _, obj := range prom {
+		if err := suite.Cluster.Apply(ctx, obj, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	applyMonitoring(t)
+
+	pod := "prometheus-" + prometheusName + "-0"
+	if err := suite.Cluster.WaitPodReady(ctx, monitoringNamespace, pod, operatorTimeout); err != nil {
+		t.Fatal(err)
+	}
+	ready := time.Now()
+	papi := echo.PrometheusAt(t, suite.Cluster, monitoringNamespace, pod)
+
+	waitScraped(t, papi, 2*time.Minute)
+	t.Logf("every server and client pod scraped %v after Prometheus was ready", time.Since(ready).Round(time.Second))
+	// $__rate_interval 1m: four of the monitors' 15s scrape intervals.
+	checks := dataChecks(t, papi)
+	runCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	failed := promcheck.RunUntil(runCtx, checks, 5*time.Second)
+	for _, err := range failed {
+		t.Error(err)
+	}
+	t.Logf("%d dashboard and rule checks, %d failed, %v after Prometheus was ready; whole check %v",
+		len(checks), len(failed), time.Since(ready).Round(time.Second), time.Since(began).Round(time.Second))
+}
+
+// installOperator installs the CRDs and the operator from the bundle of the
+// operator module in modDir, on images, and waits until the operator runs.
+func installOperator(t *testing.T, modDir string, images map[string]string) {
+	t.Helper()
+	ctx := t.Context()
 	bundle, err := os.ReadFile(filepath.Join(modDir, "bundle.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -82,17 +120,14 @@ func TestOperator(t *testing.T) {
 	if err := suite.Cluster.WaitRollout(ctx, first(objs, "Deployment").GetNamespace(), first(objs, "Deployment").GetName(), operatorTimeout); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("CRDs and operator running %v after the start", time.Since(began).Round(time.Second))
+}
 
-	prom := mustDecode(t, prometheusObjects())
-	t.Cleanup(func() { suite.Cluster.DeleteAll(t, prom) })
-	for _, obj := range prom {
-		if err := suite.Cluster.Apply(ctx, obj, false); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	// The overlay's monitoring objects: validated by the CRDs first.
+// applyMonitoring applies the overlay's monitoring objects, each validated
+// by the CRDs first in a server-side dry run; they are removed when the test
+// ends.
+func applyMonitoring(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
 	monitoring := operatorMonitoring(t)
 	for _, obj := range monitoring {
 		if err := suite.Cluster.Apply(ctx, obj, true); err != nil {
@@ -106,26 +141,6 @@ func TestOperator(t *testing.T) {
 		}
 	}
 	t.Logf("%d objects of infra/operator passed a server-side dry run against the installed CRDs and were applied", len(monitoring))
-
-	pod := "prometheus-" + prometheusName + "-0"
-	if err := suite.Cluster.WaitPodReady(ctx, monitoringNamespace, pod, operatorTimeout); err != nil {
-		t.Fatal(err)
-	}
-	ready := time.Now()
-	papi := echo.PrometheusAt(t, suite.Cluster, monitoringNamespace, pod)
-
-	waitScraped(t, papi, 2*time.Minute)
-	t.Logf("every server and client pod scraped %v after Prometheus was ready", time.Since(ready).Round(time.Second))
-	// $__rate_interval 1m: four of the monitors' 15s scrape intervals.
-	checks := dataChecks(t, papi)
-	runCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	failed := promcheck.RunUntil(runCtx, checks, 5*time.Second)
-	for _, err := range failed {
-		t.Error(err)
-	}
-	t.Logf("%d dashboard and rule checks, %d failed, %v after Prometheus was ready; whole check %v",
-		len(checks), len(failed), time.Since(ready).Round(time.Second), time.Since(began).Round(time.Second))
 }
 
 // operatorSource returns the module directory and version of the operator
