@@ -54,6 +54,11 @@ func TestPodSecurity(t *testing.T) {
 			}
 			reasons = append(reasons, infra.ReadOnlyRootViolations(pod, writable[dir]...)...)
 			for _, c := range pod.Containers {
+				if s := c.SecurityContext; slices.Contains(writable[dir], c.Name) && s != nil && s.ReadOnlyRootFilesystem != nil && *s.ReadOnlyRootFilesystem {
+					reasons = append(reasons, fmt.Sprintf("container %q is live-updated, but its root filesystem is read-only: the new binary could not be copied in", c.Name))
+				}
+			}
+			for _, c := range pod.Containers {
 				reasons = append(reasons, projectViolations(&c)...)
 			}
 			for _, r := range reasons {
