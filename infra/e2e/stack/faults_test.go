@@ -27,8 +27,10 @@ const quiet = 10 * time.Second
 //     pod the moment it leaves the Service's endpoints;
 //   - a crashed server process, one of two the client calls, fails no call;
 //   - a restarted Prometheus scrapes every target again within two scrape
-//     intervals (10s) of being ready;
-//   - live updates of the server under Tilt fail no call.
+//     intervals (10s) of being ready.
+//
+// Live updates under Tilt are TestLiveUpdateHandsOver's, in
+// infra/e2e/session.
 func TestFaults(t *testing.T) {
 	if !suite.Faults {
 		t.Skip("E2E_FAULTS=0")
