@@ -132,6 +132,11 @@ func TestSliceResolverBacksOffAMisbehavingAPI(t *testing.T) {
 			if min := tm.answeredMax * 3 / 4; last < min-10*time.Millisecond {
 				t.Errorf("the last two lists %v apart, want at least %v once the waits are at their longest (%d requests, lists at %v)", last, min, len(times), lists)
 			}
+			// The longest wait is capped: one request per answeredMax at most,
+			// never less often (200ms for the scheduler of a busy machine).
+			if max := tm.answeredMax + 200*time.Millisecond; last > max {
+				t.Errorf("the last two lists %v apart, want at most %v: the waits grow past their cap", last, max)
+			}
 		})
 	}
 }
