@@ -210,6 +210,31 @@ func TestSliceResolverEndsASilentWatch(t *testing.T) {
 	}
 }
 
+// A watch that gets a bookmark more often than watchIdle is never ended for
+// silence: each event starts the idle time again.
+func TestSliceResolverKeepsABusyWatch(t *testing.T) {
+	tm := testTiming
+	tm.watchIdle = 300 * time.Millisecond
+	f := &faultyAPI{answer: listOK(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		for {
+			fmt.Fprintln(w, `{"type":"BOOKMARK","object":{"kind":"EndpointSlice","metadata":{"resourceVersion":"11"}}}`)
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})}
+	startFaulty(t, f, tm)
+	time.Sleep(time.Second)
+	times, kinds := f.requests()
+	if lists := strings.Count(strings.Join(kinds, " "), "list"); lists != 1 {
+		t.Errorf("%d lists in 1s with a bookmark every 100ms on the watch (requests %v at %v), want 1: a watch silent less than %v is kept", lists, kinds, times, tm.watchIdle)
+	}
+}
+
 // Each watch asks the API to end it between watchTimeoutMin and twice that
 // (5 to 10 minutes), and asks for bookmarks.
 func TestSliceResolverWatchTimeout(t *testing.T) {
