@@ -3,6 +3,7 @@
 package programs_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -322,12 +323,17 @@ func TestExitCodes(t *testing.T) {
 		{name: "help", program: "server", args: []string{"--help"}, wantCode: 0, wantOut: "  SERVER_GRPC_PORT\n"},
 		{name: "bad variable", program: "client", env: []string{"CLIENT_RATE=0"}, wantCode: 2,
 			wantOut: "client: invalid configuration: CLIENT_RATE=0: must be above 0 and at most 100000 calls per second\n"},
+		{name: "outside a cluster", program: "client", env: []string{"CLIENT_SERVER_ADDR=kubernetes:///server-service.echo:grpc", "CLIENT_METRICS_PORT=0"}, wantCode: 1,
+			wantOut: "CLIENT_SERVER_ADDR=kubernetes:///server-service.echo:grpc: the Kubernetes API is not reachable from here"},
 		{name: "port taken", program: "server", env: []string{"SERVER_GRPC_PORT=" + port, "SERVER_METRICS_PORT=0"}, wantCode: 1,
 			wantOut: `"error":"listen for grpc: listen tcp :` + port + `: `},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := exec.Command(filepath.Join(binDir, tt.program), tt.args...)
+			// A program that should have exited but runs on is stopped.
+			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, filepath.Join(binDir, tt.program), tt.args...)
 			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, tt.env...)
 			out, _ := cmd.CombinedOutput()
 			if got := cmd.ProcessState.ExitCode(); got != tt.wantCode {
