@@ -7,7 +7,6 @@
 package loop
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,14 +22,7 @@ var suite *framework.Run
 var namespace string
 
 func TestMain(m *testing.M) {
-	if framework.Listing() {
-		os.Exit(m.Run())
-	}
-	var err error
-	if suite, err = framework.Setup(filepath.Join("..", "..", "..")); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
-	}
+	suite = framework.Main(filepath.Join("..", "..", ".."))
 	namespace = suite.Namespace
 	os.Exit(m.Run())
 }

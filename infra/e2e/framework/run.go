@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 
 	"k8s.io/klog/v2"
@@ -53,4 +54,19 @@ func Listing() bool {
 	}
 	f := flag.Lookup("test.list")
 	return f != nil && f.Value.String() != ""
+}
+
+// Main is the start of a spec package's TestMain: Setup with root, or
+// nothing when the binary only lists its tests. It ends the process with
+// the error when Setup fails.
+func Main(root string) *Run {
+	if Listing() {
+		return &Run{}
+	}
+	r, err := Setup(root)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		os.Exit(1)
+	}
+	return r
 }

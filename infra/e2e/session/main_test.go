@@ -3,7 +3,6 @@
 package session
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -23,14 +22,7 @@ var namespace string
 // TestMain deploys nothing: each test starts its own `tilt up` in a copy of
 // the repository and leaves what it deployed when it ends.
 func TestMain(m *testing.M) {
-	if framework.Listing() {
-		os.Exit(m.Run())
-	}
-	var err error
-	if suite, err = framework.Setup(filepath.Join("..", "..", "..")); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		os.Exit(1)
-	}
+	suite = framework.Main(filepath.Join("..", "..", ".."))
 	namespace = suite.Namespace
 	os.Exit(m.Run())
 }

@@ -42,41 +42,37 @@ var devBuild bool
 // the cluster advertises and infra/base applied; E2E_DEPLOY=none checks
 // what already runs.
 func TestMain(m *testing.M) {
-	if framework.Listing() {
-		os.Exit(m.Run())
+	suite = framework.Main(filepath.Join("..", "..", ".."))
+	namespace = suite.Namespace
+	if !framework.Listing() {
+		if err := deploy(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e:", err)
+			os.Exit(1)
+		}
 	}
-	code, err := setUp(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		os.Exit(1)
-	}
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
-func setUp(m *testing.M) (int, error) {
-	var err error
-	if suite, err = framework.Setup(filepath.Join("..", "..", "..")); err != nil {
-		return 0, err
-	}
+// deploy brings the stack up as E2E_DEPLOY says.
+func deploy() error {
 	s := suite.Settings
-	namespace = s.Namespace
 	began := time.Now()
 	switch s.Deploy {
 	case "tilt":
 		// Two server pods, as in infra/base: the faults need a second one.
 		if err := suite.Harness.CI(tiltsession.DefaultTarget(namespace), 2, s.Rate); err != nil {
-			return 0, err
+			return err
 		}
 		devBuild = true
 	case "kustomize":
 		if err := deployKustomize(); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	if s.Deploy != "none" {
 		fmt.Printf("e2e: deployed with %s in %v\n", s.Deploy, time.Since(began).Round(100*time.Millisecond))
 	}
-	return m.Run(), nil
+	return nil
 }
 
 // deployKustomize builds both program images for the nodes' architecture,
