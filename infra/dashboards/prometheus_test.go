@@ -234,9 +234,11 @@ func followOneCall(t *testing.T, papi promv1.API, clientBin, grpcAddr string, se
 	if id == "" {
 		t.Fatalf("the client's failure line has no %s: %v", label, failures[len(failures)-1])
 	}
-	if !slices.ContainsFunc(server.Events("call_refused"), func(l map[string]any) bool { return l[label] == id }) {
-		t.Errorf("the server logged no refused call with %s %s", label, id)
-	}
+	// The server's line reaches its log reader a moment after the call's
+	// reply reached the client.
+	proctest.Eventually(t, 5*time.Second, "the server's refused-call line with "+label+" "+id, func() bool {
+		return slices.ContainsFunc(server.Events("call_refused"), func(l map[string]any) bool { return l[label] == id })
+	})
 	stored := false
 	proctest.Eventually(t, 15*time.Second, "Prometheus stores the exemplar", func() bool {
 		for _, expr := range []string{`echo_request_duration_seconds_bucket{job="server", result="error"}`, `echo_request_duration_seconds{job="server", result="error"}`} {
