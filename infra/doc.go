@@ -11,5 +11,6 @@
 // The module is the project's checks: besides the manifests' tests, the
 // dashboards' against a real Prometheus (dashboards, promcheck), the
 // programs run as processes (programs, with the helper proctest), the
-// cluster checks (e2e, build tag e2e) and the bench (bench).
+// cluster checks (e2e: a framework, then specs behind the build tag e2e)
+// and the bench (bench; the loop's, behind the tag, in bench/loop).
 package infra

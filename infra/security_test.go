@@ -71,7 +71,7 @@ func TestPodSecurity(t *testing.T) {
 // TestRBAC: each program runs as its own service account; the only
 // pods with a token are those whose account a Role is bound to, in their own
 // namespace, and those Roles only read. What each may read the cluster's
-// authorizer answers (TestLeastPrivilege in infra/e2e).
+// authorizer answers (TestLeastPrivilege in infra/e2e/stack).
 func TestRBAC(t *testing.T) {
 	eachTree(t, func(t *testing.T, _ string, tr *infra.Tree) {
 		ns := namespaceOf(t, tr)
