@@ -343,7 +343,8 @@ func TestLocalClient(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		return proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}) >= 10, "fewer than 10 calls answered"
+		ok, _ := echo.ClientCalls(mfs)
+		return ok >= 10, "fewer than 10 calls answered"
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +358,7 @@ func TestLocalClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok, failed := proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}), proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "error"})
+	ok, failed := echo.ClientCalls(mfs)
 	t.Logf("--local client: %v calls answered, %v failed, through %s to the server pod; Prometheus scrapes it at %s:9001", ok, failed, s.Target.Local(20000), address)
 	if failed > 0 {
 		t.Errorf("the local client's calls: %v failed", failed)

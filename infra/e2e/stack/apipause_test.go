@@ -43,8 +43,7 @@ func clientCalls(t *testing.T, url string) (ok, failed float64) {
 	if err != nil {
 		t.Fatalf("the client's metrics: %v", err)
 	}
-	return proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}),
-		proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "error"})
+	return echo.ClientCalls(mfs)
 }
 
 // TestAPIServerPause: the API server stopped for kube.APIPause while the client

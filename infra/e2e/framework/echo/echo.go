@@ -87,6 +87,13 @@ func AnsweredCalls(url string) (float64, error) {
 	return Answered(mfs), nil
 }
 
+// ClientCalls is the client's count of its echo calls that succeeded and
+// failed, in a scrape.
+func ClientCalls(mfs map[string]*dto.MetricFamily) (ok, failed float64) {
+	return proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}),
+		proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "error"})
+}
+
 // CallCounter reads the client's echo_client_calls_total through a
 // port-forward to its pod.
 type CallCounter struct {
@@ -106,8 +113,7 @@ func (c *CallCounter) Read(t testing.TB) (ok, failed float64) {
 	for range 20 { // the client may be restarting
 		mfs, serr := proctest.Scrape(c.url)
 		if err = serr; err == nil {
-			return proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}),
-				proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "error"})
+			return ClientCalls(mfs)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

@@ -74,5 +74,6 @@ func (p *PodProbe) State(program string) (revision string, answering bool) {
 	if program == "server" {
 		return revision, Answered(mfs) >= 1
 	}
-	return revision, proctest.Value(mfs, "echo_client_calls_total", map[string]string{"result": "ok"}) >= 1
+	ok, _ := ClientCalls(mfs)
+	return revision, ok >= 1
 }
